@@ -1,0 +1,63 @@
+"""The one exception tree of sentinel.
+
+Every error sentinel raises on purpose is a ``SentinelError``; callers catch the
+narrowest class they can handle. Messages carry the offending value (``!r``) and where
+it came from (a file and key, a query, a URL). Nothing else lives here.
+
+    SentinelError
+     ├── ConfigError            config.toml / SENTINEL_* env invalid (file, key, expected)
+     ├── CaseFormatError        a case folder that does not follow CASE_FORMAT.md
+     ├── TelemetryError         telemetry that cannot be decoded
+     │    └── OTLPDecodeError   a malformed OTLP request body (-> HTTP 400)
+     ├── StoreError             the database failed or is unreachable
+     ├── MetricSourceError      Prometheus / VictoriaMetrics
+     │    ├── MetricSourceUnavailable   connection refused, timeout, 5xx (retryable)
+     │    └── MetricQueryError          the server rejected the query (4xx, bad PromQL)
+     └── ChangeFeedError        a git repository or change webhook payload that failed
+"""
+
+from __future__ import annotations
+
+
+class SentinelError(Exception):
+    """Base of every error sentinel raises on purpose."""
+
+
+class ConfigError(SentinelError):
+    """Configuration is invalid: names the file, the key and what was expected."""
+
+
+class CaseFormatError(SentinelError):
+    """A case folder does not follow the case format."""
+
+
+class TelemetryError(SentinelError):
+    """Telemetry that cannot be decoded."""
+
+
+class OTLPDecodeError(TelemetryError):
+    """A malformed OTLP request body."""
+
+
+class StoreError(SentinelError):
+    """The store failed or is unreachable."""
+
+
+class MetricSourceError(SentinelError):
+    """A Prometheus-compatible metric source failed; carries the query."""
+
+    def __init__(self, message: str, *, query: str | None = None) -> None:
+        super().__init__(message)
+        self.query = query
+
+
+class MetricSourceUnavailable(MetricSourceError):
+    """The source could not be reached or answered 5xx/timeout (retryable)."""
+
+
+class MetricQueryError(MetricSourceError):
+    """The source rejected the query itself (4xx, bad PromQL): retrying will not help."""
+
+
+class ChangeFeedError(SentinelError):
+    """A change source (git repository, webhook payload) failed."""

@@ -1,0 +1,84 @@
+"""The edges of sentinel: one small Protocol per kind of outside system.
+
+Stages and agents depend on these, never on an adapter. Each real adapter in
+``sentinel.adapters`` ships with a fake beside it, and a contract test runs the same
+body against both.
+
+What must not live here: implementations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from sentinel.telemetry import ChangeEvent, Sample, Series, Span
+
+
+class MetricSource(Protocol):
+    """A Prometheus-compatible query API (Prometheus, VictoriaMetrics, Thanos, Mimir)."""
+
+    async def instant(self, query: str, at: datetime | None = None) -> list[Series]:
+        """Evaluate ``query`` at one instant; each series holds one point."""
+        ...
+
+    async def range(
+        self, query: str, start: datetime, end: datetime, step: timedelta
+    ) -> list[Series]:
+        """Evaluate ``query`` over [start, end] every ``step``."""
+        ...
+
+
+class CursorStore(Protocol):
+    """Small persistent key/value state (e.g. the last commit a change feed has seen)."""
+
+    def get_cursor(self, key: str) -> str | None: ...
+
+    def set_cursor(self, key: str, value: str) -> None: ...
+
+
+class ChangeFeed(Protocol):
+    """A source of change events (a watched git repository)."""
+
+    def poll(self) -> list[ChangeEvent]:
+        """Change events that appeared since the last poll (persisted, so a restart does
+        not report them twice). Blocking: call it from a worker thread."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentSummary:
+    component: str
+    spans: int
+    errors: int
+    first: datetime | None
+    last: datetime | None
+    samples: int = 0
+    as_peer: int = 0  # client spans calling it (an uninstrumented callee has only these)
+
+
+class TelemetryStore(Protocol):
+    """Spans, metric samples and change events. Blocking: call from a worker thread."""
+
+    def add_spans(self, spans: Sequence[Span]) -> int:
+        """Store spans; a span already stored (same trace and span id) is skipped.
+        Returns how many were new."""
+        ...
+
+    def spans(
+        self, start: datetime, end: datetime, component: str | None = None
+    ) -> list[Span]: ...
+
+    def add_changes(self, changes: Sequence[ChangeEvent]) -> int: ...
+
+    def changes(self, start: datetime, end: datetime) -> list[ChangeEvent]: ...
+
+    def add_samples(self, samples: Sequence[Sample]) -> int: ...
+
+    def samples(
+        self, start: datetime, end: datetime, component: str | None = None
+    ) -> list[Sample]: ...
+
+    def components(self) -> list[ComponentSummary]: ...

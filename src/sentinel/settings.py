@@ -1,0 +1,319 @@
+"""Typed configuration: the only reader of ``config.toml`` and of ``SENTINEL_*`` variables.
+
+``load_settings()`` is called once, in the composition root (``daemon.py`` / ``cli.py``),
+and the resulting frozen ``Settings`` is passed down. Unknown keys and wrong types are
+rejected with the file, the key (and its line when it can be found) and what was
+expected. Secrets never come from the file: only from the environment.
+
+What must not live here: building engines, clients or anything else with side effects.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from sentinel.errors import ConfigError
+from sentinel.telemetry import ChangeKind, ComponentId
+
+ENV_PREFIX = "SENTINEL_"
+CONFIG_ENV = "SENTINEL_CONFIG"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LogFormat(StrEnum):
+    JSON = "json"
+    CONSOLE = "console"
+
+
+class LogLevel(StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 4318
+    ingest_auth: bool = False
+    api_auth: bool = False
+    shutdown_timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+
+
+class IngestSettings(_Section):
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
+    queue_max_spans: Annotated[int, Field(ge=1)] = 262_144
+    write_batch_spans: Annotated[int, Field(ge=1)] = 16_384
+    retry_after_seconds: Annotated[int, Field(ge=1)] = 2
+
+
+class StoreSettings(_Section):
+    url: str = "sqlite:///sentinel.db"
+    auto_migrate: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _known_backend(cls, v: str) -> str:
+        if not (v.startswith("sqlite://") or v.startswith("postgresql")):
+            raise ValueError("expected a 'sqlite:///PATH' or 'postgresql+psycopg://...' URL")
+        return v
+
+
+class PrometheusSettings(_Section):
+    url: str = ""
+    timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
+    retries: Annotated[int, Field(ge=0, le=10)] = 3
+    backoff_seconds: Annotated[float, Field(ge=0)] = 0.5
+
+
+class PathMapping(_Section):
+    glob: str = Field(min_length=1)
+    component: ComponentId
+    affects: tuple[ComponentId, ...] = ()
+    kind: ChangeKind = ChangeKind.CONFIG
+
+
+class RepoSettings(_Section):
+    name: str = Field(min_length=1)
+    url: str = Field(min_length=1)
+    branch: str = "main"
+    paths: tuple[PathMapping, ...] = ()
+
+
+class ChangesSettings(_Section):
+    poll_seconds: Annotated[float, Field(gt=0)] = 30.0
+    # On first sight of a repo, report the commits of this many hours before now.
+    initial_lookback_hours: Annotated[float, Field(ge=0)] = 24.0
+    workdir: str = ".sentinel/repos"
+    repos: tuple[RepoSettings, ...] = ()
+
+
+class LoggingSettings(_Section):
+    level: LogLevel = LogLevel.INFO
+    format: LogFormat = LogFormat.JSON
+
+
+class Secrets(_Section):
+    """Values read from ``SENTINEL_*`` environment variables only."""
+
+    ingest_token: SecretStr | None = None
+    api_token: SecretStr | None = None
+    prometheus_token: SecretStr | None = None
+    store_url: SecretStr | None = None
+
+
+# env var -> Secrets field
+SECRET_ENV: Mapping[str, str] = {
+    "SENTINEL_INGEST_TOKEN": "ingest_token",
+    "SENTINEL_API_TOKEN": "api_token",
+    "SENTINEL_PROMETHEUS_TOKEN": "prometheus_token",
+    "SENTINEL_STORE_URL": "store_url",
+}
+
+
+class Settings(_Section):
+    server: ServerSettings = ServerSettings()
+    ingest: IngestSettings = IngestSettings()
+    store: StoreSettings = StoreSettings()
+    prometheus: PrometheusSettings = PrometheusSettings()
+    changes: ChangesSettings = ChangesSettings()
+    logging: LoggingSettings = LoggingSettings()
+    secrets: Secrets = Secrets()
+    # Where relative paths in the file are resolved from: the config file's folder.
+    base_dir: Path = Path()
+
+    @property
+    def store_url(self) -> str:
+        """The effective store URL: SENTINEL_STORE_URL if set, relative SQLite paths
+        resolved against the config file's folder."""
+        url = (
+            self.secrets.store_url.get_secret_value()
+            if self.secrets.store_url
+            else self.store.url
+        )
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/"):
+            rest = url[len(prefix) :]
+            if rest and rest != ":memory:":
+                return prefix + str((self.base_dir / rest).resolve())
+        return url
+
+    def resolve(self, path: str) -> Path:
+        p = Path(path)
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+
+def default_config_path() -> Path:
+    """config.toml at the project root (beside src/), else in the working directory."""
+    here = Path(__file__).resolve().parents[2] / "config.toml"
+    return here if here.exists() else Path("config.toml")
+
+
+def load_settings(
+    path: Path | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Read, validate and return the settings. Raises ``ConfigError``.
+
+    ``path``: the config file; else ``$SENTINEL_CONFIG``; else the default config.toml.
+    A missing file is an error when it was asked for by name.
+    """
+    env = os.environ if env is None else env
+    explicit = path is not None or CONFIG_ENV in env
+    if path is None:
+        path = Path(env[CONFIG_ENV]) if CONFIG_ENV in env else default_config_path()
+    data: dict[str, Any] = {}
+    text = ""
+    if path.exists():
+        try:
+            text = path.read_text(encoding="utf-8")
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML: {e}") from e
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read: {e}") from e
+    elif explicit:
+        raise ConfigError(f"{path}: config file not found")
+
+    for reserved in ("secrets", "base_dir"):
+        if reserved in data:
+            raise ConfigError(
+                f"{path}: key {reserved!r} is not allowed in the file; secrets come from "
+                f"environment variables: {', '.join(sorted(SECRET_ENV))}"
+            )
+    secrets: dict[str, str] = {}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+            continue
+        field_name = SECRET_ENV.get(name)
+        if field_name is None:
+            known = ", ".join(sorted([*SECRET_ENV, CONFIG_ENV]))
+            raise ConfigError(f"environment: unknown variable {name!r}; known: {known}")
+        if value:
+            secrets[field_name] = value
+    data["secrets"] = secrets
+    data["base_dir"] = path.resolve().parent
+
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_describe(e, path, text)) from e
+    _check_cross_fields(settings, path)
+    return settings
+
+
+def _check_cross_fields(s: Settings, path: Path) -> None:
+    if s.server.ingest_auth and s.secrets.ingest_token is None:
+        raise ConfigError(
+            f"{path}: server.ingest_auth = true needs the token in SENTINEL_INGEST_TOKEN"
+        )
+    if s.server.api_auth and s.secrets.api_token is None:
+        raise ConfigError(f"{path}: server.api_auth = true needs the token in SENTINEL_API_TOKEN")
+    names = [r.name for r in s.changes.repos]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise ConfigError(f"{path}: changes.repos: repo names must be unique, got {sorted(dup)}")
+
+
+def _describe(err: ValidationError, path: Path, text: str) -> str:
+    lines = [f"{path}: invalid configuration ({err.error_count()} error(s))"]
+    for e in err.errors():
+        loc = [str(p) for p in e["loc"]]
+        if loc and loc[0] == "secrets":
+            env_name = next((k for k, v in SECRET_ENV.items() if v == loc[-1]), loc[-1])
+            lines.append(f"  environment {env_name}: {e['msg']}")
+            continue
+        key = ".".join(loc)
+        where = _line_of(text, loc)
+        at = f":{where}" if where else ""
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {path}{at}: unknown key {key!r}")
+        else:
+            lines.append(f"  {path}{at}: {key}: {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _line_of(text: str, loc: list[str]) -> int | None:
+    """Best-effort line number of a key path in the TOML text (for error messages)."""
+    if not text or not loc:
+        return None
+    keys = [k for k in loc if not k.isdigit()]
+    leaf = keys[-1]
+    table = ".".join(keys[:-1])
+    in_table = table == ""
+    header = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*$")
+    assign = re.compile(rf"^\s*{re.escape(leaf)}\s*=")
+    for i, line in enumerate(text.splitlines(), start=1):
+        m = header.match(line)
+        if m:
+            in_table = m.group(1) == table
+            if in_table and table and keys[-1] == m.group(1).split(".")[-1]:
+                return i
+            continue
+        if in_table and assign.match(line):
+            return i
+    return None
+
+
+# --- printing the effective config (check-config) ---------------------------------------
+
+MASK = "********"
+
+
+def effective_config(s: Settings) -> dict[str, Any]:
+    """The effective configuration as plain data, secrets masked."""
+    data = s.model_dump(mode="json", exclude={"secrets", "base_dir"})
+    data["store"]["url"] = mask_url(s.store_url)
+    data["secrets (from environment)"] = {
+        env: (MASK if getattr(s.secrets, field) is not None else "(unset)")
+        for env, field in sorted(SECRET_ENV.items())
+    }
+    return data
+
+
+def mask_url(url: str) -> str:
+    """Hide the password of a URL (``scheme://user:pass@host`` -> ``user:********@``)."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", rf"\g<1>{MASK}@", url)
+
+
+def to_toml(data: Mapping[str, Any], prefix: str = "") -> str:
+    """A minimal TOML writer for the effective config (scalars, lists, tables)."""
+    scalars: list[str] = []
+    tables: list[str] = []
+    for key, value in data.items():
+        name = _toml_key(key)
+        full = f"{prefix}.{name}" if prefix else name
+        if isinstance(value, Mapping):
+            tables.append(f"\n[{full}]\n" + to_toml(value, full))
+        elif isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
+            for item in value:
+                tables.append(f"\n[[{full}]]\n" + to_toml(item, full))
+        else:
+            scalars.append(f"{name} = {_toml_value(value)}")
+    body = "\n".join(scalars)
+    return body + ("\n" if body else "") + "".join(tables)
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_value(key)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    s = str(v).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{s}"'
