@@ -60,4 +60,9 @@ class MetricQueryError(MetricSourceError):
 
 
 class ChangeFeedError(SentinelError):
-    """A change source (git repository, webhook payload) failed."""
+    """A change source (git repository, webhook payload) failed; names the repo and URL."""
+
+    def __init__(self, message: str, *, repo: str | None = None, url: str | None = None) -> None:
+        super().__init__(message)
+        self.repo = repo
+        self.url = url

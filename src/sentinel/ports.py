@@ -9,11 +9,12 @@ What must not live here: implementations.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from sentinel.errors import ChangeFeedError
 from sentinel.telemetry import ChangeEvent, Sample, Series, Span
 
 
@@ -39,12 +40,28 @@ class CursorStore(Protocol):
     def set_cursor(self, key: str, value: str) -> None: ...
 
 
-class ChangeFeed(Protocol):
-    """A source of change events (a watched git repository)."""
+@dataclass(frozen=True, slots=True)
+class ChangePoll:
+    """What one ``ChangeFeed.poll`` found: the new events of the sources that answered,
+    oldest first per source, and one error per source that failed (naming it), so one
+    broken repository never hides the changes of the others."""
 
-    def poll(self) -> list[ChangeEvent]:
+    events: tuple[ChangeEvent, ...] = ()
+    failures: tuple[ChangeFeedError, ...] = ()
+
+
+# Receives a batch of new change events (e.g. the store's add_changes); raising a
+# SentinelError leaves them unacknowledged, to be reported again.
+ChangeSink = Callable[[Sequence[ChangeEvent]], object]
+
+
+class ChangeFeed(Protocol):
+    """A source of change events (watched git repositories)."""
+
+    def poll(self, sink: ChangeSink | None = None) -> ChangePoll:
         """Change events that appeared since the last poll (persisted, so a restart does
-        not report them twice). Blocking: call it from a worker thread."""
+        not report them twice), plus the sources that failed this time. Blocking: call it
+        from a worker thread."""
         ...
 
 
@@ -67,9 +84,7 @@ class TelemetryStore(Protocol):
         Returns how many were new."""
         ...
 
-    def spans(
-        self, start: datetime, end: datetime, component: str | None = None
-    ) -> list[Span]: ...
+    def spans(self, start: datetime, end: datetime, component: str | None = None) -> list[Span]: ...
 
     def add_changes(self, changes: Sequence[ChangeEvent]) -> int: ...
 

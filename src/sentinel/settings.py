@@ -56,6 +56,7 @@ class IngestSettings(_Section):
     queue_max_spans: Annotated[int, Field(ge=1)] = 262_144
     write_batch_spans: Annotated[int, Field(ge=1)] = 16_384
     retry_after_seconds: Annotated[int, Field(ge=1)] = 2
+    ack_timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
 
 
 class StoreSettings(_Section):
@@ -85,7 +86,8 @@ class PathMapping(_Section):
 
 
 class RepoSettings(_Section):
-    name: str = Field(min_length=1)
+    # The name becomes a folder under changes.workdir: no separators, no "..".
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     url: str = Field(min_length=1)
     branch: str = "main"
     paths: tuple[PathMapping, ...] = ()
@@ -138,9 +140,7 @@ class Settings(_Section):
         """The effective store URL: SENTINEL_STORE_URL if set, relative SQLite paths
         resolved against the config file's folder."""
         url = (
-            self.secrets.store_url.get_secret_value()
-            if self.secrets.store_url
-            else self.store.url
+            self.secrets.store_url.get_secret_value() if self.secrets.store_url else self.store.url
         )
         prefix = "sqlite:///"
         if url.startswith(prefix) and not url.startswith(prefix + "/"):
@@ -160,9 +160,7 @@ def default_config_path() -> Path:
     return here if here.exists() else Path("config.toml")
 
 
-def load_settings(
-    path: Path | None = None, env: Mapping[str, str] | None = None
-) -> Settings:
+def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Read, validate and return the settings. Raises ``ConfigError``.
 
     ``path``: the config file; else ``$SENTINEL_CONFIG``; else the default config.toml.

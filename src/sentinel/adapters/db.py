@@ -1,0 +1,778 @@
+"""The store: SQLModel tables on SQLite (WAL) or PostgreSQL, behind ``ports.TelemetryStore``.
+
+The table classes never leave this module: callers get and give the frozen records of
+``telemetry`` and ``incidents``. Schema changes go through alembic migrations in
+``sentinel/migrations`` (applied by ``open_store`` when ``store.auto_migrate``).
+
+Every method is blocking; the daemon calls them from worker threads. Span writes are the
+hot path: they use one multi-row ``INSERT ... ON CONFLICT DO NOTHING`` per batch, so a
+retried export never duplicates a span.
+
+What must not live here: decoding of wire formats, queries that belong to a stage (SLIs
+are computed from what ``spans()``/``samples()`` return).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Field, SQLModel
+
+from sentinel.adapters.otlp import attributes_and_events, span_to_raw
+from sentinel.clock import Clock
+from sentinel.errors import StoreError
+from sentinel.incidents import AuditEntry, Incident, IncidentStatus
+from sentinel.ports import ComponentSummary
+from sentinel.telemetry import (
+    ChangeEvent,
+    GenAIOperation,
+    Sample,
+    Span,
+    SpanKind,
+    SpanStatus,
+    evaluations_of,
+)
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Timezone-aware datetimes only: rejects naive values, returns UTC-aware ones (SQLite
+    has no timezone type, so values are stored as naive UTC there)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise StoreError(f"naive datetime {value!r} given to the store; use aware UTC")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# --- tables -----------------------------------------------------------------------------
+
+
+class SpanRow(SQLModel, table=True):
+    __tablename__ = "spans"
+    __table_args__ = (sa.Index("ix_spans_component_start", "component", "start_ns"),)
+
+    trace_id: str = Field(primary_key=True, max_length=32)
+    span_id: str = Field(primary_key=True, max_length=16)
+    parent_span_id: str | None = Field(default=None, max_length=16)
+    name: str
+    kind: int
+    start_ns: int = Field(sa_type=sa.BigInteger, index=True)
+    end_ns: int = Field(sa_type=sa.BigInteger)
+    service: str
+    component: str
+    peer: str | None = None
+    operation: str | None = None
+    status: int
+    status_message: str = ""
+    error_type: str | None = None
+    http_status: int | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    scope: str = ""
+    # The span as an OTLP protobuf Span message (attributes, events, ... as sent).
+    body: bytes = Field(sa_type=sa.LargeBinary)
+    resource: str = "{}"  # JSON: the resource's attributes
+
+
+class EvaluationRow(SQLModel, table=True):
+    __tablename__ = "evaluations"
+    __table_args__ = (sa.Index("ix_evaluations_component_time", "component", "time_ns"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    trace_id: str = Field(max_length=32)
+    span_id: str = Field(max_length=16)
+    component: str
+    name: str
+    score: float | None = None
+    label: str | None = None
+    time_ns: int = Field(sa_type=sa.BigInteger)
+
+
+class ChangeRow(SQLModel, table=True):
+    __tablename__ = "changes"
+
+    id: str = Field(primary_key=True)
+    component: str = Field(primary_key=True)
+    time: datetime = Field(sa_type=UTCDateTime, index=True)
+    affects: str = "[]"  # JSON list of component ids
+    kind: str
+    author: str = ""
+    summary: str = ""
+    repo: str = ""
+    path: str = ""
+    extra: str = "{}"  # JSON: fields beyond the case format's
+
+
+class SampleRow(SQLModel, table=True):
+    __tablename__ = "samples"
+    __table_args__ = (
+        sa.UniqueConstraint("metric", "labels", "time_ms", name="uq_samples_series_time"),
+        sa.Index("ix_samples_component_time", "component", "time_ms"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    metric: str
+    labels: str  # JSON object, keys sorted
+    component: str | None = None
+    time_ms: int = Field(sa_type=sa.BigInteger, index=True)
+    value: float
+
+
+class IncidentRow(SQLModel, table=True):
+    __tablename__ = "incidents"
+
+    id: str = Field(primary_key=True)
+    title: str
+    status: str = Field(index=True)
+    opened_at: datetime = Field(sa_type=UTCDateTime)
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+    resolved_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    components: str = "[]"  # JSON
+
+
+class AuditRow(SQLModel, table=True):
+    __tablename__ = "audit_log"
+
+    id: int | None = Field(default=None, primary_key=True)
+    time: datetime = Field(sa_type=UTCDateTime, index=True)
+    actor: str
+    action: str
+    incident_id: str | None = Field(default=None, index=True)
+    detail: str = "{}"  # JSON
+
+
+class CursorRow(SQLModel, table=True):
+    __tablename__ = "cursors"
+
+    key: str = Field(primary_key=True)
+    value: str
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+
+
+# The tables as SQLAlchemy Core objects (SQLModel's __table__ is not typed).
+SPANS: sa.Table = SpanRow.__table__  # type: ignore[attr-defined]
+EVALUATIONS: sa.Table = EvaluationRow.__table__  # type: ignore[attr-defined]
+CHANGES: sa.Table = ChangeRow.__table__  # type: ignore[attr-defined]
+SAMPLES: sa.Table = SampleRow.__table__  # type: ignore[attr-defined]
+INCIDENTS: sa.Table = IncidentRow.__table__  # type: ignore[attr-defined]
+AUDIT: sa.Table = AuditRow.__table__  # type: ignore[attr-defined]
+CURSORS: sa.Table = CursorRow.__table__  # type: ignore[attr-defined]
+
+
+# --- JSON helpers -----------------------------------------------------------------------
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, bytes):
+        # bytes attribute values are stored as base64 text under a marker key.
+        return {"__bytes__": base64.b64encode(value).decode()}
+    raise TypeError(f"cannot store {type(value).__name__} value {value!r:.80}")
+
+
+def _hook(obj: dict[str, Any]) -> Any:
+    if len(obj) == 1 and "__bytes__" in obj:
+        return base64.b64decode(obj["__bytes__"])
+    return obj
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=_default, separators=(",", ":"), allow_nan=True)
+
+
+def _loads(text: str) -> Any:
+    return json.loads(text, object_hook=_hook)
+
+
+# --- the store --------------------------------------------------------------------------
+
+
+def create_engine_for(url: str) -> Engine:
+    """An engine for ``url``; SQLite gets WAL, a busy timeout and foreign keys."""
+    if url.startswith("sqlite"):
+        path = url.removeprefix("sqlite:///")
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            # NORMAL is durable across application crashes in WAL mode (only an OS crash
+            # can lose the last transactions), at a fraction of FULL's fsync cost.
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+class SqlStore:
+    """``ports.TelemetryStore`` and the incident/audit/cursor store on SQLAlchemy."""
+
+    def __init__(self, engine: Engine, clock: Clock) -> None:
+        self.engine = engine
+        self.clock = clock
+        self._dialect = engine.dialect.name
+        self._insert = pg_insert if self._dialect == "postgresql" else sqlite_insert
+        self._span_insert_sql = self._insert_sql("spans", _SPAN_COLUMNS, ("trace_id", "span_id"))
+
+    @property
+    def url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _tx(self, what: str) -> Iterator[Connection]:
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except SQLAlchemyError as e:
+            raise StoreError(f"store {self.url}: {what} failed: {e}") from e
+
+    @contextmanager
+    def _read(self, what: str) -> Iterator[Connection]:
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except SQLAlchemyError as e:
+            raise StoreError(f"store {self.url}: {what} failed: {e}") from e
+
+    def ping(self) -> None:
+        with self._read("ping") as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    # -- spans --
+
+    def add_spans(self, spans: Sequence[Span]) -> int:
+        if not spans:
+            return 0
+        resource_json: dict[int, str] = {}
+        rows: list[tuple[Any, ...]] = []
+        evals: list[dict[str, Any]] = []
+        for s in spans:
+            rj = resource_json.get(id(s.resource))
+            if rj is None:
+                rj = resource_json[id(s.resource)] = _dumps(s.resource)
+            op = s.operation
+            rows.append(
+                (
+                    s.trace_id,
+                    s.span_id,
+                    s.parent_span_id,
+                    s.name,
+                    int(s.kind),
+                    s.start_ns,
+                    s.end_ns,
+                    s.service,
+                    s.component,
+                    s.peer,
+                    op.value if op is not None else None,
+                    int(s.status),
+                    s.status_message,
+                    s.error_type,
+                    s.http_status,
+                    s.input_tokens,
+                    s.output_tokens,
+                    s.scope,
+                    s.raw if s.raw is not None else span_to_raw(s),
+                    rj,
+                )
+            )
+            for ev in s.evaluations:
+                evals.append(
+                    {
+                        "trace_id": s.trace_id,
+                        "span_id": s.span_id,
+                        "component": s.component,
+                        "name": ev.name,
+                        "score": ev.score,
+                        "label": ev.label,
+                        "time_ns": ev.time_ns,
+                    }
+                )
+        with self._tx(f"writing {len(rows)} spans") as conn:
+            # The hot path of ingest: one prepared statement through the driver's
+            # executemany, without SQLAlchemy's per-row parameter processing.
+            result = conn.exec_driver_sql(self._span_insert_sql, rows)
+            new = (
+                result.rowcount
+                if result.rowcount is not None and result.rowcount >= 0
+                else len(rows)
+            )
+            if evals:
+                if new == len(rows):
+                    conn.execute(sa.insert(EVALUATIONS), evals)
+                else:
+                    # Some spans were already stored (a retried export): keep only the
+                    # evaluations of spans that have none yet.
+                    keys = {(e["trace_id"], e["span_id"]) for e in evals}
+                    have = _existing_eval_keys(conn, keys)
+                    fresh = [e for e in evals if (e["trace_id"], e["span_id"]) not in have]
+                    if fresh:
+                        conn.execute(sa.insert(EVALUATIONS), fresh)
+        return int(new)
+
+    def _insert_sql(self, table: str, columns: Sequence[str], key: Sequence[str]) -> str:
+        """``INSERT ... ON CONFLICT (key) DO NOTHING`` in the driver's parameter style.
+
+        Used through the driver's executemany, which skips SQLAlchemy's per-row parameter
+        processing (the ingest hot path) and whose row count both SQLite and psycopg sum
+        over the batch (SQLAlchemy's multi-values path reports -1 on PostgreSQL).
+        Identifiers come from this module's constants; values are bound parameters."""
+        mark = "%s" if self._dialect == "postgresql" else "?"
+        return (
+            f"INSERT INTO {table} ({', '.join(columns)}) "  # noqa: S608
+            f"VALUES ({', '.join([mark] * len(columns))}) "
+            f"ON CONFLICT ({', '.join(key)}) DO NOTHING"
+        )
+
+    def _insert_new(
+        self,
+        conn: Connection,
+        table: str,
+        key: tuple[str, ...],
+        rows: Sequence[dict[str, Any]],
+    ) -> int:
+        """INSERT rows, skipping those whose ``key`` is already stored; returns how many
+        were new."""
+        columns = list(rows[0])
+        values = [tuple(r[c] for c in columns) for r in rows]
+        result = conn.exec_driver_sql(self._insert_sql(table, columns, key), values)
+        return max(int(result.rowcount), 0)
+
+    def spans(
+        self,
+        start: datetime,
+        end: datetime,
+        component: str | None = None,
+        *,
+        trace_id: str | None = None,
+    ) -> list[Span]:
+        t = SPANS
+        q = (
+            sa.select(t)
+            .where(t.c.start_ns >= _ns(start), t.c.start_ns <= _ns(end))
+            .order_by(t.c.start_ns, t.c.trace_id, t.c.span_id)
+        )
+        if component is not None:
+            q = q.where(t.c.component == component)
+        if trace_id is not None:
+            q = q.where(t.c.trace_id == trace_id)
+        with self._read("reading spans") as conn:
+            rows = conn.execute(q).mappings().all()
+        return [_span_from_row(r) for r in rows]
+
+    def span_count(self) -> int:
+        with self._read("counting spans") as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(SPANS)).scalar_one())
+
+    # -- changes --
+
+    def add_changes(self, changes: Sequence[ChangeEvent]) -> int:
+        if not changes:
+            return 0
+        known = set(ChangeEvent.model_fields)
+        rows = [
+            {
+                "id": c.id,
+                "component": c.component,
+                "time": c.time,
+                "affects": _dumps(list(c.affects)),
+                "kind": c.kind.value,
+                "author": c.author,
+                "summary": c.summary,
+                "repo": c.repo,
+                "path": c.path,
+                "extra": _dumps({k: v for k, v in (c.model_extra or {}).items() if k not in known}),
+            }
+            for c in changes
+        ]
+        t = CHANGES
+        # Through SQLAlchemy (not _insert_new): "time" needs its type's bind processing.
+        stmt = (
+            self._insert(t)
+            .on_conflict_do_nothing(index_elements=["id", "component"])
+            .returning(t.c.id)
+        )
+        with self._tx(f"writing {len(rows)} changes") as conn:
+            return len(conn.execute(stmt, rows).all())
+
+    def changes(self, start: datetime, end: datetime) -> list[ChangeEvent]:
+        t = CHANGES
+        q = sa.select(t).where(t.c.time >= start, t.c.time <= end).order_by(t.c.time, t.c.id)
+        with self._read("reading changes") as conn:
+            rows = conn.execute(q).mappings().all()
+        return [
+            ChangeEvent.model_validate(
+                {
+                    **_loads(r["extra"]),
+                    "id": r["id"],
+                    "time": r["time"],
+                    "component": r["component"],
+                    "affects": _loads(r["affects"]),
+                    "kind": r["kind"],
+                    "author": r["author"],
+                    "summary": r["summary"],
+                    "repo": r["repo"],
+                    "path": r["path"],
+                }
+            )
+            for r in rows
+        ]
+
+    # -- samples --
+
+    def add_samples(self, samples: Sequence[Sample]) -> int:
+        if not samples:
+            return 0
+        label_json: dict[tuple[tuple[str, str], ...], str] = {}
+        rows = []
+        for s in samples:
+            lj = label_json.get(s.labels)
+            if lj is None:
+                lj = label_json[s.labels] = _dumps(dict(s.labels))
+            rows.append(
+                {
+                    "metric": s.metric,
+                    "labels": lj,
+                    "component": s.component,
+                    "time_ms": round(s.time.timestamp() * 1000),
+                    "value": s.value,
+                }
+            )
+        with self._tx(f"writing {len(rows)} samples") as conn:
+            return self._insert_new(conn, "samples", ("metric", "labels", "time_ms"), rows)
+
+    def samples(self, start: datetime, end: datetime, component: str | None = None) -> list[Sample]:
+        t = SAMPLES
+        q = (
+            sa.select(t)
+            .where(
+                t.c.time_ms >= round(start.timestamp() * 1000),
+                t.c.time_ms <= round(end.timestamp() * 1000),
+            )
+            .order_by(t.c.metric, t.c.labels, t.c.time_ms)
+        )
+        if component is not None:
+            q = q.where(t.c.component == component)
+        with self._read("reading samples") as conn:
+            rows = conn.execute(q).mappings().all()
+        label_cache: dict[str, tuple[tuple[str, str], ...]] = {}
+        out = []
+        for r in rows:
+            labels = label_cache.get(r["labels"])
+            if labels is None:
+                labels = label_cache[r["labels"]] = tuple(sorted(_loads(r["labels"]).items()))
+            out.append(
+                Sample(
+                    metric=r["metric"],
+                    labels=labels,
+                    component=r["component"],
+                    time=datetime.fromtimestamp(r["time_ms"] / 1000, tz=UTC),
+                    value=r["value"],
+                )
+            )
+        return out
+
+    # -- overview --
+
+    def components(self) -> list[ComponentSummary]:
+        """Every component the store knows: from spans (own and as a CLIENT span's
+        peer) and from metric samples."""
+        sp = SPANS
+        sm = SAMPLES
+        out: dict[str, dict[str, Any]] = {}
+
+        def entry(c: str) -> dict[str, Any]:
+            return out.setdefault(
+                c,
+                {"spans": 0, "errors": 0, "first": None, "last": None, "samples": 0, "as_peer": 0},
+            )
+
+        def widen(e: dict[str, Any], first: datetime | None, last: datetime | None) -> None:
+            if first is not None:
+                e["first"] = first if e["first"] is None else min(e["first"], first)
+            if last is not None:
+                e["last"] = last if e["last"] is None else max(e["last"], last)
+
+        with self._read("listing components") as conn:
+            for c, n, errs, lo, hi in conn.execute(
+                sa.select(
+                    sp.c.component,
+                    sa.func.count(),
+                    sa.func.count(sp.c.error_type),
+                    sa.func.min(sp.c.start_ns),
+                    sa.func.max(sp.c.start_ns),
+                ).group_by(sp.c.component)
+            ):
+                e = entry(c)
+                e["spans"], e["errors"] = int(n), int(errs)
+                widen(e, _from_ns(lo), _from_ns(hi))
+            for c, n, lo, hi in conn.execute(
+                sa.select(
+                    sp.c.peer,
+                    sa.func.count(),
+                    sa.func.min(sp.c.start_ns),
+                    sa.func.max(sp.c.start_ns),
+                )
+                .where(sp.c.peer.is_not(None))
+                .group_by(sp.c.peer)
+            ):
+                e = entry(c)
+                e["as_peer"] = int(n)
+                widen(e, _from_ns(lo), _from_ns(hi))
+            for c, n, lo, hi in conn.execute(
+                sa.select(
+                    sm.c.component,
+                    sa.func.count(),
+                    sa.func.min(sm.c.time_ms),
+                    sa.func.max(sm.c.time_ms),
+                )
+                .where(sm.c.component.is_not(None))
+                .group_by(sm.c.component)
+            ):
+                e = entry(c)
+                e["samples"] = int(n)
+                widen(e, _from_ms(lo), _from_ms(hi))
+        return [ComponentSummary(component=c, **v) for c, v in sorted(out.items())]
+
+    # -- incidents and audit --
+
+    def put_incident(self, incident: Incident) -> None:
+        row = {
+            "id": incident.id,
+            "title": incident.title,
+            "status": incident.status.value,
+            "opened_at": incident.opened_at,
+            "updated_at": incident.updated_at,
+            "resolved_at": incident.resolved_at,
+            "components": _dumps(list(incident.components)),
+        }
+        stmt = self._insert(INCIDENTS).values(row)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["id"], set_={k: v for k, v in row.items() if k != "id"}
+        )
+        with self._tx(f"writing incident {incident.id!r}") as conn:
+            conn.execute(stmt)
+
+    def get_incident(self, incident_id: str) -> Incident | None:
+        t = INCIDENTS
+        with self._read(f"reading incident {incident_id!r}") as conn:
+            r = conn.execute(sa.select(t).where(t.c.id == incident_id)).mappings().first()
+        return _incident_from_row(r) if r else None
+
+    def incidents(self, *, open_only: bool = False) -> list[Incident]:
+        t = INCIDENTS
+        q = sa.select(t).order_by(t.c.opened_at.desc())
+        if open_only:
+            q = q.where(t.c.status != IncidentStatus.RESOLVED.value)
+        with self._read("listing incidents") as conn:
+            return [_incident_from_row(r) for r in conn.execute(q).mappings().all()]
+
+    def append_audit(self, entry: AuditEntry) -> None:
+        with self._tx("writing the audit log") as conn:
+            conn.execute(
+                sa.insert(AUDIT).values(
+                    time=entry.time,
+                    actor=entry.actor,
+                    action=entry.action,
+                    incident_id=entry.incident_id,
+                    detail=_dumps(entry.detail),
+                )
+            )
+
+    def audit(self, incident_id: str | None = None) -> list[AuditEntry]:
+        t = AUDIT
+        q = sa.select(t).order_by(t.c.time, t.c.id)
+        if incident_id is not None:
+            q = q.where(t.c.incident_id == incident_id)
+        with self._read("reading the audit log") as conn:
+            rows = conn.execute(q).mappings().all()
+        return [
+            AuditEntry(
+                time=r["time"],
+                actor=r["actor"],
+                action=r["action"],
+                incident_id=r["incident_id"],
+                detail=_loads(r["detail"]),
+            )
+            for r in rows
+        ]
+
+    # -- cursors (ports.CursorStore) --
+
+    def get_cursor(self, key: str) -> str | None:
+        t = CURSORS
+        with self._read(f"reading cursor {key!r}") as conn:
+            v = conn.execute(sa.select(t.c.value).where(t.c.key == key)).scalar_one_or_none()
+        return str(v) if v is not None else None
+
+    def set_cursor(self, key: str, value: str) -> None:
+        now = self.clock.now()
+        stmt = self._insert(CURSORS).values(key=key, value=value, updated_at=now)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["key"], set_={"value": value, "updated_at": now}
+        )
+        with self._tx(f"writing cursor {key!r}") as conn:
+            conn.execute(stmt)
+
+
+_SPAN_COLUMNS = (
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "name",
+    "kind",
+    "start_ns",
+    "end_ns",
+    "service",
+    "component",
+    "peer",
+    "operation",
+    "status",
+    "status_message",
+    "error_type",
+    "http_status",
+    "input_tokens",
+    "output_tokens",
+    "scope",
+    "body",
+    "resource",
+)
+
+
+def _existing_eval_keys(conn: Connection, keys: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    t = EVALUATIONS
+    trace_ids = {k[0] for k in keys}
+    rows = conn.execute(
+        sa.select(t.c.trace_id, t.c.span_id).where(t.c.trace_id.in_(trace_ids)).distinct()
+    ).all()
+    return {(r[0], r[1]) for r in rows} & keys
+
+
+def _ns(t: datetime) -> int:
+    if t.tzinfo is None:
+        raise StoreError(f"naive datetime {t!r} given to the store; use aware UTC")
+    return int(t.timestamp()) * 1_000_000_000 + t.microsecond * 1000
+
+
+def _from_ns(ns: int | None) -> datetime | None:
+    return None if ns is None else datetime.fromtimestamp(ns / 1e9, tz=UTC)
+
+
+def _from_ms(ms: int | None) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def _span_from_row(r: Any) -> Span:
+    body = bytes(r["body"])
+    attributes, events = attributes_and_events(body)
+    # Evaluations are re-derived from the stored events by the same mapping that
+    # produced them at ingest, so the read path cannot drift from the write path.
+    evaluations = evaluations_of(events)
+    return Span(
+        trace_id=r["trace_id"],
+        span_id=r["span_id"],
+        parent_span_id=r["parent_span_id"],
+        name=r["name"],
+        kind=SpanKind(r["kind"]),
+        start_ns=r["start_ns"],
+        end_ns=r["end_ns"],
+        service=r["service"],
+        component=r["component"],
+        peer=r["peer"],
+        operation=GenAIOperation(r["operation"]) if r["operation"] else None,
+        status=SpanStatus(r["status"]),
+        status_message=r["status_message"],
+        error_type=r["error_type"],
+        http_status=r["http_status"],
+        input_tokens=r["input_tokens"],
+        output_tokens=r["output_tokens"],
+        evaluations=evaluations,
+        attributes=attributes,
+        events=events,
+        resource=_loads(r["resource"]),
+        scope=r["scope"],
+        raw=body,
+    )
+
+
+def _incident_from_row(r: Any) -> Incident:
+    return Incident(
+        id=r["id"],
+        title=r["title"],
+        status=IncidentStatus(r["status"]),
+        opened_at=r["opened_at"],
+        updated_at=r["updated_at"],
+        resolved_at=r["resolved_at"],
+        components=tuple(_loads(r["components"])),
+    )
+
+
+METADATA = SQLModel.metadata
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+# Any 64-bit number, the same in every replica: serialises concurrent migrations.
+_MIGRATION_LOCK = 0x5E471E1
+
+
+def migrate(engine: Engine) -> None:
+    """Apply pending alembic migrations (``upgrade head``)."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    try:
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # Several replicas may start at once; only one migrates at a time.
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+    except SQLAlchemyError as e:
+        raise StoreError(
+            f"store {engine.url.render_as_string(hide_password=True)}: migration failed: {e}"
+        ) from e
+
+
+def open_store(url: str, clock: Clock, *, auto_migrate: bool = True) -> SqlStore:
+    """Connect to the store at ``url`` and bring its schema up to date."""
+    try:
+        engine = create_engine_for(url)
+    except (SQLAlchemyError, ValueError) as e:
+        raise StoreError(f"store URL {url!r} is not usable: {e}") from e
+    if auto_migrate:
+        try:
+            migrate(engine)
+        except StoreError:
+            engine.dispose()
+            raise
+    return SqlStore(engine, clock)

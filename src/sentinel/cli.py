@@ -1,0 +1,196 @@
+"""The ``sentinel`` command line. Each command parses its arguments, loads the settings
+once, calls into the stages and adapters, and prints; errors of the ``SentinelError``
+tree become one clear line on stderr and a non-zero exit status, never a traceback.
+
+What must not live here: logic another entry point (the daemon, the API) also needs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from sentinel.clock import SystemClock
+from sentinel.errors import ConfigError, SentinelError
+from sentinel.settings import Settings, effective_config, load_settings, to_toml
+
+app = typer.Typer(
+    name="sentinel",
+    help="Keeps production AI agents healthy: detects, diagnoses and fixes what goes wrong.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Config file (default: $SENTINEL_CONFIG, else config.toml).",
+        dir_okay=False,
+    ),
+]
+
+
+def _fail(e: SentinelError) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
+    return typer.Exit(2 if isinstance(e, ConfigError) else 1)
+
+
+def _settings(path: Path | None) -> Settings:
+    try:
+        return load_settings(path)
+    except ConfigError as e:
+        raise _fail(e) from e
+
+
+@app.command()
+def run(config: ConfigOption = None) -> None:
+    """Run the daemon: OTLP receiver, change feed and scheduled agents."""
+    from sentinel import daemon
+
+    settings = _settings(config)
+    try:
+        daemon.run(settings, SystemClock())
+    except SentinelError as e:
+        raise _fail(e) from e
+
+
+@app.command("check-config")
+def check_config(
+    path: Annotated[Path | None, typer.Argument(help="Config file to check.")] = None,
+) -> None:
+    """Validate a config file and print the effective configuration, secrets masked."""
+    settings = _settings(path)
+    out.print(f"# {path or 'default configuration'}: valid", highlight=False)
+    out.print(to_toml(effective_config(settings)), highlight=False, markup=False)
+
+
+@app.command()
+def ingest(
+    case_dir: Annotated[Path, typer.Argument(help="A case folder (CASE_FORMAT.md).")],
+    config: ConfigOption = None,
+) -> None:
+    """Load a case's spans, metric samples and changes into the store."""
+    from sentinel.adapters.db import open_store
+    from sentinel.cases import ingest_case, read_case
+
+    settings = _settings(config)
+    try:
+        case = read_case(case_dir)
+        store = open_store(
+            settings.store_url, SystemClock(), auto_migrate=settings.store.auto_migrate
+        )
+        try:
+            with Progress(
+                TextColumn("{task.description:<8}"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+                TimeElapsedColumn(),
+                console=err,
+                transient=True,
+            ) as progress:
+                tasks: dict[str, TaskID] = {}
+
+                def show(stage: str, done: int, total: int) -> None:
+                    if stage not in tasks:
+                        tasks[stage] = progress.add_task(stage, total=total)
+                    progress.update(tasks[stage], completed=done, total=total)
+
+                report = ingest_case(store, case, progress=show)
+        finally:
+            store.close()
+    except SentinelError as e:
+        raise _fail(e) from e
+    out.print(
+        f"ingested {case.meta.id!r} into {store.url}: "
+        f"{report.spans_new} new spans (of {report.spans_seen}), "
+        f"{report.samples_new} new samples, {report.changes_new} new changes"
+        + (f", {report.rejected_spans} spans rejected" if report.rejected_spans else ""),
+        highlight=False,
+    )
+
+
+@app.command()
+def components(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """List the components the store knows, with span and error counts and time range."""
+    from sentinel.adapters.db import open_store
+
+    settings = _settings(config)
+    try:
+        store = open_store(
+            settings.store_url, SystemClock(), auto_migrate=settings.store.auto_migrate
+        )
+        try:
+            rows = store.components()
+        finally:
+            store.close()
+    except SentinelError as e:
+        raise _fail(e) from e
+    if as_json:
+        doc = [
+            {
+                "component": c.component,
+                "spans": c.spans,
+                "errors": c.errors,
+                "called_by_client_spans": c.as_peer,
+                "samples": c.samples,
+                "first": c.first.isoformat() if c.first else None,
+                "last": c.last.isoformat() if c.last else None,
+            }
+            for c in rows
+        ]
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        return
+    if not rows:
+        out.print(
+            "No components yet. Point an OpenTelemetry exporter at this daemon "
+            "(OTLP/HTTP, /v1/traces) or load a case with `sentinel ingest CASE_DIR`."
+        )
+        return
+    table = Table(title=f"components in {store.url}")
+    for col, justify in (
+        ("component", "left"),
+        ("spans", "right"),
+        ("errors", "right"),
+        ("error %", "right"),
+        ("called by", "right"),
+        ("samples", "right"),
+        ("first", "left"),
+        ("last", "left"),
+    ):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for c in rows:
+        rate = f"{100 * c.errors / c.spans:.1f}" if c.spans else "-"
+        table.add_row(
+            c.component,
+            str(c.spans),
+            str(c.errors),
+            rate,
+            str(c.as_peer) if c.as_peer else "-",
+            str(c.samples) if c.samples else "-",
+            c.first.strftime("%Y-%m-%d %H:%M:%S") if c.first else "-",
+            c.last.strftime("%Y-%m-%d %H:%M:%S") if c.last else "-",
+        )
+    out.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""The composition root of ``sentinel run``: settings ▶ adapters ▶ jobs ▶ HTTP app, all on
+one asyncio event loop (uvicorn serves, APScheduler's AsyncIOScheduler runs the jobs).
+
+Shutdown order on SIGTERM/SIGINT (or ``request_stop()``): stop accepting connections and
+let in-flight requests finish (uvicorn), stop starting jobs and wait for running ones,
+write everything still in the ingest queue, then close the store.
+
+What must not live here: logic that a stage or an adapter owns. Jobs here only call them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import gc
+import signal
+import socket
+import threading
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from datetime import timedelta
+
+import structlog
+import uvicorn
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from sentinel.adapters.db import SqlStore, open_store
+from sentinel.adapters.git import GitChangeFeed
+from sentinel.adapters.prometheus import PrometheusSource, prometheus_from_settings
+from sentinel.api import AppDeps, create_app
+from sentinel.clock import Clock
+from sentinel.errors import SentinelError, StoreError
+from sentinel.ingest import IngestQueue
+from sentinel.observability import SelfMetrics, configure_logging
+from sentinel.settings import Settings
+from sentinel.telemetry import ChangeEvent
+
+log = structlog.get_logger(__name__)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling. uvicorn re-raises SIGTERM once it has
+    stopped serving, which would kill the process before the ingest queue is written; the
+    daemon handles the signals itself (``Daemon.serve``)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class Daemon:
+    def __init__(self, settings: Settings, clock: Clock, *, store: SqlStore | None = None) -> None:
+        """``store``: an already open store to use instead of opening ``settings``' one
+        (the daemon closes it on shutdown)."""
+        self.settings = settings
+        self.clock = clock
+        self.metrics = SelfMetrics()
+        self.port: int | None = None
+        self.store: SqlStore | None = store
+        self.prometheus: PrometheusSource | None = None
+        self._server: uvicorn.Server | None = None
+        self._stopping = False
+        self._running_jobs: set[asyncio.Task[object]] = set()
+        # gitpython is not thread-safe and leaks children when used concurrently: every
+        # git operation runs on this one worker thread.
+        self._git_worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="git")
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if self._stopping and sig == signal.SIGINT and self._server is not None:
+            self._server.force_exit = True  # a second Ctrl-C: stop waiting
+        log.info("signal received, shutting down", signal=sig.name)
+        self.request_stop()
+
+    def request_stop(self) -> None:
+        """Begin a graceful shutdown (what SIGTERM does). Call on the daemon's loop."""
+        self._stopping = True
+        if self._server is not None:
+            self._server.should_exit = True
+
+    async def serve(self, sock: socket.socket | None = None) -> None:
+        """Run until stopped. ``sock``: an already bound socket (tests, port 0)."""
+        s = self.settings
+        if self.store is None:
+            try:
+                self.store = await asyncio.to_thread(
+                    open_store, s.store_url, self.clock, auto_migrate=s.store.auto_migrate
+                )
+            except StoreError as e:
+                # The daemon cannot work without a store: this one is fatal, and says why.
+                log.error("cannot open the store", error=str(e))
+                raise
+        store = self.store
+        log.info("store open", url=store.url)
+        queue = IngestQueue(
+            store.add_spans,
+            max_spans=s.ingest.queue_max_spans,
+            batch_spans=s.ingest.write_batch_spans,
+            metrics=self.metrics,
+        )
+        queue.start()
+        self.prometheus = prometheus_from_settings(s)
+
+        scheduler = AsyncIOScheduler(timezone="UTC")
+        if s.changes.repos:
+            feed = GitChangeFeed(
+                s.changes.repos,
+                workdir=s.resolve(s.changes.workdir),
+                cursors=store,
+                clock=self.clock,
+                initial_lookback=timedelta(hours=s.changes.initial_lookback_hours),
+            )
+
+            def store_changes(events: Sequence[ChangeEvent]) -> None:
+                # Called by the feed before it moves a repo's cursor: at-least-once, and
+                # the store skips changes it already has.
+                new = store.add_changes(events)
+                self.metrics.changes_received.labels(source="git").inc(new)
+                log.info("change events stored", new=new, seen=len(events))
+
+            async def poll_changes() -> None:
+                loop = asyncio.get_running_loop()
+                result = await loop.run_in_executor(self._git_worker, feed.poll, store_changes)
+                for failure in result.failures:
+                    log.error("change feed poll failed", error=str(failure))
+                    self.metrics.change_feed_failures.labels(repo=failure.repo or "?").inc()
+
+            self._schedule(scheduler, "poll_changes", poll_changes, s.changes.poll_seconds)
+
+        app = create_app(
+            AppDeps(
+                settings=s,
+                store=store,
+                queue=queue,
+                metrics=self.metrics,
+                ready_checks={},
+                shutting_down=lambda: self._stopping,
+            )
+        )
+        config = uvicorn.Config(
+            app,
+            host=s.server.host,
+            port=s.server.port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=int(s.server.shutdown_timeout_seconds),
+            # Large OTLP batches arrive as single requests; keep the default h11 limits.
+        )
+        self._server = _Server(config)
+        if threading.current_thread() is threading.main_thread():
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+        scheduler.start()
+        # Objects alive at start-up never become garbage: keep the collector off them, so
+        # the per-span objects of ingest are the only thing it scans.
+        gc.freeze()
+        serve_task = asyncio.create_task(
+            self._server.serve(sockets=[sock] if sock is not None else None)
+        )
+        while not self._server.started and not serve_task.done():
+            await asyncio.sleep(0.01)
+        if self._server.started:
+            bound = self._server.servers[0].sockets[0].getsockname()
+            self.port = int(bound[1])
+            log.info("sentinel listening", host=s.server.host, port=self.port)
+        try:
+            await serve_task
+        finally:
+            self._stopping = True
+            log.info("shutting down: waiting for running jobs and the ingest queue")
+            scheduler.pause()
+            timeout = s.server.shutdown_timeout_seconds
+            if self._running_jobs:
+                await asyncio.wait(self._running_jobs, timeout=timeout)
+            drained = await queue.close(timeout)
+            scheduler.shutdown(wait=False)
+            self._git_worker.shutdown(wait=True)
+            if self.prometheus is not None:
+                await self.prometheus.aclose()
+            await asyncio.to_thread(store.close)
+            log.info("stopped", queue_drained=drained)
+
+    def _schedule(
+        self,
+        scheduler: AsyncIOScheduler,
+        name: str,
+        job: Callable[[], Awaitable[None]],
+        every_seconds: float,
+    ) -> None:
+        async def run() -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            self._running_jobs.add(task)
+            start = self.clock.monotonic()
+            try:
+                await job()
+            except SentinelError as e:
+                # Expected failures of an outside system: logged and counted, and the job
+                # runs again at its next time. Anything else is a bug: APScheduler logs it
+                # with its traceback and the daemon keeps running.
+                self.metrics.job_failures.labels(job=name).inc()
+                log.error("job failed", job=name, error=str(e))
+            finally:
+                self.metrics.job_seconds.labels(job=name).observe(self.clock.monotonic() - start)
+                self._running_jobs.discard(task)
+
+        scheduler.add_job(
+            run,
+            "interval",
+            seconds=every_seconds,
+            id=name,
+            max_instances=1,
+            coalesce=True,
+            next_run_time=self.clock.now(),
+        )
+
+
+def run(settings: Settings, clock: Clock) -> None:
+    """``sentinel run``: configure logging and serve until SIGTERM/SIGINT."""
+    configure_logging(settings.logging)
+    asyncio.run(Daemon(settings, clock).serve())

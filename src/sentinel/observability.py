@@ -1,0 +1,121 @@
+"""sentinel watching itself: structured logs (structlog, JSON by default) and the figures
+served on ``/metrics`` (a registry per daemon, never the global one, so tests and replicas
+in one process do not share counters).
+
+What must not live here: anything about the monitored agents' telemetry.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from sentinel.settings import LogFormat, LoggingSettings
+
+
+def configure_logging(settings: LoggingSettings) -> None:
+    """Route structlog and the standard library's logging to stderr, as JSON lines or
+    as console text."""
+    level = getattr(logging, settings.level.value.upper())
+    shared: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer()
+        if settings.format == LogFormat.JSON
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        cache_logger_on_first_use=False,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # Third-party chatter stays at warning unless sentinel itself is debugging.
+    for noisy in ("uvicorn.access", "apscheduler", "alembic", "httpx", "git"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+class SelfMetrics:
+    """The daemon's own figures, served on /metrics."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "sentinel_ingest_requests",
+            "OTLP export requests, by HTTP status code.",
+            ["code"],
+            registry=r,
+        )
+        self.spans_received = Counter(
+            "sentinel_ingest_spans_received",
+            "Spans accepted into the ingest queue.",
+            registry=r,
+        )
+        self.spans_rejected = Counter(
+            "sentinel_ingest_spans_rejected",
+            "Spans not accepted, by reason (invalid: reported in partial_success; "
+            "queue_full/unavailable: the request was refused with 429/503; "
+            "malformed: the request body was refused with 400).",
+            ["reason"],
+            registry=r,
+        )
+        self.spans_stored = Counter(
+            "sentinel_ingest_spans_stored",
+            "Spans written to the store (duplicates of already stored spans excluded).",
+            registry=r,
+        )
+        self.queue_spans = Gauge(
+            "sentinel_ingest_queue_spans", "Spans waiting to be written.", registry=r
+        )
+        self.queue_capacity = Gauge(
+            "sentinel_ingest_queue_capacity_spans", "Capacity of the ingest queue.", registry=r
+        )
+        self.write_seconds = Histogram(
+            "sentinel_store_write_seconds",
+            "Duration of span write transactions.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.store_errors = Counter(
+            "sentinel_store_errors", "Failed store operations, by operation.", ["op"], registry=r
+        )
+        self.job_seconds = Histogram(
+            "sentinel_job_duration_seconds",
+            "Duration of scheduled jobs.",
+            ["job"],
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300),
+            registry=r,
+        )
+        self.job_failures = Counter(
+            "sentinel_job_failures", "Scheduled job runs that failed.", ["job"], registry=r
+        )
+        self.changes_received = Counter(
+            "sentinel_changes_received",
+            "Change events stored, by source (git, webhook).",
+            ["source"],
+            registry=r,
+        )
+        self.change_feed_failures = Counter(
+            "sentinel_change_feed_failures", "Failed polls of a watched repo.", ["repo"], registry=r
+        )
