@@ -246,7 +246,7 @@ METRIC_NAMES = st.from_regex(r"[a-zA-Z_:][a-zA-Z0-9_:]{0,12}", fullmatch=True)
 LABEL_NAMES = st.from_regex(r"[a-zA-Z_][a-zA-Z0-9_]{0,8}", fullmatch=True).filter(
     lambda n: n != "__name__"
 )
-LABEL_VALUES = st.text(st.characters(exclude_categories=("Cs",)), max_size=12)
+LABEL_VALUES = st.text(st.characters(exclude_categories=["Cs"]), max_size=12)
 TIMES = st.datetimes(
     min_value=datetime(1900, 1, 1),  # noqa: DTZ001 - hypothesis wants naive bounds
     max_value=datetime(2300, 1, 1),  # noqa: DTZ001

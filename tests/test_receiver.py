@@ -39,7 +39,7 @@ from sentinel.telemetry import Span, SpanKind, SpanStatus
 from tests.harness import RunningDaemon, make_settings, running_daemon
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-FAR = datetime(2100, 1, 1, tzinfo=UTC)
+FAR = datetime(2200, 1, 1, tzinfo=UTC)  # generated start times reach 2116
 PB = {"Content-Type": "application/x-protobuf"}
 JS = {"Content-Type": "application/json"}
 

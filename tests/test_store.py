@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import sentinel.migrations
@@ -560,7 +560,54 @@ def test_text_with_nul_characters_round_trips(store: SqlStore) -> None:
 
     assert store.add_spans([s]) == 1
 
-    assert store.spans(*EVERYTHING) == [s]
+    (got,) = store.spans(*EVERYTHING)
+    # Exact: the name, status message, attributes and resource (kept in the span's
+    # protobuf body and JSON). PostgreSQL text cannot hold U+0000, so there the indexed
+    # columns derived from names (service, component, scope) carry U+FFFD instead.
+    assert (got.name, got.status_message) == ("a\x00b", "boom\x00")
+    assert dict(got.attributes) == {"k\x00": "v\x00"}
+    assert dict(got.resource) == {"service.name": "svc\x00x"}
+    if store.engine.dialect.name == "postgresql":
+        assert (got.service, got.component, got.scope) == (
+            "svc\ufffdx",
+            "service:svc\ufffdx",
+            "scope\ufffd",
+        )
+    else:
+        assert got == s
+
+
+@pytest.mark.parametrize(
+    "value",
+    [iv(2**40), sv("99999999999999999999"), dv(1e20)],
+    ids=["int64", "numeric-string", "integral-double"],
+)
+def test_out_of_range_token_and_status_values_do_not_poison_a_batch(
+    store: SqlStore, value: dict[str, Any]
+) -> None:
+    # Any client can send any number; one odd span must not make the whole batch fail.
+    odd, fine = decode(
+        otlp_request(
+            "support-svc",
+            otlp_span(
+                span="00000000000000c1",
+                name="chat",
+                at_ms=0,
+                attributes=[
+                    kv("gen_ai.operation.name", sv("chat")),
+                    kv("gen_ai.request.model", sv("m")),
+                    kv("gen_ai.usage.input_tokens", value),
+                    kv("gen_ai.usage.output_tokens", value),
+                    kv("http.response.status_code", value),
+                ],
+            ),
+            otlp_span(span="00000000000000c2", name="fine", at_ms=1),
+        )
+    )
+
+    assert store.add_spans([odd, fine]) == 2
+
+    assert store.spans(*EVERYTHING) == [odd, fine]
 
 
 # --- changes ----------------------------------------------------------------------------
@@ -945,6 +992,7 @@ _LEAVES = st.one_of(
     st.sampled_from(["chat", "execute_tool", "invoke_agent", "retrieval", "qdrant"]).map(sv),
     st.booleans().map(bv),
     st.integers(-(2**63), 2**63 - 1).map(iv),
+    st.integers().map(lambda i: sv(str(i))),  # numbers sent as strings, any size
     st.floats(allow_nan=False).map(_double),
     st.binary(max_size=12).map(bytes_v),
     st.just({}),
@@ -1059,6 +1107,7 @@ def _check_round_trip(store: SqlStore, templates: list[dict[str, Any]]) -> None:
 _PROPERTY = settings(
     deadline=None,
     database=None,
+    derandomize=True,  # the same examples on every run: no flaky CI
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
@@ -1090,7 +1139,9 @@ def test_any_span_batch_round_trips_sqlite(
 
 
 @pytest.mark.postgres
-@settings(_PROPERTY, max_examples=8)
+# Each example is a round trip to the server: fewer of them, and no shrinking (which can
+# take thousands of round trips); the SQLite variant shrinks the same strategy.
+@settings(_PROPERTY, max_examples=8, phases=[Phase.explicit, Phase.generate])
 @given(templates=REQUEST_TEMPLATES)
 def test_any_span_batch_round_trips_postgres(
     postgres_store: SqlStore, templates: list[dict[str, Any]]

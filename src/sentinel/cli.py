@@ -72,8 +72,9 @@ def check_config(
 ) -> None:
     """Validate a config file and print the effective configuration, secrets masked."""
     settings = _settings(path)
-    out.print(f"# {path or 'default configuration'}: valid", highlight=False)
-    out.print(to_toml(effective_config(settings)), highlight=False, markup=False)
+    # Plain writes: the output is TOML, and rich would wrap long lines.
+    sys.stdout.write(f"# {path or 'default configuration'}: valid\n")
+    sys.stdout.write(to_toml(effective_config(settings)))
 
 
 @app.command()

@@ -27,6 +27,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sentinel.adapters.db import SqlStore, open_store
 from sentinel.adapters.git import GitChangeFeed
 from sentinel.adapters.prometheus import PrometheusSource, prometheus_from_settings
+from sentinel.adapters.span_writer import SpanWriterProcess
 from sentinel.api import AppDeps, create_app
 from sentinel.clock import Clock
 from sentinel.errors import SentinelError, StoreError
@@ -80,6 +81,7 @@ class Daemon:
     async def serve(self, sock: socket.socket | None = None) -> None:
         """Run until stopped. ``sock``: an already bound socket (tests, port 0)."""
         s = self.settings
+        injected = self.store is not None
         if self.store is None:
             try:
                 self.store = await asyncio.to_thread(
@@ -91,8 +93,16 @@ class Daemon:
                 raise
         store = self.store
         log.info("store open", url=store.url)
+        writer: SpanWriterProcess | None = None
+        write = store.add_spans
+        if s.ingest.writer_process and not injected:
+            writer = SpanWriterProcess(
+                s.store_url, postgres=store.engine.dialect.name == "postgresql"
+            )
+            await asyncio.to_thread(writer.start)
+            write = writer.write
         queue = IngestQueue(
-            store.add_spans,
+            write,
             max_spans=s.ingest.queue_max_spans,
             batch_spans=s.ingest.write_batch_spans,
             metrics=self.metrics,
@@ -153,8 +163,10 @@ class Daemon:
                 loop.add_signal_handler(sig, self._on_signal, sig)
         scheduler.start()
         # Objects alive at start-up never become garbage: keep the collector off them, so
-        # the per-span objects of ingest are the only thing it scans.
+        # the per-span objects of ingest are the only thing it scans. And scan less often:
+        # ingest allocates many short-lived, acyclic objects per span (bench/ingest.py).
         gc.freeze()
+        gc.set_threshold(50_000, 20, 20)
         serve_task = asyncio.create_task(
             self._server.serve(sockets=[sock] if sock is not None else None)
         )
@@ -174,6 +186,8 @@ class Daemon:
             if self._running_jobs:
                 await asyncio.wait(self._running_jobs, timeout=timeout)
             drained = await queue.close(timeout)
+            if writer is not None:
+                await asyncio.to_thread(writer.close, timeout)
             scheduler.shutdown(wait=False)
             self._git_worker.shutdown(wait=True)
             if self.prometheus is not None:
@@ -219,4 +233,12 @@ class Daemon:
 def run(settings: Settings, clock: Clock) -> None:
     """``sentinel run``: configure logging and serve until SIGTERM/SIGINT."""
     configure_logging(settings.logging)
-    asyncio.run(Daemon(settings, clock).serve())
+    # uvloop when available: a faster event loop for the receiver (bench/ingest.py).
+    try:
+        import uvloop
+
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
+    except ImportError:
+        loop_factory = None
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(Daemon(settings, clock).serve())

@@ -10,6 +10,7 @@ What must not live here: building engines, clients or anything else with side ef
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
@@ -28,7 +29,8 @@ CONFIG_ENV = "SENTINEL_CONFIG"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: a quoted number or "yes" for a boolean is a mistake to report, not to guess.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class LogFormat(StrEnum):
@@ -57,10 +59,11 @@ class IngestSettings(_Section):
     write_batch_spans: Annotated[int, Field(ge=1)] = 16_384
     retry_after_seconds: Annotated[int, Field(ge=1)] = 2
     ack_timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
+    writer_process: bool = True
 
 
 class StoreSettings(_Section):
-    url: str = "sqlite:///sentinel.db"
+    url: str = "sqlite:///.sentinel/sentinel.db"
     auto_migrate: bool = True
 
     @field_validator("url")
@@ -200,10 +203,13 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
         if value:
             secrets[field_name] = value
     data["secrets"] = secrets
-    data["base_dir"] = path.resolve().parent
+    data["base_dir"] = str(path.resolve().parent)
 
     try:
-        settings = Settings.model_validate(data)
+        # JSON mode: TOML's data is JSON's (no dates in this file), and strict JSON
+        # validation takes enum values and paths as strings while refusing "4318" for
+        # an integer or "yes" for a boolean.
+        settings = Settings.model_validate_json(json.dumps(data))
     except ValidationError as e:
         raise ConfigError(_describe(e, path, text)) from e
     _check_cross_fields(settings, path)
@@ -217,6 +223,11 @@ def _check_cross_fields(s: Settings, path: Path) -> None:
         )
     if s.server.api_auth and s.secrets.api_token is None:
         raise ConfigError(f"{path}: server.api_auth = true needs the token in SENTINEL_API_TOKEN")
+    if s.ingest.writer_process and s.store_url in ("sqlite://", "sqlite:///:memory:"):
+        raise ConfigError(
+            f"{path}: an in-memory SQLite store cannot be shared with the span writer "
+            "process: use a file, or set ingest.writer_process = false"
+        )
     names = [r.name for r in s.changes.repos]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
@@ -281,7 +292,7 @@ def effective_config(s: Settings) -> dict[str, Any]:
 
 def mask_url(url: str) -> str:
     """Hide the password of a URL (``scheme://user:pass@host`` -> ``user:********@``)."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", rf"\g<1>{MASK}@", url)
+    return re.sub(r"(://[^:/@]*:)[^@]*@", rf"\g<1>{MASK}@", url)
 
 
 def to_toml(data: Mapping[str, Any], prefix: str = "") -> str:
@@ -313,5 +324,18 @@ def _toml_value(v: Any) -> str:
         return repr(v)
     if isinstance(v, list | tuple):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    s = str(v).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{s}"'
+    return _toml_string(str(v))
+
+
+def _toml_string(s: str) -> str:
+    out = []
+    for ch in s:
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch == '"':
+            out.append('\\"')
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04X}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'

@@ -254,19 +254,26 @@ def _first(attrs: Attributes, keys: Sequence[str]) -> AttrValue:
     return None
 
 
+_INT64 = 2**63
+
+
 def _as_int(value: AttrValue) -> int | None:
+    """An integer attribute (token counts, status codes), or None when it is not one or
+    does not fit 64 bits (nothing real does; a store column would reject it)."""
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
+        n = value
+    elif isinstance(value, float) and value.is_integer():
+        n = int(value)
+    elif isinstance(value, str):
         try:
-            return int(value)
+            n = int(value)
         except ValueError:
             return None
-    return None
+    else:
+        return None
+    return n if -_INT64 <= n < _INT64 else None
 
 
 def _as_float(value: AttrValue) -> float | None:
@@ -306,7 +313,6 @@ class SpanFacts(NamedTuple):
 
 
 def classify_span(
-    *,
     name: str,
     kind: SpanKind,
     service: str,

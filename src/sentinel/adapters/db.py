@@ -15,9 +15,13 @@ are computed from what ``spans()``/``samples()`` return).
 from __future__ import annotations
 
 import base64
+import functools
+import itertools
 import json
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,11 +34,12 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Field, SQLModel
 
-from sentinel.adapters.otlp import attributes_and_events, span_to_raw
+from sentinel.adapters.otlp import raw_details, span_to_raw
 from sentinel.clock import Clock
 from sentinel.errors import StoreError
 from sentinel.incidents import AuditEntry, Incident, IncidentStatus
 from sentinel.ports import ComponentSummary
+from sentinel.settings import mask_url
 from sentinel.telemetry import (
     ChangeEvent,
     GenAIOperation,
@@ -71,8 +76,10 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
 
 
 class SpanRow(SQLModel, table=True):
+    # Indexed on (trace_id, span_id) and start time only: stages read spans by time
+    # window, and every extra index costs ingest (a (component, start) index measured at
+    # +8 us of SQLite work per span, a third of the write cost).
     __tablename__ = "spans"
-    __table_args__ = (sa.Index("ix_spans_component_start", "component", "start_ns"),)
 
     trace_id: str = Field(primary_key=True, max_length=32)
     span_id: str = Field(primary_key=True, max_length=16)
@@ -88,9 +95,9 @@ class SpanRow(SQLModel, table=True):
     status: int
     status_message: str = ""
     error_type: str | None = None
-    http_status: int | None = None
-    input_tokens: int | None = None
-    output_tokens: int | None = None
+    http_status: int | None = Field(default=None, sa_type=sa.BigInteger)
+    input_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
+    output_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
     scope: str = ""
     # The span as an OTLP protobuf Span message (attributes, events, ... as sent).
     body: bytes = Field(sa_type=sa.LargeBinary)
@@ -138,7 +145,7 @@ class SampleRow(SQLModel, table=True):
     labels: str  # JSON object, keys sorted
     component: str | None = None
     time_ms: int = Field(sa_type=sa.BigInteger, index=True)
-    value: float
+    value: float | None = None  # NULL stands for NaN, which SQLite cannot store
 
 
 class IncidentRow(SQLModel, table=True):
@@ -199,7 +206,10 @@ def _hook(obj: dict[str, Any]) -> Any:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, default=_default, separators=(",", ":"), allow_nan=True)
+    try:
+        return json.dumps(value, default=_default, separators=(",", ":"), allow_nan=True)
+    except (TypeError, ValueError) as e:
+        raise StoreError(f"cannot store {value!r:.120}: {e}") from e
 
 
 def _loads(text: str) -> Any:
@@ -225,6 +235,9 @@ def create_engine_for(url: str) -> Engine:
             # can lose the last transactions), at a fraction of FULL's fsync cost.
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
+            # Span writes touch random pages of the (trace_id, span_id) index: a larger
+            # page cache cuts their cost (bench/ingest.py). Bounded: 64 MiB per connection.
+            cur.execute("PRAGMA cache_size=-65536")
             cur.close()
 
         return engine
@@ -239,7 +252,6 @@ class SqlStore:
         self.clock = clock
         self._dialect = engine.dialect.name
         self._insert = pg_insert if self._dialect == "postgresql" else sqlite_insert
-        self._span_insert_sql = self._insert_sql("spans", _SPAN_COLUMNS, ("trace_id", "span_id"))
 
     @property
     def url(self) -> str:
@@ -273,59 +285,19 @@ class SqlStore:
     def add_spans(self, spans: Sequence[Span]) -> int:
         if not spans:
             return 0
-        resource_json: dict[int, str] = {}
-        rows: list[tuple[Any, ...]] = []
-        evals: list[dict[str, Any]] = []
-        for s in spans:
-            rj = resource_json.get(id(s.resource))
-            if rj is None:
-                rj = resource_json[id(s.resource)] = _dumps(s.resource)
-            op = s.operation
-            rows.append(
-                (
-                    s.trace_id,
-                    s.span_id,
-                    s.parent_span_id,
-                    s.name,
-                    int(s.kind),
-                    s.start_ns,
-                    s.end_ns,
-                    s.service,
-                    s.component,
-                    s.peer,
-                    op.value if op is not None else None,
-                    int(s.status),
-                    s.status_message,
-                    s.error_type,
-                    s.http_status,
-                    s.input_tokens,
-                    s.output_tokens,
-                    s.scope,
-                    s.raw if s.raw is not None else span_to_raw(s),
-                    rj,
-                )
-            )
-            for ev in s.evaluations:
-                evals.append(
-                    {
-                        "trace_id": s.trace_id,
-                        "span_id": s.span_id,
-                        "component": s.component,
-                        "name": ev.name,
-                        "score": ev.score,
-                        "label": ev.label,
-                        "time_ns": ev.time_ns,
-                    }
-                )
+        return self.insert_span_rows(span_rows(spans, postgres=self._dialect == "postgresql"))
+
+    def insert_span_rows(self, batch: SpanRows) -> int:
+        """Write rows made by ``span_rows`` (possibly in another process); returns how many
+        spans were new."""
+        rows, evals = batch.rows, batch.evaluations
+        if not rows:
+            return 0
         with self._tx(f"writing {len(rows)} spans") as conn:
-            # The hot path of ingest: one prepared statement through the driver's
-            # executemany, without SQLAlchemy's per-row parameter processing.
-            result = conn.exec_driver_sql(self._span_insert_sql, rows)
-            new = (
-                result.rowcount
-                if result.rowcount is not None and result.rowcount >= 0
-                else len(rows)
-            )
+            if self._dialect == "postgresql":
+                new = _copy_spans_pg(conn, rows)
+            else:
+                new = self._insert_rows(conn, "spans", _SPAN_COLUMNS, ("trace_id", "span_id"), rows)
             if evals:
                 if new == len(rows):
                     conn.execute(sa.insert(EVALUATIONS), evals)
@@ -339,19 +311,44 @@ class SqlStore:
                         conn.execute(sa.insert(EVALUATIONS), fresh)
         return int(new)
 
-    def _insert_sql(self, table: str, columns: Sequence[str], key: Sequence[str]) -> str:
-        """``INSERT ... ON CONFLICT (key) DO NOTHING`` in the driver's parameter style.
-
-        Used through the driver's executemany, which skips SQLAlchemy's per-row parameter
-        processing (the ingest hot path) and whose row count both SQLite and psycopg sum
-        over the batch (SQLAlchemy's multi-values path reports -1 on PostgreSQL).
-        Identifiers come from this module's constants; values are bound parameters."""
+    @functools.cache  # noqa: B019  # a few (table, width) pairs per store
+    def _insert_sql(
+        self, table: str, columns: tuple[str, ...], key: tuple[str, ...], n_rows: int
+    ) -> str:
+        """``INSERT ... VALUES (..), (..) ... ON CONFLICT (key) DO NOTHING`` for ``n_rows``
+        rows, in the driver's parameter style. Identifiers come from this module's
+        constants; values are bound parameters."""
         mark = "%s" if self._dialect == "postgresql" else "?"
+        one = f"({', '.join([mark] * len(columns))})"
         return (
             f"INSERT INTO {table} ({', '.join(columns)}) "  # noqa: S608
-            f"VALUES ({', '.join([mark] * len(columns))}) "
+            f"VALUES {', '.join([one] * n_rows)} "
             f"ON CONFLICT ({', '.join(key)}) DO NOTHING"
         )
+
+    def _insert_rows(
+        self,
+        conn: Connection,
+        table: str,
+        columns: tuple[str, ...],
+        key: tuple[str, ...],
+        rows: Sequence[tuple[Any, ...]],
+    ) -> int:
+        """INSERT rows (tuples in ``columns`` order), skipping those whose ``key`` is
+        already stored; returns how many were new.
+
+        The ingest hot path. Many rows per statement, straight through the driver: the
+        driver's executemany would release and retake the GIL for every row, and while
+        the event loop decodes the next request each retake can wait a whole switch
+        interval. Also skips SQLAlchemy's per-row parameter processing."""
+        per_statement = max(1, _MAX_PARAMS // len(columns))
+        new = 0
+        for i in range(0, len(rows), per_statement):
+            chunk = rows[i : i + per_statement]
+            sql = self._insert_sql(table, columns, key, len(chunk))
+            params = tuple(itertools.chain.from_iterable(chunk))
+            new += max(int(conn.exec_driver_sql(sql, params).rowcount), 0)
+        return new
 
     def _insert_new(
         self,
@@ -360,12 +357,11 @@ class SqlStore:
         key: tuple[str, ...],
         rows: Sequence[dict[str, Any]],
     ) -> int:
-        """INSERT rows, skipping those whose ``key`` is already stored; returns how many
-        were new."""
-        columns = list(rows[0])
-        values = [tuple(r[c] for c in columns) for r in rows]
-        result = conn.exec_driver_sql(self._insert_sql(table, columns, key), values)
-        return max(int(result.rowcount), 0)
+        """Like ``_insert_rows`` for rows given as dicts."""
+        columns = tuple(rows[0])
+        return self._insert_rows(
+            conn, table, columns, key, [tuple(r[c] for c in columns) for r in rows]
+        )
 
     def spans(
         self,
@@ -463,8 +459,8 @@ class SqlStore:
                     "metric": s.metric,
                     "labels": lj,
                     "component": s.component,
-                    "time_ms": round(s.time.timestamp() * 1000),
-                    "value": s.value,
+                    "time_ms": _ms(s.time),
+                    "value": None if math.isnan(s.value) else s.value,
                 }
             )
         with self._tx(f"writing {len(rows)} samples") as conn:
@@ -475,8 +471,8 @@ class SqlStore:
         q = (
             sa.select(t)
             .where(
-                t.c.time_ms >= round(start.timestamp() * 1000),
-                t.c.time_ms <= round(end.timestamp() * 1000),
+                t.c.time_ms >= _ms(start),
+                t.c.time_ms <= _ms(end),
             )
             .order_by(t.c.metric, t.c.labels, t.c.time_ms)
         )
@@ -496,7 +492,7 @@ class SqlStore:
                     labels=labels,
                     component=r["component"],
                     time=datetime.fromtimestamp(r["time_ms"] / 1000, tz=UTC),
-                    value=r["value"],
+                    value=math.nan if r["value"] is None else r["value"],
                 )
             )
         return out
@@ -668,6 +664,85 @@ _SPAN_COLUMNS = (
 )
 
 
+# Bound parameters per statement: under SQLite's default limit (32766 since 3.32) and
+# PostgreSQL's (65535).
+_MAX_PARAMS = 10_000
+_SPAN_PREFIX = 17
+assert Span._fields[:_SPAN_PREFIX] == _SPAN_COLUMNS[:_SPAN_PREFIX]
+assert _SPAN_COLUMNS[_SPAN_PREFIX:] == ("scope", "body", "resource")
+
+
+def _copy_spans_pg(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> int:
+    """PostgreSQL's fast path: COPY into a per-session temporary table, then one
+    INSERT ... SELECT that skips spans already stored. A multi-row INSERT of the same
+    rows measured 3x slower (the server parses thousands of parameters per statement)."""
+    cols = ", ".join(_SPAN_COLUMNS)
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    with driver.cursor() as cur:
+        cur.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS spans_in "
+            "(LIKE spans INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+        with cur.copy(f"COPY spans_in ({cols}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        cur.execute(
+            f"INSERT INTO spans ({cols}) SELECT {cols} FROM spans_in "  # noqa: S608
+            "ON CONFLICT (trace_id, span_id) DO NOTHING"
+        )
+        return max(int(cur.rowcount), 0)
+
+
+def _without_nul(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """PostgreSQL text cannot hold U+0000: replace it in the text columns (the exact
+    name and status message are read back from the span's protobuf body)."""
+    if not any(type(v) is str and "\x00" in v for v in row):
+        return row
+    return tuple(v.replace("\x00", "\ufffd") if type(v) is str else v for v in row)
+
+
+@dataclass(frozen=True, slots=True)
+class SpanRows:
+    """Spans as the store's rows: plain tuples and dicts, cheap to send to a writer
+    process."""
+
+    rows: list[tuple[Any, ...]]
+    evaluations: list[dict[str, Any]]
+
+
+def span_rows(spans: Sequence[Span], *, postgres: bool) -> SpanRows:
+    resource_json: dict[int, str] = {}
+    rows: list[tuple[Any, ...]] = []
+    evals: list[dict[str, Any]] = []
+    evaluated: set[tuple[str, str]] = set()  # a span repeated within the batch
+    for s in spans:
+        rj = resource_json.get(id(s.resource))
+        if rj is None:
+            rj = resource_json[id(s.resource)] = _dumps(s.resource)
+        # A Span's first fields are the table's first columns, in order (checked at
+        # import below): slicing beats building a tuple field by field on this path.
+        rows.append((*s[:_SPAN_PREFIX], s.scope, s.raw or span_to_raw(s), rj))
+        if not s.evaluations or (s.trace_id, s.span_id) in evaluated:
+            continue
+        evaluated.add((s.trace_id, s.span_id))
+        for ev in s.evaluations:
+            evals.append(
+                {
+                    "trace_id": s.trace_id,
+                    "span_id": s.span_id,
+                    "component": s.component,
+                    "name": ev.name,
+                    "score": ev.score,
+                    "label": ev.label,
+                    "time_ns": ev.time_ns,
+                }
+            )
+    if postgres:
+        rows = [_without_nul(r) for r in rows]
+    return SpanRows(rows, evals)
+
+
 def _existing_eval_keys(conn: Connection, keys: set[tuple[str, str]]) -> set[tuple[str, str]]:
     t = EVALUATIONS
     trace_ids = {k[0] for k in keys}
@@ -683,6 +758,12 @@ def _ns(t: datetime) -> int:
     return int(t.timestamp()) * 1_000_000_000 + t.microsecond * 1000
 
 
+def _ms(t: datetime) -> int:
+    if t.tzinfo is None:
+        raise StoreError(f"naive datetime {t!r} given to the store; use aware UTC")
+    return round(t.timestamp() * 1000)
+
+
 def _from_ns(ns: int | None) -> datetime | None:
     return None if ns is None else datetime.fromtimestamp(ns / 1e9, tz=UTC)
 
@@ -693,7 +774,8 @@ def _from_ms(ms: int | None) -> datetime | None:
 
 def _span_from_row(r: Any) -> Span:
     body = bytes(r["body"])
-    attributes, events = attributes_and_events(body)
+    details = raw_details(body)
+    attributes, events = details.attributes, details.events
     # Evaluations are re-derived from the stored events by the same mapping that
     # produced them at ingest, so the read path cannot drift from the write path.
     evaluations = evaluations_of(events)
@@ -701,7 +783,7 @@ def _span_from_row(r: Any) -> Span:
         trace_id=r["trace_id"],
         span_id=r["span_id"],
         parent_span_id=r["parent_span_id"],
-        name=r["name"],
+        name=details.name,
         kind=SpanKind(r["kind"]),
         start_ns=r["start_ns"],
         end_ns=r["end_ns"],
@@ -710,7 +792,7 @@ def _span_from_row(r: Any) -> Span:
         peer=r["peer"],
         operation=GenAIOperation(r["operation"]) if r["operation"] else None,
         status=SpanStatus(r["status"]),
-        status_message=r["status_message"],
+        status_message=details.status_message,
         error_type=r["error_type"],
         http_status=r["http_status"],
         input_tokens=r["input_tokens"],
@@ -768,7 +850,7 @@ def open_store(url: str, clock: Clock, *, auto_migrate: bool = True) -> SqlStore
     try:
         engine = create_engine_for(url)
     except (SQLAlchemyError, ValueError) as e:
-        raise StoreError(f"store URL {url!r} is not usable: {e}") from e
+        raise StoreError(f"store URL {mask_url(url)!r} is not usable: {mask_url(str(e))}") from e
     if auto_migrate:
         try:
             migrate(engine)

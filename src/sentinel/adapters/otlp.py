@@ -233,75 +233,80 @@ def decode_protobuf(body: bytes) -> DecodedBatch:
                 if reason is not None:
                     rejections.add(reason)
                     continue
-                kind_n, status_n = s.kind, s.status.code
+                st = s.status
+                kind_n, status_n = s.kind, st.code
                 if kind_n not in _KINDS or status_n not in _STATUSES:
                     where = f"resourceSpans[{ri}].scopeSpans[{si}].spans[{pi}]"
                     raise OTLPDecodeError(
                         f"{where}: unknown span kind {kind_n!r} or status code {status_n!r}"
                     )
-                known = {
-                    kv.key: _pb_value(kv.value) for kv in s.attributes if kv.key in classify_keys
-                }
+                # The hot loop of ingest: only the attributes the conventions read are
+                # turned into Python values; the rest stay in ``raw`` until asked for.
+                attrs = s.attributes
+                known = {}
+                for kv in attrs:
+                    key = kv.key
+                    if key in classify_keys:
+                        known[key] = _pb_value(kv.value)
                 events = (
                     tuple(
-                        SpanEvent(
-                            name=e.name,
-                            time_ns=e.time_unix_nano,
-                            attributes=_pb_attrs(e.attributes),
-                        )
+                        SpanEvent(e.name, e.time_unix_nano, _pb_attrs(e.attributes))
                         for e in s.events
                     )
                     if s.events
                     else ()
                 )
                 kind, status = _KINDS[kind_n], _STATUSES[status_n]
-                facts = classify_span(
-                    name=s.name,
-                    kind=kind,
-                    service=service,
-                    attributes=known,
-                    status=status,
-                    events=events,
-                )
+                name = s.name
+                facts = classify_span(name, kind, service, known, status, events)
                 parent = parent_raw.hex() if parent_raw and parent_raw != _ZERO_SPAN_BYTES else None
                 spans.append(
                     Span(
-                        trace_id=trace_id,
-                        span_id=span_id,
-                        parent_span_id=parent,
-                        name=s.name,
-                        kind=kind,
-                        start_ns=start_ns,
-                        end_ns=end_ns,
-                        service=service,
-                        component=facts.component,
-                        peer=facts.peer,
-                        operation=facts.operation,
-                        status=status,
-                        status_message=s.status.message,
-                        error_type=facts.error_type,
-                        http_status=facts.http_status,
-                        input_tokens=facts.input_tokens,
-                        output_tokens=facts.output_tokens,
-                        evaluations=facts.evaluations,
-                        attributes=PbAttributes(s.attributes),
-                        events=events,
-                        resource=resource,
-                        scope=scope,
-                        raw=s.SerializeToString(),
+                        trace_id,
+                        span_id,
+                        parent,
+                        name,
+                        kind,
+                        start_ns,
+                        end_ns,
+                        service,
+                        facts.component,
+                        facts.peer,
+                        facts.operation,
+                        status,
+                        st.message,
+                        facts.error_type,
+                        facts.http_status,
+                        facts.input_tokens,
+                        facts.output_tokens,
+                        facts.evaluations,
+                        PbAttributes(attrs),
+                        events,
+                        resource,
+                        scope,
+                        s.SerializeToString(),
                     )
                 )
     return rejections.batch(spans)
 
 
-def attributes_and_events(raw: bytes) -> tuple[dict[str, Any], tuple[SpanEvent, ...]]:
-    """The attributes and events of a stored protobuf ``Span`` message."""
+@dataclass(frozen=True, slots=True)
+class RawDetails:
+    """What a stored protobuf ``Span`` message holds beyond the indexed columns."""
+
+    name: str
+    status_message: str
+    attributes: dict[str, Any]
+    events: tuple[SpanEvent, ...]
+
+
+def raw_details(raw: bytes) -> RawDetails:
     p = trace_pb2.Span.FromString(raw)
     events = tuple(
         SpanEvent(name=e.name, time_ns=e.time_unix_nano, attributes=_pb_attrs(e.attributes))
         for e in p.events
     )
-    return _pb_attrs(p.attributes), events
+    return RawDetails(p.name, p.status.message, _pb_attrs(p.attributes), events)
 
 
 def span_to_raw(s: Span) -> bytes:

@@ -116,7 +116,10 @@ class PrometheusSource:
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
-        url = httpx.URL(base_url)
+        try:
+            url = httpx.URL(base_url)
+        except httpx.InvalidURL as e:
+            raise ValueError(f"invalid URL {base_url!r}: {e}") from e
         if url.scheme not in ("http", "https") or not url.host:
             raise ValueError(f"expected an http(s) URL with a host, got {base_url!r}")
         if timeout_seconds <= 0:
@@ -255,7 +258,7 @@ def prometheus_from_settings(settings: Settings) -> PrometheusSource | None:
             backoff_seconds=cfg.backoff_seconds,
             bearer_token=token.get_secret_value() if token is not None else None,
         )
-    except (ValueError, httpx.InvalidURL) as e:
+    except ValueError as e:
         raise ConfigError(f"prometheus.url: {e} (got {cfg.url!r})") from e
 
 

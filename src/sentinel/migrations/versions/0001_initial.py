@@ -92,7 +92,7 @@ def upgrade() -> None:
         sa.Column("labels", sa.String(), nullable=False),
         sa.Column("component", sa.String(), nullable=True),
         sa.Column("time_ms", sa.BigInteger(), nullable=False),
-        sa.Column("value", sa.Float(), nullable=False),
+        sa.Column("value", sa.Float(), nullable=True),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("metric", "labels", "time_ms", name="uq_samples_series_time"),
     )
@@ -116,23 +116,21 @@ def upgrade() -> None:
         sa.Column("status", sa.Integer(), nullable=False),
         sa.Column("status_message", sa.String(), nullable=False),
         sa.Column("error_type", sa.String(), nullable=True),
-        sa.Column("http_status", sa.Integer(), nullable=True),
-        sa.Column("input_tokens", sa.Integer(), nullable=True),
-        sa.Column("output_tokens", sa.Integer(), nullable=True),
+        sa.Column("http_status", sa.BigInteger(), nullable=True),
+        sa.Column("input_tokens", sa.BigInteger(), nullable=True),
+        sa.Column("output_tokens", sa.BigInteger(), nullable=True),
         sa.Column("scope", sa.String(), nullable=False),
         sa.Column("body", sa.LargeBinary(), nullable=False),
         sa.Column("resource", sa.String(), nullable=False),
         sa.PrimaryKeyConstraint("trace_id", "span_id"),
     )
     with op.batch_alter_table("spans", schema=None) as batch_op:
-        batch_op.create_index("ix_spans_component_start", ["component", "start_ns"], unique=False)
         batch_op.create_index(batch_op.f("ix_spans_start_ns"), ["start_ns"], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table("spans", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_spans_start_ns"))
-        batch_op.drop_index("ix_spans_component_start")
 
     op.drop_table("spans")
     with op.batch_alter_table("samples", schema=None) as batch_op:

@@ -1,0 +1,424 @@
+"""Ingest throughput of the OTLP/HTTP receiver: spans per second sustained, p99 request
+latency, and the daemon's memory (RSS) over the run, into SQLite and into PostgreSQL.
+
+How it measures:
+- the daemon runs as its own process (`python -m sentinel.cli run`), exactly as deployed;
+- N exporters (asyncio tasks, one HTTP/1.1 connection each) post OTLP/HTTP protobuf
+  requests of B spans back to back, each waiting for its response (what the SDK's
+  BatchSpanProcessor does); on 429/503 an exporter waits Retry-After and resends the
+  same request, as OTLP exporters do;
+- request bodies are realistic agent traces (agent run, LLM calls with tokens, tool
+  calls, HTTP and DB client spans, evaluator events), encoded once; each request gets
+  fresh trace ids by rewriting a marker inside the bytes, so no two requests collide and
+  the client spends its CPU on sending, not encoding;
+- after the run, the spans in the store are counted: every span acknowledged with 200
+  must be there ("lost" must be 0);
+- RSS of the daemon is sampled every second from /proc.
+
+Usage: `uv run python bench/ingest.py [--store sqlite|postgres|both] [--seconds 30]`
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import sqlalchemy as sa
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+MARKER = b"\xa5\x5a\xc3\x3c"  # the last 4 bytes of every trace id in the template
+
+
+def _kv(out: object, key: str, value: object) -> None:
+    kv = out.add()  # type: ignore[attr-defined]
+    kv.key = key
+    if isinstance(value, bool):
+        kv.value.bool_value = value
+    elif isinstance(value, int):
+        kv.value.int_value = value
+    elif isinstance(value, float):
+        kv.value.double_value = value
+    else:
+        kv.value.string_value = str(value)
+
+
+def template_request(n_spans: int, seed: int = 7) -> bytes:
+    """One ExportTraceServiceRequest of ``n_spans`` spans: whole agent traces of 8 spans."""
+    rnd = random.Random(seed)
+    req = trace_service_pb2.ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    for k, v in {
+        "service.name": "support-agent-svc",
+        "service.version": "1.42.0",
+        "deployment.environment.name": "production",
+        "telemetry.sdk.language": "python",
+    }.items():
+        _kv(rs.resource.attributes, k, v)
+    ss = rs.scope_spans.add()
+    ss.scope.name = "pydantic-ai"
+    t0 = 1_795_000_000_000_000_000
+    made = 0
+    while made < n_spans:
+        trace_id = rnd.randbytes(12) + MARKER
+        root = rnd.randbytes(8)
+        start = t0 + made * 1_000_000
+
+        def span(
+            name: str, parent: bytes | None, kind: int, dur_ms: float, **attrs: object
+        ) -> None:
+            nonlocal made
+            if made >= n_spans:
+                return
+            p = ss.spans.add()
+            p.trace_id = trace_id
+            p.span_id = root if parent is None else rnd.randbytes(8)
+            if parent is not None:
+                p.parent_span_id = parent
+            p.name = name
+            p.kind = kind  # type: ignore[assignment]
+            p.start_time_unix_nano = start
+            p.end_time_unix_nano = start + int(dur_ms * 1e6)
+            for k, v in attrs.items():
+                _kv(p.attributes, k.replace("__", "."), v)
+            if name.startswith("invoke_agent") and rnd.random() < 0.5:
+                e = p.events.add()
+                e.name = "gen_ai.evaluation.result"
+                e.time_unix_nano = p.end_time_unix_nano
+                _kv(e.attributes, "gen_ai.evaluation.name", "faithfulness")
+                _kv(e.attributes, "gen_ai.evaluation.score.value", rnd.uniform(0.7, 1.0))
+            made += 1
+
+        span(
+            "invoke_agent support-agent",
+            None,
+            1,
+            2400,
+            gen_ai__operation__name="invoke_agent",
+            gen_ai__agent__name="support-agent",
+            gen_ai__conversation__id=f"conv_{made}",
+        )
+        for i in range(2):
+            span(
+                "chat gpt-4o",
+                root,
+                3,
+                800,
+                gen_ai__operation__name="chat",
+                gen_ai__provider__name="openai",
+                gen_ai__request__model="gpt-4o",
+                gen_ai__response__model="gpt-4o-2025-07-27",
+                gen_ai__usage__input_tokens=rnd.randint(800, 3000),
+                gen_ai__usage__output_tokens=rnd.randint(10, 300),
+                server__address="api.openai.com",
+                gen_ai__response__id=f"resp_{made}_{i}",
+            )
+        span(
+            "execute_tool crm_lookup",
+            root,
+            1,
+            120,
+            gen_ai__operation__name="execute_tool",
+            gen_ai__tool__name="crm_lookup",
+            gen_ai__tool__call__id=f"call_{made}",
+        )
+        span(
+            "GET",
+            root,
+            3,
+            100,
+            http__request__method="GET",
+            server__address="crm-api",
+            url__full="http://crm-api/v1/customers/{id}",
+            http__response__status_code=200,
+        )
+        span(
+            "execute_tool kb_search",
+            root,
+            1,
+            90,
+            gen_ai__operation__name="execute_tool",
+            gen_ai__tool__name="kb_search",
+            gen_ai__tool__call__id=f"call_{made}b",
+        )
+        span(
+            "search help-center",
+            root,
+            3,
+            60,
+            db__system__name="qdrant",
+            db__collection__name="help-center",
+            db__operation__name="search",
+            server__address="vector-db",
+        )
+        span(
+            "SELECT customers",
+            root,
+            3,
+            12,
+            db__system__name="postgresql",
+            db__collection__name="customers",
+            db__operation__name="SELECT",
+            server__address="crm-db",
+            peer__service="crm-db",
+        )
+    body = req.SerializeToString()
+    # Rewriting the marker must touch trace ids and nothing else.
+    assert body.count(MARKER) == len(ss.spans), "marker bytes must occur once per span"
+    return body
+
+
+@dataclass
+class Tally:
+    acked_spans: int = 0
+    refused: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+
+async def exporter(
+    url: str,
+    template: bytes,
+    spans_per_request: int,
+    ids: Iterator[int],
+    stop_at: float,
+    tally: Tally,
+) -> None:
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=1)) as client:
+        while time.monotonic() < stop_at:
+            n = next(ids)
+            body = template.replace(MARKER, n.to_bytes(4, "big"))
+            while True:
+                t = time.monotonic()
+                r = await client.post(
+                    url, content=body, headers={"Content-Type": "application/x-protobuf"}
+                )
+                tally.latencies.append(time.monotonic() - t)
+                if r.status_code == 200:
+                    tally.acked_spans += spans_per_request
+                    break
+                if r.status_code in (429, 503):
+                    tally.refused += 1
+                    await asyncio.sleep(float(r.headers.get("retry-after", "1")))
+                    continue
+                raise RuntimeError(f"unexpected {r.status_code}: {r.text[:200]}")
+
+
+def tree(pid: int) -> list[int]:
+    """The daemon and its descendants (the span writer process)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            continue
+    out, frontier = [pid], [pid]
+    while frontier:
+        frontier = [p for p, pp in parents.items() if pp in frontier]
+        out += frontier
+    return out
+
+
+def cpu_seconds(pid: int) -> dict[int, float]:
+    """User + system CPU time so far of each process of the daemon's tree (from /proc)."""
+    out = {}
+    for p in tree(pid):
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        out[p] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of the daemon's whole process tree."""
+    total = 0.0
+    for p in tree(pid):
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) / 1024
+    return total
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_one(
+    store_url: str, label: str, seconds: float, exporters: int, batch: int, workdir: Path
+) -> dict[str, object]:
+    port = free_port()
+    cfg = workdir / f"{label}.toml"
+    cfg.write_text(
+        f'[server]\nport = {port}\n[store]\nurl = "{store_url}"\n[logging]\nlevel = "warning"\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SENTINEL_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sentinel.cli", "run", "--config", str(cfg)],
+        env=env,
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=open(workdir / f"{label}.log", "wb"),
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"daemon did not start; see {workdir / (label + '.log')}")
+            time.sleep(0.1)
+        template = template_request(batch)
+        rss: list[tuple[float, float]] = []
+        tally = Tally()
+
+        async def main() -> float:
+            ids = itertools.count(1)
+            start = time.monotonic()
+            stop_at = start + seconds
+
+            async def sample_rss() -> None:
+                while time.monotonic() < stop_at:
+                    rss.append((time.monotonic() - start, rss_mb(proc.pid)))
+                    await asyncio.sleep(1)
+
+            sampler = asyncio.create_task(sample_rss())
+            await asyncio.gather(
+                *(
+                    exporter(f"{base}/v1/traces", template, batch, ids, stop_at, tally)
+                    for _ in range(exporters)
+                )
+            )
+            await sampler
+            return time.monotonic() - start
+
+        cpu0 = cpu_seconds(proc.pid)
+        elapsed = asyncio.run(main())
+        cpu1 = cpu_seconds(proc.pid)
+        daemon_cpu = {p: cpu1[p] - cpu0.get(p, 0.0) for p in cpu1}
+        metrics = httpx.get(f"{base}/metrics").text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(120)
+    engine = sa.create_engine(store_url if not store_url.startswith("sqlite") else store_url)
+    with engine.connect() as c:
+        stored = int(c.execute(sa.text("SELECT count(*) FROM spans")).scalar_one())
+    engine.dispose()
+    lat = sorted(tally.latencies)
+    p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else float("nan")
+    quarter = [r for _, r in rss]
+    q = len(quarter)
+    return {
+        "store": label,
+        "spans_per_second": round(tally.acked_spans / elapsed),
+        "acked_spans": tally.acked_spans,
+        "stored_spans": stored,
+        "lost": tally.acked_spans - stored,
+        "requests": len(lat),
+        "refused_429_503": tally.refused,
+        "p50_ms": round(statistics.median(lat) * 1000, 1) if lat else None,
+        "p99_ms": round(p99 * 1000, 1),
+        "rss_mb_peak": round(max(quarter), 1) if quarter else None,
+        "rss_mb_at_25_50_75_100pct": [
+            round(quarter[min(q - 1, int(q * f))], 1) for f in (0.25, 0.5, 0.75, 0.999)
+        ]
+        if q
+        else [],
+        "seconds": round(elapsed, 1),
+        "cpu_percent_main_and_writer": [round(100 * c / elapsed) for c in daemon_cpu.values()],
+        "exporters": exporters,
+        "spans_per_request": batch,
+        "store_writes": int(_metric(metrics, "sentinel_store_write_seconds_count")),
+        "mean_write_ms": round(
+            1000
+            * _metric(metrics, "sentinel_store_write_seconds_sum")
+            / max(1.0, _metric(metrics, "sentinel_store_write_seconds_count")),
+            1,
+        ),
+    }
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return float("nan")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--store", choices=["sqlite", "postgres", "both"], default="both")
+    ap.add_argument("--seconds", type=float, default=30)
+    ap.add_argument("--exporters", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=512)
+    args = ap.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="sentinel-bench-"))
+    results = []
+    try:
+        if args.store in ("sqlite", "both"):
+            results.append(
+                run_one(
+                    f"sqlite:///{workdir / 'bench.db'}",
+                    "sqlite",
+                    args.seconds,
+                    args.exporters,
+                    args.batch,
+                    workdir,
+                )
+            )
+        if args.store in ("postgres", "both"):
+            from tests.fixtures.postgres import PostgresServer
+
+            with PostgresServer() as pg:
+                pg.create_database("bench")
+                results.append(
+                    run_one(
+                        pg.url("bench"),
+                        "postgres",
+                        args.seconds,
+                        args.exporters,
+                        args.batch,
+                        workdir,
+                    )
+                )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(
+        f"OTLP/HTTP protobuf ingest, {args.exporters} exporters x {args.batch}-span requests, "
+        f"{args.seconds:.0f} s each, daemon in its own process, {os.cpu_count()} cores"
+    )
+    print(
+        f"{'store':<10}{'spans/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'lost':>6}{'refused':>9}{'RSS peak MB':>13}  RSS at 25/50/75/100%"
+    )
+    for r in results:
+        print(
+            f"{r['store']:<10}{r['spans_per_second']:>10}{r['p50_ms']:>9}{r['p99_ms']:>9}{r['lost']:>6}"
+            f"{r['refused_429_503']:>9}{r['rss_mb_peak']:>13}  {r['rss_mb_at_25_50_75_100pct']}"
+        )
+    for r in results:
+        print(json.dumps(r))
+
+
+if __name__ == "__main__":
+    main()
