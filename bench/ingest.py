@@ -61,8 +61,89 @@ def _kv(out: object, key: str, value: object) -> None:
         kv.value.string_value = str(value)
 
 
+# (name, parent is the root?, span kind, duration ms, attributes): one agent run.
+AGENT_TRACE: list[tuple[str, bool, int, float, dict[str, object]]] = [
+    (
+        "invoke_agent support-agent",
+        False,
+        1,
+        2400,
+        {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "support-agent"},
+    ),
+    *[
+        (
+            "chat gpt-4o",
+            True,
+            3,
+            800,
+            {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": "openai",
+                "gen_ai.request.model": "gpt-4o",
+                "gen_ai.response.model": "gpt-4o-2025-07-27",
+                "server.address": "api.openai.com",
+            },
+        )
+    ]
+    * 2,
+    (
+        "execute_tool crm_lookup",
+        True,
+        1,
+        120,
+        {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "crm_lookup"},
+    ),
+    (
+        "GET",
+        True,
+        3,
+        100,
+        {
+            "http.request.method": "GET",
+            "server.address": "crm-api",
+            "url.full": "http://crm-api/v1/customers/{id}",
+            "http.response.status_code": 200,
+        },
+    ),
+    (
+        "execute_tool kb_search",
+        True,
+        1,
+        90,
+        {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "kb_search"},
+    ),
+    (
+        "search help-center",
+        True,
+        3,
+        60,
+        {
+            "db.system.name": "qdrant",
+            "db.collection.name": "help-center",
+            "db.operation.name": "search",
+            "server.address": "vector-db",
+        },
+    ),
+    (
+        "SELECT customers",
+        True,
+        3,
+        12,
+        {
+            "db.system.name": "postgresql",
+            "db.collection.name": "customers",
+            "db.operation.name": "SELECT",
+            "server.address": "crm-db",
+            "peer.service": "crm-db",
+        },
+    ),
+]
+
+
 def template_request(n_spans: int, seed: int = 7) -> bytes:
-    """One ExportTraceServiceRequest of ``n_spans`` spans: whole agent traces of 8 spans."""
+    """One ExportTraceServiceRequest of ``n_spans`` spans: whole agent runs of 8 spans
+    (agent, 2 LLM calls with tokens, 2 tools, HTTP and DB client spans, and evaluator
+    scores on half the runs)."""
     rnd = random.Random(seed)
     req = trace_service_pb2.ExportTraceServiceRequest()
     rs = req.resource_spans.add()
@@ -81,105 +162,30 @@ def template_request(n_spans: int, seed: int = 7) -> bytes:
         trace_id = rnd.randbytes(12) + MARKER
         root = rnd.randbytes(8)
         start = t0 + made * 1_000_000
-
-        def span(
-            name: str, parent: bytes | None, kind: int, dur_ms: float, **attrs: object
-        ) -> None:
-            nonlocal made
+        for name, child, kind, dur_ms, attrs in AGENT_TRACE:
             if made >= n_spans:
-                return
+                break
             p = ss.spans.add()
             p.trace_id = trace_id
-            p.span_id = root if parent is None else rnd.randbytes(8)
-            if parent is not None:
-                p.parent_span_id = parent
+            p.span_id = rnd.randbytes(8) if child else root
+            if child:
+                p.parent_span_id = root
             p.name = name
             p.kind = kind  # type: ignore[assignment]
             p.start_time_unix_nano = start
             p.end_time_unix_nano = start + int(dur_ms * 1e6)
             for k, v in attrs.items():
-                _kv(p.attributes, k.replace("__", "."), v)
-            if name.startswith("invoke_agent") and rnd.random() < 0.5:
+                _kv(p.attributes, k, v)
+            if name.startswith("chat"):
+                _kv(p.attributes, "gen_ai.usage.input_tokens", rnd.randint(800, 3000))
+                _kv(p.attributes, "gen_ai.usage.output_tokens", rnd.randint(10, 300))
+            if not child and rnd.random() < 0.5:
                 e = p.events.add()
                 e.name = "gen_ai.evaluation.result"
                 e.time_unix_nano = p.end_time_unix_nano
                 _kv(e.attributes, "gen_ai.evaluation.name", "faithfulness")
                 _kv(e.attributes, "gen_ai.evaluation.score.value", rnd.uniform(0.7, 1.0))
             made += 1
-
-        span(
-            "invoke_agent support-agent",
-            None,
-            1,
-            2400,
-            gen_ai__operation__name="invoke_agent",
-            gen_ai__agent__name="support-agent",
-            gen_ai__conversation__id=f"conv_{made}",
-        )
-        for i in range(2):
-            span(
-                "chat gpt-4o",
-                root,
-                3,
-                800,
-                gen_ai__operation__name="chat",
-                gen_ai__provider__name="openai",
-                gen_ai__request__model="gpt-4o",
-                gen_ai__response__model="gpt-4o-2025-07-27",
-                gen_ai__usage__input_tokens=rnd.randint(800, 3000),
-                gen_ai__usage__output_tokens=rnd.randint(10, 300),
-                server__address="api.openai.com",
-                gen_ai__response__id=f"resp_{made}_{i}",
-            )
-        span(
-            "execute_tool crm_lookup",
-            root,
-            1,
-            120,
-            gen_ai__operation__name="execute_tool",
-            gen_ai__tool__name="crm_lookup",
-            gen_ai__tool__call__id=f"call_{made}",
-        )
-        span(
-            "GET",
-            root,
-            3,
-            100,
-            http__request__method="GET",
-            server__address="crm-api",
-            url__full="http://crm-api/v1/customers/{id}",
-            http__response__status_code=200,
-        )
-        span(
-            "execute_tool kb_search",
-            root,
-            1,
-            90,
-            gen_ai__operation__name="execute_tool",
-            gen_ai__tool__name="kb_search",
-            gen_ai__tool__call__id=f"call_{made}b",
-        )
-        span(
-            "search help-center",
-            root,
-            3,
-            60,
-            db__system__name="qdrant",
-            db__collection__name="help-center",
-            db__operation__name="search",
-            server__address="vector-db",
-        )
-        span(
-            "SELECT customers",
-            root,
-            3,
-            12,
-            db__system__name="postgresql",
-            db__collection__name="customers",
-            db__operation__name="SELECT",
-            server__address="crm-db",
-            peer__service="crm-db",
-        )
     body = req.SerializeToString()
     # Rewriting the marker must touch trace ids and nothing else.
     assert body.count(MARKER) == len(ss.spans), "marker bytes must occur once per span"
@@ -270,13 +276,14 @@ def run_one(
         f'[server]\nport = {port}\n[store]\nurl = "{store_url}"\n[logging]\nlevel = "warning"\n'
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("SENTINEL_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sentinel.cli", "run", "--config", str(cfg)],
-        env=env,
-        cwd=workdir,
-        stdout=subprocess.DEVNULL,
-        stderr=open(workdir / f"{label}.log", "wb"),
-    )
+    with (workdir / f"{label}.log").open("wb") as daemon_log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sentinel.cli", "run", "--config", str(cfg)],
+            env=env,
+            cwd=workdir,
+            stdout=subprocess.DEVNULL,
+            stderr=daemon_log,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -321,14 +328,15 @@ def run_one(
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(120)
-    engine = sa.create_engine(store_url if not store_url.startswith("sqlite") else store_url)
+    engine = sa.create_engine(store_url)
     with engine.connect() as c:
         stored = int(c.execute(sa.text("SELECT count(*) FROM spans")).scalar_one())
     engine.dispose()
     lat = sorted(tally.latencies)
     p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else float("nan")
-    quarter = [r for _, r in rss]
-    q = len(quarter)
+    samples = [r for _, r in rss]
+    q = len(samples)
+    rss_at = [round(samples[min(q - 1, int(q * f))], 1) for f in (0.25, 0.5, 0.75, 0.999)]
     return {
         "store": label,
         "spans_per_second": round(tally.acked_spans / elapsed),
@@ -339,14 +347,11 @@ def run_one(
         "refused_429_503": tally.refused,
         "p50_ms": round(statistics.median(lat) * 1000, 1) if lat else None,
         "p99_ms": round(p99 * 1000, 1),
-        "rss_mb_peak": round(max(quarter), 1) if quarter else None,
-        "rss_mb_at_25_50_75_100pct": [
-            round(quarter[min(q - 1, int(q * f))], 1) for f in (0.25, 0.5, 0.75, 0.999)
-        ]
-        if q
-        else [],
+        "rss_mb_peak": round(max(samples), 1) if samples else None,
+        "rss_mb_at_25_50_75_100pct": rss_at if q else [],
         "seconds": round(elapsed, 1),
-        "cpu_percent_main_and_writer": [round(100 * c / elapsed) for c in daemon_cpu.values()],
+        # one figure per process of the daemon's tree: main, resource tracker, span writer
+        "cpu_percent_per_process": [round(100 * c / elapsed) for c in daemon_cpu.values()],
         "exporters": exporters,
         "spans_per_request": batch,
         "store_writes": int(_metric(metrics, "sentinel_store_write_seconds_count")),
@@ -367,7 +372,7 @@ def _metric(text: str, name: str) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--store", choices=["sqlite", "postgres", "both"], default="both")
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--exporters", type=int, default=4)
@@ -376,46 +381,27 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="sentinel-bench-"))
     results = []
     try:
+        shape = (args.seconds, args.exporters, args.batch, workdir)
         if args.store in ("sqlite", "both"):
-            results.append(
-                run_one(
-                    f"sqlite:///{workdir / 'bench.db'}",
-                    "sqlite",
-                    args.seconds,
-                    args.exporters,
-                    args.batch,
-                    workdir,
-                )
-            )
+            results.append(run_one(f"sqlite:///{workdir / 'bench.db'}", "sqlite", *shape))
         if args.store in ("postgres", "both"):
             from tests.fixtures.postgres import PostgresServer
 
             with PostgresServer() as pg:
                 pg.create_database("bench")
-                results.append(
-                    run_one(
-                        pg.url("bench"),
-                        "postgres",
-                        args.seconds,
-                        args.exporters,
-                        args.batch,
-                        workdir,
-                    )
-                )
+                results.append(run_one(pg.url("bench"), "postgres", *shape))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(
         f"OTLP/HTTP protobuf ingest, {args.exporters} exporters x {args.batch}-span requests, "
-        f"{args.seconds:.0f} s each, daemon in its own process, {os.cpu_count()} cores"
+        f"{args.seconds:.0f} s per store, daemon in its own process, {os.cpu_count()} cores"
     )
-    print(
-        f"{'store':<10}{'spans/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'lost':>6}{'refused':>9}{'RSS peak MB':>13}  RSS at 25/50/75/100%"
-    )
+    cols = ("store", "spans/s", "p50 ms", "p99 ms", "lost", "refused", "RSS peak MB")
+    print(f"{cols[0]:<10}" + "".join(f"{c:>12}" for c in cols[1:]) + "  RSS MB at 25/50/75/100%")
+    keys = ("spans_per_second", "p50_ms", "p99_ms", "lost", "refused_429_503", "rss_mb_peak")
     for r in results:
-        print(
-            f"{r['store']:<10}{r['spans_per_second']:>10}{r['p50_ms']:>9}{r['p99_ms']:>9}{r['lost']:>6}"
-            f"{r['refused_429_503']:>9}{r['rss_mb_peak']:>13}  {r['rss_mb_at_25_50_75_100pct']}"
-        )
+        row = "".join(f"{r[k]!s:>12}" for k in keys)
+        print(f"{r['store']!s:<10}{row}  {r['rss_mb_at_25_50_75_100pct']}")
     for r in results:
         print(json.dumps(r))
 
