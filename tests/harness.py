@@ -4,6 +4,7 @@ loop, a real socket on 127.0.0.1), and building settings for it."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -25,11 +26,12 @@ def make_settings(
     data: dict[str, Any] = {
         "server": {"port": 0},
         "store": {"url": store_url or f"sqlite:///{tmp_path / 'sentinel.db'}"},
-        "base_dir": tmp_path,
+        "base_dir": str(tmp_path),
     }
     for name, values in sections.items():
         data[name] = {**data.get(name, {}), **values}
-    return Settings.model_validate(data)
+    # JSON mode, as load_settings validates a config file.
+    return Settings.model_validate_json(json.dumps(data))
 
 
 @dataclass

@@ -38,7 +38,7 @@ from sentinel.errors import (
 )
 from sentinel.openmetrics import parse_openmetrics
 from sentinel.ports import MetricSource
-from sentinel.settings import PrometheusSettings, Secrets, Settings
+from sentinel.settings import PrometheusSettings, Secrets, Settings, load_settings
 from sentinel.telemetry import Sample, Series
 
 CASES_DIR = Path(__file__).resolve().parents[2] / "shared" / "cases"
@@ -586,7 +586,7 @@ def test_bad_urls_are_refused(url: str) -> None:
         PrometheusSource(url)
 
 
-async def test_prometheus_from_settings() -> None:
+async def test_prometheus_from_settings(tmp_path: Path) -> None:
     assert prometheus_from_settings(Settings()) is None
     settings = Settings(
         prometheus=PrometheusSettings(url="http://prom:9090/", retries=1),
@@ -596,5 +596,8 @@ async def test_prometheus_from_settings() -> None:
     assert source is not None
     assert source.base_url == "http://prom:9090"
     await source.aclose()
-    with pytest.raises(ConfigError, match=r"prometheus\.url"):
-        prometheus_from_settings(Settings(prometheus=PrometheusSettings(url="prom:9090")))
+    # A URL without a scheme is refused when the config is loaded, naming the key.
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[prometheus]\nurl = "prom:9090"\n')
+    with pytest.raises(ConfigError, match=r"config\.toml:2: prometheus\.url: .*http\(s\) URL"):
+        load_settings(cfg, env={})

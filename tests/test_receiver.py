@@ -426,7 +426,7 @@ def test_health_readiness_and_metrics(sentinel_daemon: RunningDaemon) -> None:
     assert httpx.get(f"{sentinel_daemon.url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{sentinel_daemon.url}/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"accepting": True, "store": True}
+    assert ready.json()["checks"] == {"accepting": True, "store": True, "store_reachable": True}
     httpx.post(f"{sentinel_daemon.url}/v1/traces", content=b"junk!", headers=PB)
     metrics = httpx.get(f"{sentinel_daemon.url}/metrics").text
     assert 'sentinel_ingest_requests_total{code="400"}' in metrics

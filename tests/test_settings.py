@@ -388,9 +388,18 @@ def test_relative_paths_resolve_against_the_config_folder(
     "url", ["sqlite:////var/lib/sentinel/sentinel.db", "sqlite:///:memory:", DB_URL]
 )
 def test_absolute_and_non_file_store_urls_are_kept(tmp_path: Path, url: str) -> None:
-    path = write(tmp_path, f'[store]\nurl = "{url}"\n')
+    # An in-memory database cannot be shared with the span writer process.
+    writer = "false" if url == "sqlite:///:memory:" else "true"
+    path = write(tmp_path, f'[store]\nurl = "{url}"\n[ingest]\nwriter_process = {writer}\n')
 
     assert load_settings(path, env={}).store_url == url
+
+
+def test_an_in_memory_store_with_the_writer_process_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, '[store]\nurl = "sqlite:///:memory:"\n')
+
+    with pytest.raises(ConfigError, match="writer_process"):
+        load_settings(path, env={})
 
 
 def test_relative_sqlite_url_from_the_environment_resolves_too(tmp_path: Path) -> None:
@@ -463,12 +472,16 @@ def test_effective_config_printed_as_toml_parses_back(tmp_path: Path) -> None:
 
 
 @settings(max_examples=60, database=None)
-@given(host=st.text(max_size=20), workdir=st.text(max_size=20), prom=st.text(max_size=20))
+@given(host=st.text(max_size=20), workdir=st.text(max_size=20), path=st.text(max_size=20))
 def test_any_string_setting_prints_as_toml_that_parses_back(
-    host: str, workdir: str, prom: str
+    host: str, workdir: str, path: str
 ) -> None:
     s = Settings.model_validate(
-        {"server": {"host": host}, "changes": {"workdir": workdir}, "prometheus": {"url": prom}}
+        {
+            "server": {"host": host},
+            "changes": {"workdir": workdir},
+            "prometheus": {"url": "http://prom:9090/" + path},
+        }
     )
     shown = effective_config(s)
 

@@ -16,10 +16,11 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from sentinel.clock import SystemClock
 from sentinel.errors import ConfigError, SentinelError
-from sentinel.settings import Settings, effective_config, load_settings, to_toml
+from sentinel.settings import Settings, effective_config, load_settings, mask_url, to_toml
 
 app = typer.Typer(
     name="sentinel",
@@ -28,7 +29,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
+# Piped output gets a wide console: rich would otherwise cut tables at 80 columns.
+out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
 ConfigOption = Annotated[
@@ -43,20 +45,21 @@ ConfigOption = Annotated[
 
 
 def _fail(e: SentinelError) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
+    # Text, not markup: messages quote user input ("[case]", paths, component names).
+    err.print(Text.assemble(("error:", "bold red"), " ", str(e)), highlight=False, soft_wrap=True)
     return typer.Exit(2 if isinstance(e, ConfigError) else 1)
 
 
-def _settings(path: Path | None) -> Settings:
+def _settings(path: Path | None, *, serving: bool = True) -> Settings:
     try:
-        return load_settings(path)
+        return load_settings(path, serving=serving)
     except ConfigError as e:
         raise _fail(e) from e
 
 
 @app.command()
 def run(config: ConfigOption = None) -> None:
-    """Run the daemon: OTLP receiver, change feed and scheduled agents."""
+    """Run the daemon: OTLP/HTTP receiver, change webhook and git change feed."""
     from sentinel import daemon
 
     settings = _settings(config)
@@ -86,7 +89,7 @@ def ingest(
     from sentinel.adapters.db import open_store
     from sentinel.cases import ingest_case, read_case
 
-    settings = _settings(config)
+    settings = _settings(config, serving=False)
     try:
         case = read_case(case_dir)
         store = open_store(
@@ -119,6 +122,29 @@ def ingest(
         f"{report.samples_new} new samples, {report.changes_new} new changes"
         + (f", {report.rejected_spans} spans rejected" if report.rejected_spans else ""),
         highlight=False,
+        markup=False,
+    )
+
+
+@app.command()
+def migrate(config: ConfigOption = None) -> None:
+    """Apply the store's pending schema migrations (for store.auto_migrate = false)."""
+    from sentinel.adapters.db import create_engine_for
+    from sentinel.adapters.db import migrate as run_migrations
+
+    settings = _settings(config, serving=False)
+    try:
+        engine = create_engine_for(settings.store_url)
+        try:
+            run_migrations(engine)
+        finally:
+            engine.dispose()
+    except SentinelError as e:
+        raise _fail(e) from e
+    out.print(
+        f"store {mask_url(settings.store_url)} is at the latest schema",
+        highlight=False,
+        markup=False,
     )
 
 
@@ -162,29 +188,27 @@ def components(
             "(OTLP/HTTP, /v1/traces) or load a case with `sentinel ingest CASE_DIR`."
         )
         return
-    table = Table(title=f"components in {store.url}")
-    for col, justify in (
-        ("component", "left"),
-        ("spans", "right"),
-        ("errors", "right"),
-        ("error %", "right"),
-        ("called by", "right"),
-        ("samples", "right"),
-        ("first", "left"),
-        ("last", "left"),
-    ):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    table = Table(
+        title=Text(f"components in {store.url}"),
+        caption="client calls: CLIENT spans of other services calling it "
+        "(all an uninstrumented service has); times UTC",
+    )
+    table.add_column("component", no_wrap=True, min_width=max(len(c.component) for c in rows))
+    for col in ("spans", "errors", "error %", "client calls", "samples"):
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("first seen", no_wrap=True)
+    table.add_column("last seen", no_wrap=True)
     for c in rows:
         rate = f"{100 * c.errors / c.spans:.1f}" if c.spans else "-"
         table.add_row(
-            c.component,
+            Text(c.component),
             str(c.spans),
             str(c.errors),
             rate,
             str(c.as_peer) if c.as_peer else "-",
             str(c.samples) if c.samples else "-",
-            c.first.strftime("%Y-%m-%d %H:%M:%S") if c.first else "-",
-            c.last.strftime("%Y-%m-%d %H:%M:%S") if c.last else "-",
+            c.first.strftime("%Y-%m-%d %H:%M") if c.first else "-",
+            c.last.strftime("%Y-%m-%d %H:%M") if c.last else "-",
         )
     out.print(table)
 

@@ -25,7 +25,6 @@ import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from sentinel.adapters.db import SqlStore, open_store
-from sentinel.adapters.git import GitChangeFeed
 from sentinel.adapters.prometheus import PrometheusSource, prometheus_from_settings
 from sentinel.adapters.span_writer import SpanWriterProcess
 from sentinel.api import AppDeps, create_app
@@ -37,6 +36,8 @@ from sentinel.settings import Settings
 from sentinel.telemetry import ChangeEvent
 
 log = structlog.get_logger(__name__)
+
+STORE_PING_SECONDS = 10.0
 
 
 class _Server(uvicorn.Server):
@@ -111,7 +112,28 @@ class Daemon:
         self.prometheus = prometheus_from_settings(s)
 
         scheduler = AsyncIOScheduler(timezone="UTC")
+        store_reachable = True
+
+        async def ping_store() -> None:
+            # Readiness must notice a lost database even when no span is being written.
+            nonlocal store_reachable
+            try:
+                await asyncio.to_thread(store.ping)
+            except StoreError as e:
+                if store_reachable:
+                    log.error("store unreachable", error=str(e))
+                store_reachable = False
+                raise
+            if not store_reachable:
+                log.info("store reachable again")
+            store_reachable = True
+
+        self._schedule(scheduler, "ping_store", ping_store, STORE_PING_SECONDS)
         if s.changes.repos:
+            # Imported only when repos are configured: gitpython refuses to import on a
+            # machine without the git program, and the daemon needs it for nothing else.
+            from sentinel.adapters.git import GitChangeFeed
+
             feed = GitChangeFeed(
                 s.changes.repos,
                 workdir=s.resolve(s.changes.workdir),
@@ -142,7 +164,7 @@ class Daemon:
                 store=store,
                 queue=queue,
                 metrics=self.metrics,
-                ready_checks={},
+                ready_checks={"store_reachable": lambda: store_reachable},
                 shutting_down=lambda: self._stopping,
             )
         )

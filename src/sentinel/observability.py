@@ -74,9 +74,10 @@ class SelfMetrics:
         )
         self.spans_rejected = Counter(
             "sentinel_ingest_spans_rejected",
-            "Spans not accepted, by reason (invalid: reported in partial_success; "
-            "queue_full/unavailable: the request was refused with 429/503; "
-            "malformed: the request body was refused with 400).",
+            "Spans not accepted, by reason: invalid (reported in partial_success), "
+            "queue_full (request refused with 429), unavailable or closed (request "
+            "refused with 503: store failing, shutting down). Requests refused whole "
+            "(400, 401, 413, 415) are counted by sentinel_ingest_requests.",
             ["reason"],
             registry=r,
         )

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
@@ -76,6 +77,16 @@ class StoreSettings(_Section):
 
 class PrometheusSettings(_Section):
     url: str = ""
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if v:
+            parts = urlsplit(v)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("expected an http(s) URL with a host, e.g. http://prometheus:9090")
+        return v
+
     timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
     retries: Annotated[int, Field(ge=0, le=10)] = 3
     backoff_seconds: Annotated[float, Field(ge=0)] = 0.5
@@ -163,11 +174,17 @@ def default_config_path() -> Path:
     return here if here.exists() else Path("config.toml")
 
 
-def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+def load_settings(
+    path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    serving: bool = True,
+) -> Settings:
     """Read, validate and return the settings. Raises ``ConfigError``.
 
     ``path``: the config file; else ``$SENTINEL_CONFIG``; else the default config.toml.
-    A missing file is an error when it was asked for by name.
+    A missing file is an error when it was asked for by name. ``serving``: also require
+    the secrets the HTTP server needs (commands that only read the store pass False).
     """
     env = os.environ if env is None else env
     explicit = path is not None or CONFIG_ENV in env
@@ -212,16 +229,16 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
         settings = Settings.model_validate_json(json.dumps(data))
     except ValidationError as e:
         raise ConfigError(_describe(e, path, text)) from e
-    _check_cross_fields(settings, path)
+    _check_cross_fields(settings, path, serving=serving)
     return settings
 
 
-def _check_cross_fields(s: Settings, path: Path) -> None:
-    if s.server.ingest_auth and s.secrets.ingest_token is None:
+def _check_cross_fields(s: Settings, path: Path, *, serving: bool) -> None:
+    if serving and s.server.ingest_auth and s.secrets.ingest_token is None:
         raise ConfigError(
             f"{path}: server.ingest_auth = true needs the token in SENTINEL_INGEST_TOKEN"
         )
-    if s.server.api_auth and s.secrets.api_token is None:
+    if serving and s.server.api_auth and s.secrets.api_token is None:
         raise ConfigError(f"{path}: server.api_auth = true needs the token in SENTINEL_API_TOKEN")
     if s.ingest.writer_process and s.store_url in ("sqlite://", "sqlite:///:memory:"):
         raise ConfigError(

@@ -17,9 +17,11 @@ called through gitpython with one argument per token.
 Cursor semantics, shared by both feeds: the cursor of a source is the last commit (event
 id) it reported. A poll reports what came after it, oldest first, then moves it. With no
 cursor (first sight), or a cursor the branch no longer contains (force push), it reports
-the commits of the last ``initial_lookback`` instead. The cursor moves when ``poll``
-returns, so delivery is at most once: a caller that crashes before storing the events
-loses them rather than storing them twice.
+the commits of the last ``initial_lookback`` instead. Given a ``sink`` (the daemon passes
+the store), ``poll`` hands each source's new events to it before moving that source's
+cursor, so delivery is at least once: a crash or a failing sink means the events are
+reported again, and the store skips the ones it already has. Without a sink the cursor
+moves when ``poll`` returns.
 """
 
 from __future__ import annotations

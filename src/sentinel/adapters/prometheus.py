@@ -259,7 +259,7 @@ def prometheus_from_settings(settings: Settings) -> PrometheusSource | None:
             bearer_token=token.get_secret_value() if token is not None else None,
         )
     except ValueError as e:
-        raise ConfigError(f"prometheus.url: {e} (got {cfg.url!r})") from e
+        raise ConfigError(f"prometheus.url: {e}") from e
 
 
 def _retry_after(response: httpx.Response) -> float | None:

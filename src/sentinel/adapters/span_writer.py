@@ -14,6 +14,7 @@ that were already committed. Nothing here touches HTTP or decoding.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import multiprocessing.connection
 import signal
@@ -80,6 +81,12 @@ class SpanWriterProcess:
     def _ensure(self) -> multiprocessing.connection.Connection:
         if self._proc is not None and self._proc.is_alive() and self._conn is not None:
             return self._conn
+        if self._proc is not None:
+            self._proc.join(5)
+            log.warning(
+                "span writer process found dead between writes; restarting it",
+                exit_code=self._proc.exitcode,
+            )
         self._discard()
         parent, child = self._ctx.Pipe()
         proc = self._ctx.Process(
@@ -111,7 +118,10 @@ class SpanWriterProcess:
                 conn.send(batch)
                 status, value = conn.recv()
             except (EOFError, OSError) as e:
-                code = self._proc.exitcode if self._proc is not None else None
+                code = None
+                if self._proc is not None:
+                    self._proc.join(5)  # reap it, so its exit code is known
+                    code = self._proc.exitcode
                 self._discard()
                 raise StoreError(
                     f"store {mask_url(self._url)}: the span writer process died "
@@ -124,9 +134,7 @@ class SpanWriterProcess:
     def close(self, timeout: float = 30.0) -> None:
         with self._lock:
             if self._conn is not None and self._proc is not None and self._proc.is_alive():
-                try:
+                with contextlib.suppress(OSError):  # the child died already: nothing to stop
                     self._conn.send(_STOP)
-                except OSError:
-                    pass
                 self._proc.join(timeout)
             self._discard()
