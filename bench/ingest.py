@@ -321,7 +321,9 @@ def run_one(
             return time.monotonic() - start
 
         cpu0 = cpu_seconds(proc.pid)
+        client0 = time.process_time()
         elapsed = asyncio.run(main())
+        client_cpu = time.process_time() - client0
         cpu1 = cpu_seconds(proc.pid)
         daemon_cpu = {p: cpu1[p] - cpu0.get(p, 0.0) for p in cpu1}
         metrics = httpx.get(f"{base}/metrics").text
@@ -352,6 +354,8 @@ def run_one(
         "seconds": round(elapsed, 1),
         # one figure per process of the daemon's tree: main, resource tracker, span writer
         "cpu_percent_per_process": [round(100 * c / elapsed) for c in daemon_cpu.values()],
+        # the exporters share this machine's cores with the daemon
+        "client_cpu_percent": round(100 * client_cpu / elapsed),
         "exporters": exporters,
         "spans_per_request": batch,
         "store_writes": int(_metric(metrics, "sentinel_store_write_seconds_count")),

@@ -472,3 +472,81 @@ def test_a_closed_writer_starts_a_new_child_when_used_again(sqlite_backend: Back
     finally:
         writer.close()
     assert sqlite_backend.written.span_count() == 2
+
+
+# --- pipelining: several threads write at once ------------------------------------------------
+
+
+def test_concurrent_writers_are_answered_each_with_their_own_count(backend: Backend) -> None:
+    # The ingest queue runs two writer threads against one child: batches are pipelined
+    # and every caller must get the count of its own batch back, not its neighbour's.
+    batches = [fixed_spans(f"{t:032x}", n) for t, n in enumerate((3, 7, 1, 5, 2, 9, 4, 6), 1)]
+    writer = backend.writer()
+    results: dict[int, int] = {}
+    failures: list[BaseException] = []
+
+    def write(i: int) -> None:
+        try:
+            results[i] = writer.write(batches[i])
+        except BaseException as e:  # noqa: BLE001  # checked by the test thread
+            failures.append(e)
+
+    try:
+        threads = [threading.Thread(target=write, args=(i,)) for i in range(len(batches))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(WAIT_SECONDS)
+        assert failures == []
+        assert results == {i: len(b) for i, b in enumerate(batches)}
+    finally:
+        writer.close()
+    stored = {(s.trace_id, s.span_id) for s in backend.written.spans(*EVERYTHING)}
+    assert stored == {(s.trace_id, s.span_id) for b in batches for s in b}
+
+
+def test_a_death_with_two_batches_in_flight_fails_both_and_the_retries_lose_nothing(
+    sqlite_backend: Backend,
+) -> None:
+    first, second = fixed_spans("1" * 32, 4), fixed_spans("2" * 32, 4)
+    writer = sqlite_backend.writer()
+    try:
+        writer.start()
+        pid = writer.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)  # both batches get sent, neither is answered
+        failures: list[BaseException] = []
+
+        def write(batch: list[Span]) -> None:
+            try:
+                writer.write(batch)
+            except BaseException as e:  # noqa: BLE001  # checked by the test thread
+                failures.append(e)
+
+        threads = [threading.Thread(target=write, args=(b,)) for b in (first, second)]
+        for t in threads:
+            t.start()
+            _wait_until(lambda t=t: _in_recv(t) or _waits_its_turn(t), "the batch to be sent")
+        os.kill(pid, signal.SIGKILL)
+        for t in threads:
+            t.join(WAIT_SECONDS)
+            assert not t.is_alive()
+        assert len(failures) == 2
+        assert all(isinstance(e, StoreError) and "died" in str(e) for e in failures)
+        # The queue retries both: a new child writes each once.
+        assert writer.write(first) == 4
+        assert writer.write(second) == 4
+        assert writer.pid != pid
+    finally:
+        writer.close()
+    assert len(sqlite_backend.written.spans(*EVERYTHING)) == 8
+
+
+def _waits_its_turn(thread: threading.Thread) -> bool:
+    """Whether ``thread`` has sent its batch and waits for an earlier one's answer."""
+    frame = sys._current_frames().get(thread.ident or -1)
+    while frame is not None:
+        if frame.f_code.co_name == "wait" and frame.f_code.co_filename.endswith("threading.py"):
+            return True
+        frame = frame.f_back
+    return False

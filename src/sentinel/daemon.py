@@ -107,6 +107,9 @@ class Daemon:
             max_spans=s.ingest.queue_max_spans,
             batch_spans=s.ingest.write_batch_spans,
             metrics=self.metrics,
+            # Two threads keep the writer process busy: one batch is sent while the
+            # other is written. In-process writes gain nothing from a second writer.
+            writers=2 if writer is not None else 1,
         )
         queue.start()
         self.prometheus = prometheus_from_settings(s)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -52,24 +54,30 @@ class IngestQueue:
         max_spans: int,
         batch_spans: int,
         metrics: SelfMetrics,
+        writers: int = 1,
         retry_initial_seconds: float = 0.2,
         retry_max_seconds: float = 5.0,
     ) -> None:
+        """``writers``: threads calling ``write`` at once (2 pipelines batches into a
+        span writer process: one is sent while the other is written)."""
         self._write = write
+        self._writers = writers
         self._max = max_spans
         self._batch = batch_spans
         self._metrics = metrics
         self._retry_initial = retry_initial_seconds
         self._retry_max = retry_max_seconds
+        # Shared between the event loop (offer) and the writer thread, under _cond.
+        self._cond = threading.Condition()
         self._items: collections.deque[_Item] = collections.deque()
         self._queued = 0  # spans in _items plus the batch being written
-        self._wakeup = asyncio.Event()
         self._closed = False
         self._healthy = True
-        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._threads: list[threading.Thread] = []
         metrics.queue_capacity.set(max_spans)
 
-    # -- the receiver's side --
+    # -- the receiver's side (event loop) --
 
     @property
     def depth(self) -> int:
@@ -83,82 +91,106 @@ class IngestQueue:
     def offer(self, spans: Sequence[Span]) -> asyncio.Future[None] | Refusal:
         """Queue all of ``spans`` or none. Returns a future resolved once they are
         stored, or why they were refused."""
-        if self._closed:
-            return Refusal.CLOSED
-        if not self._healthy and self._queued >= self._batch:
-            # The store is down and a batch is already waiting on it: refuse rather than
-            # hold more spans the store may not take for a while.
-            return Refusal.UNHEALTHY
-        # A request larger than the whole queue is still taken when the queue is empty
-        # (its size is bounded by the body limit); otherwise it could never get in.
-        if self._queued + len(spans) > self._max and self._queued > 0:
-            return Refusal.FULL
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._items.append(_Item(spans, done))
-        self._queued += len(spans)
-        self._metrics.queue_spans.set(self._queued)
-        self._wakeup.set()
+        with self._cond:
+            if self._closed:
+                return Refusal.CLOSED
+            if not self._healthy and self._queued >= self._batch:
+                # The store is down and a batch is already waiting on it: refuse rather
+                # than hold more spans the store may not take for a while.
+                return Refusal.UNHEALTHY
+            # A request larger than the whole queue is still taken when the queue is
+            # empty (its size is bounded by the body limit); otherwise it never gets in.
+            if self._queued + len(spans) > self._max and self._queued > 0:
+                return Refusal.FULL
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._items.append(_Item(spans, done))
+            self._queued += len(spans)
+            self._metrics.queue_spans.set(self._queued)
+            self._cond.notify()
         return done
 
-    # -- the writer --
+    # -- the writer: a thread, so that one write follows another without waiting for
+    # -- the event loop (busy decoding the next request) to schedule it.
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="ingest-writer")
+        if not self._threads:
+            self._loop = asyncio.get_running_loop()
+            self._threads = [
+                threading.Thread(target=self._run, name=f"ingest-writer-{i}", daemon=True)
+                for i in range(self._writers)
+            ]
+            for t in self._threads:
+                t.start()
 
-    async def _run(self) -> None:
-        delay = self._retry_initial
-        while True:
-            if not self._items:
+    def _take(self) -> list[_Item] | None:
+        """The next batch: queued requests up to ``batch_spans`` (at least one). None
+        once closed and empty."""
+        with self._cond:
+            while not self._items:
                 if self._closed:
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
+                    return None
+                self._cond.wait()
             batch: list[_Item] = []
             count = 0
             while self._items and (not batch or count + len(self._items[0].spans) <= self._batch):
                 item = self._items.popleft()
                 batch.append(item)
                 count += len(item.spans)
+            return batch
+
+    def _run(self) -> None:
+        delay = self._retry_initial
+        while (batch := self._take()) is not None:
             spans: list[Span] = [s for item in batch for s in item.spans]
             try:
                 with self._metrics.write_seconds.time():
-                    new = await asyncio.to_thread(self._write, spans)
+                    new = self._write(spans)
             except StoreError as e:
                 self._metrics.store_errors.labels(op="write_spans").inc()
                 if self._healthy:
                     log.error(
-                        "store write failed; spans kept in the queue", error=str(e), spans=count
+                        "store write failed; spans kept in the queue",
+                        error=str(e),
+                        spans=len(spans),
                     )
-                self._healthy = False
-                # Back to the front, in order: nothing acknowledged or queued is lost.
-                self._items.extendleft(reversed(batch))
-                await asyncio.sleep(delay)
+                with self._cond:
+                    self._healthy = False
+                    # Back to the front, in order: nothing acknowledged or queued is lost.
+                    self._items.extendleft(reversed(batch))
+                    # Wait before retrying; close() does not cut this short, so a store
+                    # that is back in time still gets the queue written.
+                    self._cond.wait(delay)
                 delay = min(delay * 2, self._retry_max)
                 continue
             if not self._healthy:
-                log.info("store writes recovered", spans=count)
-            self._healthy = True
+                log.info("store writes recovered", spans=len(spans))
             delay = self._retry_initial
-            self._queued -= count
-            self._metrics.queue_spans.set(self._queued)
+            with self._cond:
+                self._healthy = True
+                self._queued -= len(spans)
+                self._metrics.queue_spans.set(self._queued)
             self._metrics.spans_stored.inc(new)
-            for item in batch:
-                if not item.done.done():
-                    item.done.set_result(None)
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(_resolve, batch)
 
     async def close(self, timeout: float) -> bool:
         """Stop taking spans and write what is queued. True if everything was written
         within ``timeout`` seconds."""
-        self._closed = True
-        self._wakeup.set()
-        if self._task is None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if not self._threads:
             return not self._items
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), timeout)
-        except TimeoutError:
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            await asyncio.to_thread(t.join, max(0.0, deadline - time.monotonic()))
+        if any(t.is_alive() for t in self._threads):
             log.error("ingest queue not drained before the shutdown timeout", spans=self._queued)
-            self._task.cancel()
             return False
         return True
+
+
+def _resolve(batch: list[_Item]) -> None:
+    for item in batch:
+        if not item.done.done():
+            item.done.set_result(None)

@@ -59,26 +59,36 @@ def _child_main(url: str, conn: multiprocessing.connection.Connection) -> None:
 
 
 class SpanWriterProcess:
-    """``write(spans) -> new`` like ``SqlStore.add_spans``, done by a child process."""
+    """``write(spans) -> new`` like ``SqlStore.add_spans``, done by a child process.
+
+    Several threads may call ``write`` at once: batches are pipelined (the next one is
+    sent while the child writes the current one, so it never waits for the parent) and
+    answered in the order they were sent."""
 
     def __init__(self, url: str, *, postgres: bool) -> None:
         self._url = url
         self._postgres = postgres
         # spawn, not fork: the parent has threads and an event loop.
         self._ctx = multiprocessing.get_context("spawn")
-        self._lock = threading.Lock()
+        # Lock order: _send_lock, then _turn.
+        self._send_lock = threading.Lock()  # one sender at a time; guards _proc/_conn/_sent
+        self._turn = threading.Condition()  # replies are read in ticket order
         self._proc: BaseProcess | None = None
         self._conn: multiprocessing.connection.Connection | None = None
+        self._generation = 0  # a new child, a new generation: older tickets are void
+        self._sent = 0
+        self._received = 0
 
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
     def start(self) -> None:
-        with self._lock:
+        with self._send_lock:
             self._ensure()
 
     def _ensure(self) -> multiprocessing.connection.Connection:
+        """The live child's pipe, starting a child if needed. Hold _send_lock."""
         if self._proc is not None and self._proc.is_alive() and self._conn is not None:
             return self._conn
         if self._proc is not None:
@@ -87,7 +97,7 @@ class SpanWriterProcess:
                 "span writer process found dead between writes; restarting it",
                 exit_code=self._proc.exitcode,
             )
-        self._discard()
+        self._reset()
         parent, child = self._ctx.Pipe()
         proc = self._ctx.Process(
             target=_child_main, args=(self._url, child), name="sentinel-span-writer", daemon=True
@@ -98,43 +108,79 @@ class SpanWriterProcess:
         log.info("span writer process started", pid=proc.pid)
         return parent
 
-    def _discard(self) -> None:
+    def _reset(self) -> int | None:
+        """Drop the current child (killing it if alive) and void its tickets. Hold
+        _send_lock. Returns its exit code."""
+        code = None
         if self._conn is not None:
             self._conn.close()
         if self._proc is not None:
             if self._proc.is_alive():
                 self._proc.kill()
-            self._proc.join(5)
+            self._proc.join(5)  # reap it, so its exit code is known
+            code = self._proc.exitcode
             self._proc.close()
         self._proc = self._conn = None
+        with self._turn:
+            self._generation += 1
+            self._sent = self._received = 0
+            self._turn.notify_all()
+        return code
+
+    def _send(self, batch: SpanRows) -> tuple[multiprocessing.connection.Connection, int, int]:
+        """Send a batch; returns the pipe, the child's generation and the batch's ticket."""
+        with self._send_lock:
+            conn = self._ensure()
+            generation, ticket = self._generation, self._sent
+            self._sent += 1
+            try:
+                conn.send(batch)
+            except OSError as e:
+                code = self._reset()
+                raise self._death(code, e) from e
+        return conn, generation, ticket
+
+    def _death(self, code: int | None, error: BaseException) -> StoreError:
+        return StoreError(
+            f"store {mask_url(self._url)}: the span writer process died (exit code {code}): "
+            f"{error or type(error).__name__}; it is restarted"
+        )
+
+    def _died(self, generation: int, error: BaseException) -> StoreError:
+        with self._send_lock:
+            code = self._reset() if generation == self._generation else None
+        return self._death(code, error)
 
     def write(self, spans: Sequence[Span]) -> int:
         if not spans:
             return 0
         batch: SpanRows = span_rows(spans, postgres=self._postgres)
-        with self._lock:
-            conn = self._ensure()
-            try:
-                conn.send(batch)
-                status, value = conn.recv()
-            except (EOFError, OSError) as e:
-                code = None
-                if self._proc is not None:
-                    self._proc.join(5)  # reap it, so its exit code is known
-                    code = self._proc.exitcode
-                self._discard()
+        conn, generation, ticket = self._send(batch)
+        with self._turn:
+            while self._generation == generation and self._received != ticket:
+                self._turn.wait()
+            if self._generation != generation:
                 raise StoreError(
-                    f"store {mask_url(self._url)}: the span writer process died "
-                    f"(exit code {code}): {e or type(e).__name__}; it is restarted"
-                ) from e
+                    f"store {mask_url(self._url)}: the span writer process died before "
+                    "answering; it is restarted"
+                )
+        # Our turn: nobody else reads the pipe until _received moves on.
+        try:
+            status, value = conn.recv()
+        except (EOFError, OSError) as e:
+            raise self._died(generation, e) from e
+        with self._turn:
+            if self._generation == generation:
+                self._received += 1
+                self._turn.notify_all()
         if status != "ok":
             raise StoreError(str(value))
         return int(value)
 
     def close(self, timeout: float = 30.0) -> None:
-        with self._lock:
+        with self._send_lock:
             if self._conn is not None and self._proc is not None and self._proc.is_alive():
                 with contextlib.suppress(OSError):  # the child died already: nothing to stop
                     self._conn.send(_STOP)
                 self._proc.join(timeout)
-            self._discard()
+            self._reset()
