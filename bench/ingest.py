@@ -13,7 +13,11 @@ How it measures:
   the client spends its CPU on sending, not encoding;
 - after the run, the spans in the store are counted: every span acknowledged with 200
   must be there ("lost" must be 0);
-- RSS of the daemon is sampled every second from /proc.
+- RSS is summed over the daemon's process tree (main, span writer child, resource
+  tracker) every second from /proc; CPU time per process from /proc/PID/stat, and the
+  client's own CPU, since exporters and daemon share this machine's cores.
+
+Results and history: docs/performance.md.
 
 Usage: `uv run python bench/ingest.py [--store sqlite|postgres|both] [--seconds 30]`
 """
