@@ -9,8 +9,6 @@ What must not live here: the git feed's own cursor and glob semantics
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -22,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sentinel.telemetry import ChangeEvent, ChangeKind
 from tests.harness import RunningDaemon, make_settings, running_daemon
+from tests.test_changes_git import Upstream
 
 T = TypeVar("T")
 
@@ -33,56 +32,22 @@ PROMPT_MAPPING = {
     "kind": "prompt",
 }
 
-# The helper's git runs see no user or system config (signing, hooks, default branch).
-_GIT_ENV = {
-    **{k: v for k, v in os.environ.items() if not k.startswith("GIT_")},
-    "GIT_CONFIG_GLOBAL": os.devnull,
-    "GIT_CONFIG_NOSYSTEM": "1",
-}
 
-
-class Repo:
-    """A plain working repository, watched by its local path."""
+class Repo(Upstream):
+    """A plain working repository, watched by its local path, committing at the current
+    time (the daemon's lookback window is measured from now)."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        path.mkdir(parents=True)
-        self._git("init", "-q", "-b", "main")
+        super().__init__(path, bare=False)
 
-    def _git(self, *args: str, env: Mapping[str, str] | None = None) -> str:
-        done = subprocess.run(
-            ["git", *args],
-            cwd=self.path,
-            env={**_GIT_ENV, **(env or {})},
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        return done.stdout.strip()
+    @property
+    def path(self) -> Path:
+        return self.work
 
-    def commit(self, files: Mapping[str, str], message: str, author: str = "dana") -> str:
-        """Write ``files``, commit them now; the full sha."""
-        for rel, text in files.items():
-            target = self.path / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text)
-        self._git("add", "-A")
-        stamp = datetime.now(UTC).isoformat(timespec="seconds")
-        self._git(
-            "commit",
-            "-q",
-            "-m",
-            message,
-            env={
-                "GIT_AUTHOR_NAME": author,
-                "GIT_AUTHOR_EMAIL": f"{author}@example.com",
-                "GIT_COMMITTER_NAME": "ci",
-                "GIT_COMMITTER_EMAIL": "ci@example.com",
-                "GIT_AUTHOR_DATE": stamp,
-                "GIT_COMMITTER_DATE": stamp,
-            },
-        )
-        return self._git("rev-parse", "HEAD")
+    def commit(  # type: ignore[override]
+        self, files: Mapping[str, str | None], message: str, author: str = "dana"
+    ) -> str:
+        return super().commit(files, message, datetime.now(UTC), author, push=False)
 
 
 def _repo_settings(name: str, url: str) -> dict[str, object]:
