@@ -213,6 +213,43 @@ def components(
     out.print(table)
 
 
+@app.command()
+def simulate(
+    topology: Annotated[str, typer.Option(help="support, multi_agent, rag or microservices.")],
+    fault: Annotated[str, typer.Option(help="A fault kind of CASE_FORMAT.md.")],
+    seed: Annotated[int, typer.Option(help="Seed: the same inputs give the same case.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Case folder to write.")],
+    minutes: Annotated[int, typer.Option(help="Length of the telemetry window.")] = 50,
+    subtle: Annotated[bool, typer.Option(help="A subtle fault rather than a strong one.")] = False,
+    ramped: Annotated[bool, typer.Option(help="Ramp the fault in over minutes.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing case folder.")] = False,
+) -> None:
+    """Simulate an incident case (CASE_FORMAT.md) and print its truth."""
+    from sentinel.cases import FaultKind, write_case
+    from sentinel.sim import FaultSpec, Magnitude, Onset, Topology, simulate_case
+
+    try:
+        spec = FaultSpec(
+            topology=Topology(topology),
+            fault=FaultKind(fault),
+            seed=seed,
+            magnitude=Magnitude.SUBTLE if subtle else Magnitude.STRONG,
+            onset=Onset.RAMPED if ramped else Onset.ABRUPT,
+            minutes=minutes,
+        )
+        case = simulate_case(spec)
+    except ValueError as e:
+        err.print(Text.assemble(("error:", "bold red"), " ", str(e)), highlight=False)
+        raise typer.Exit(2) from e
+    try:
+        write_case(case, out_dir, overwrite=overwrite)
+    except SentinelError as e:
+        raise _fail(e) from e
+    assert case.truth is not None
+    doc = case.truth.model_dump(mode="json", exclude_none=True)
+    sys.stdout.write(json.dumps({"case": case.meta.id, "path": str(out_dir), **doc}) + "\n")
+
+
 def main() -> None:
     app()
 

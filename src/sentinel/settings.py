@@ -120,6 +120,33 @@ class LoggingSettings(_Section):
     format: LogFormat = LogFormat.JSON
 
 
+class ModelPrice(_Section):
+    """List price of one model, in USD per million tokens."""
+
+    input_per_million: Annotated[float, Field(ge=0)]
+    output_per_million: Annotated[float, Field(ge=0)]
+
+
+# Providers' published list prices (USD per million tokens) when this table was written;
+# they change: config.toml says how to replace them. Keys are the model names as spans
+# report them (gen_ai.request.model), matched exactly.
+DEFAULT_MODEL_PRICES: Mapping[str, ModelPrice] = {
+    "gpt-4o": ModelPrice(input_per_million=2.5, output_per_million=10.0),
+    "gpt-4o-mini": ModelPrice(input_per_million=0.15, output_per_million=0.6),
+    "gpt-4.1": ModelPrice(input_per_million=2.0, output_per_million=8.0),
+    "gpt-4.1-mini": ModelPrice(input_per_million=0.4, output_per_million=1.6),
+    "text-embedding-3-small": ModelPrice(input_per_million=0.02, output_per_million=0.0),
+    "text-embedding-3-large": ModelPrice(input_per_million=0.13, output_per_million=0.0),
+}
+
+
+class PricingSettings(_Section):
+    """Per-model token prices, for the cost-per-request SLI of traces. A model missing
+    here has no cost SLI (unknown, never zero)."""
+
+    models: dict[str, ModelPrice] = Field(default_factory=lambda: dict(DEFAULT_MODEL_PRICES))
+
+
 class Secrets(_Section):
     """Values read from ``SENTINEL_*`` environment variables only."""
 
@@ -145,6 +172,7 @@ class Settings(_Section):
     prometheus: PrometheusSettings = PrometheusSettings()
     changes: ChangesSettings = ChangesSettings()
     logging: LoggingSettings = LoggingSettings()
+    pricing: PricingSettings = PricingSettings()
     secrets: Secrets = Secrets()
     # Where relative paths in the file are resolved from: the config file's folder.
     base_dir: Path = Path()

@@ -1,0 +1,931 @@
+"""Tests of the SLI layer (``sli.py``): known answers for every SLI kind from hand-built
+spans (decoded from OTLP/JSON the way ingest decodes them) and from a real pydantic-ai
+agent's trace; metric SLIs checked against a hand computation on the shared case
+public-01, and on synthetic counters with resets and gaps; properties (rates never
+negative, shares within [0, 1], a constant-rate counter gives a constant rate, the order
+of the input does not matter); the ``[pricing]`` settings.
+
+What must not live here: tests of the OTLP codec, of the convention mapping (they only
+build input here), or of what consumes SLIs (detection, root-cause analysis).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.protobuf import json_format
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from pydantic_ai import Agent
+from pydantic_ai.capabilities import Instrumentation
+from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart, ToolReturnPart
+from pydantic_ai.models.function import AgentInfo, FunctionModel
+from pydantic_ai.models.instrumented import InstrumentationSettings
+from pydantic_ai.usage import RequestUsage
+
+from sentinel.adapters.otlp import decode_json_object
+from sentinel.cases import Case, read_case
+from sentinel.errors import ConfigError
+from sentinel.settings import ModelPrice, PricingSettings, load_settings
+from sentinel.sli import (
+    SliKey,
+    SliKind,
+    SliSeries,
+    merge,
+    metric_slis,
+    span_slis,
+)
+from sentinel.telemetry import Sample, Span
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+T0_NS = int(NOW.timestamp()) * 1_000_000_000
+MINUTE = timedelta(minutes=1)
+END = NOW + 3 * MINUTE
+PUBLIC_01 = Path(__file__).resolve().parents[2] / "shared" / "cases" / "public-01-prompt-regression"
+
+PRICES = PricingSettings(
+    models={"gpt-4o": ModelPrice(input_per_million=2.5, output_per_million=10.0)}
+)
+
+# --- OTLP/JSON builders (the style of test_store.py) -----------------------------------
+
+
+def sv(v: str) -> dict[str, Any]:
+    return {"stringValue": v}
+
+
+def iv(v: int) -> dict[str, Any]:
+    return {"intValue": str(v)}
+
+
+def dv(v: float) -> dict[str, Any]:
+    return {"doubleValue": v}
+
+
+def kv(key: str, value: dict[str, Any]) -> dict[str, Any]:
+    return {"key": key, "value": value}
+
+
+def ns(ms: int) -> int:
+    return T0_NS + ms * 1_000_000
+
+
+def otlp_span(
+    *,
+    span: int,
+    name: str,
+    at_ms: int,
+    dur_ms: int = 100,
+    kind: int = 1,
+    trace: int = 1,
+    parent: int | None = None,
+    attributes: list[dict[str, Any]] | None = None,
+    events: list[dict[str, Any]] | None = None,
+    status: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "traceId": f"{trace:032x}",
+        "spanId": f"{span:016x}",
+        "name": name,
+        "kind": kind,
+        "startTimeUnixNano": str(ns(at_ms)),
+        "endTimeUnixNano": str(ns(at_ms + dur_ms)),
+        "attributes": attributes or [],
+        "events": events or [],
+    }
+    if parent is not None:
+        out["parentSpanId"] = f"{parent:016x}"
+    if status is not None:
+        out["status"] = status
+    return out
+
+
+def otlp_request(service: str, *spans: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": [kv("service.name", sv(service))]},
+                "scopeSpans": [{"scope": {"name": "sentinel.tests"}, "spans": list(spans)}],
+            }
+        ]
+    }
+
+
+def decode(*requests: dict[str, Any]) -> list[Span]:
+    spans: list[Span] = []
+    for r in requests:
+        batch = decode_json_object(r)
+        assert batch.rejected == 0, batch.reasons
+        spans.extend(batch.spans)
+    return spans
+
+
+def chat(span: int, at_ms: int, *, model: str = "gpt-4o", inp: int, out: int, **kw: Any) -> Any:
+    return otlp_span(
+        span=span,
+        name=f"chat {model}",
+        at_ms=at_ms,
+        kind=3,
+        attributes=[
+            kv("gen_ai.operation.name", sv("chat")),
+            kv("gen_ai.request.model", sv(model)),
+            kv("gen_ai.usage.input_tokens", iv(inp)),
+            kv("gen_ai.usage.output_tokens", iv(out)),
+        ],
+        **kw,
+    )
+
+
+def tool(span: int, at_ms: int, name: str, **kw: Any) -> Any:
+    return otlp_span(
+        span=span,
+        name=f"execute_tool {name}",
+        at_ms=at_ms,
+        attributes=[
+            kv("gen_ai.operation.name", sv("execute_tool")),
+            kv("gen_ai.tool.name", sv(name)),
+            *kw.pop("attributes", []),
+        ],
+        **kw,
+    )
+
+
+def agent(span: int, at_ms: int, name: str = "support-agent", **kw: Any) -> Any:
+    return otlp_span(
+        span=span,
+        name=f"invoke_agent {name}",
+        at_ms=at_ms,
+        attributes=[
+            kv("gen_ai.operation.name", sv("invoke_agent")),
+            kv("gen_ai.agent.name", sv(name)),
+            *kw.pop("attributes", []),
+        ],
+        **kw,
+    )
+
+
+def evaluation(name: str, score: float) -> dict[str, Any]:
+    return {
+        "name": "gen_ai.evaluation.result",
+        "timeUnixNano": str(ns(5_000)),
+        "attributes": [
+            kv("gen_ai.evaluation.name", sv(name)),
+            kv("gen_ai.evaluation.score.value", dv(score)),
+        ],
+    }
+
+
+ERROR = {"code": 2}
+
+
+def values(series: SliSeries) -> list[float]:
+    return [v for _, v in series.points]
+
+
+def times(series: SliSeries) -> list[datetime]:
+    return [t for t, _ in series.points]
+
+
+# --- known answers from spans ----------------------------------------------------------
+
+
+def fleet() -> list[Span]:
+    """Two agent runs in the first minute, one service request per minute, a quiet third
+    minute; see each test for the numbers."""
+    run_1 = [
+        # invoke_agent -> chat, "running tools" -> two tools, chat (pydantic-ai's nesting)
+        agent(0x10, 0, dur_ms=4_000, trace=1),
+        chat(
+            0x11,
+            100,
+            inp=1_000,
+            out=100,
+            trace=1,
+            parent=0x10,
+            events=[evaluation("faithfulness", 0.8)],
+        ),
+        otlp_span(span=0x12, name="running tools", at_ms=1_000, trace=1, parent=0x10),
+        tool(0x13, 1_100, "crm_lookup", trace=1, parent=0x12),
+        tool(
+            0x14,
+            1_200,
+            "refund_api",
+            trace=1,
+            parent=0x12,
+            status=ERROR,
+            attributes=[kv("error.type", sv("RateLimitError"))],
+        ),
+        chat(0x15, 2_000, inp=3_000, out=300, trace=1, parent=0x10),
+    ]
+    run_2 = [
+        # The second run failed with a guardrail error type.
+        agent(
+            0x20,
+            10_000,
+            dur_ms=1_000,
+            trace=2,
+            status=ERROR,
+            attributes=[kv("error.type", sv("GuardrailViolation"))],
+        ),
+        chat(
+            0x21,
+            10_100,
+            inp=500,
+            out=50,
+            trace=2,
+            parent=0x20,
+            status=ERROR,
+            events=[
+                {"name": "gen_ai.guardrail", "timeUnixNano": str(ns(10_200)), "attributes": []}
+            ],
+        ),
+        tool(0x22, 10_300, "crm_lookup", trace=2, parent=0x20, dur_ms=300),
+    ]
+    gateway = [
+        # SERVER spans are the gateway's requests; its CLIENT calls and internal steps are not.
+        otlp_span(span=0x30, name="POST /runs", at_ms=20_000, dur_ms=100, kind=2, trace=3),
+        otlp_span(span=0x31, name="validate", at_ms=20_010, trace=3, parent=0x30),
+        otlp_span(
+            span=0x32,
+            name="SELECT",
+            at_ms=20_020,
+            dur_ms=10,
+            kind=3,
+            trace=3,
+            parent=0x30,
+            attributes=[kv("peer.service", sv("crm-db"))],
+        ),
+        otlp_span(span=0x33, name="POST /runs", at_ms=30_000, dur_ms=300, kind=2, trace=4),
+        otlp_span(
+            span=0x34,
+            name="SELECT",
+            at_ms=30_020,
+            dur_ms=30,
+            kind=3,
+            trace=4,
+            parent=0x33,
+            status=ERROR,
+            attributes=[kv("peer.service", sv("crm-db")), kv("error.type", sv("timeout"))],
+        ),
+        otlp_span(span=0x35, name="POST /runs", at_ms=70_000, dur_ms=200, kind=2, trace=5),
+        otlp_span(
+            span=0x36,
+            name="GET /orders",
+            at_ms=70_010,
+            kind=3,
+            trace=5,
+            parent=0x35,
+            attributes=[kv("peer.service", sv("orders-api"))],
+        ),
+    ]
+    orders = [
+        otlp_span(span=0x37, name="GET /orders", at_ms=70_020, kind=2, trace=5, parent=0x36),
+    ]
+    unknown_model = [chat(0x40, 40_000, model="mystery-1", inp=10, out=1, trace=6)]
+    return decode(
+        otlp_request("support-svc", *run_1, *run_2, *unknown_model),
+        otlp_request("gateway", *gateway),
+        otlp_request("orders-api", *orders),
+    )
+
+
+@pytest.fixture(scope="module")
+def fleet_slis() -> dict[SliKey, SliSeries]:
+    return span_slis(fleet(), NOW, END, MINUTE, PRICES)
+
+
+def get(slis: dict[SliKey, SliSeries], component: str, kind: SliKind, q: str = "") -> SliSeries:
+    key = SliKey(component, kind, q)
+    assert key in slis, f"no {key}; have {sorted(k for k in slis if k.component == component)}"
+    return slis[key]
+
+
+def test_request_rate_counts_requests_per_second_and_quiet_steps_are_zero(
+    fleet_slis: dict[SliKey, SliSeries],
+) -> None:
+    gw = get(fleet_slis, "service:gateway", SliKind.REQUEST_RATE)
+    # Two SERVER spans in minute 0, one in minute 1, none in minute 2 (a real 0).
+    assert times(gw) == [NOW, NOW + MINUTE, NOW + 2 * MINUTE]
+    assert values(gw) == pytest.approx([2 / 60, 1 / 60, 0.0])
+    assert gw.counts == (2, 1, 0)
+    agents = get(fleet_slis, "agent:support-agent", SliKind.REQUEST_RATE)
+    assert values(agents) == pytest.approx([2 / 60, 0.0, 0.0])
+
+
+def test_error_rate_and_error_types_leave_quiet_steps_as_gaps(
+    fleet_slis: dict[SliKey, SliSeries],
+) -> None:
+    err = get(fleet_slis, "agent:support-agent", SliKind.ERROR_RATE)
+    assert times(err) == [NOW]  # no runs after minute 0: no point, not a fake 0
+    assert values(err) == [0.5]
+    assert err.counts == (2,)
+    by_type = get(
+        fleet_slis, "agent:support-agent", SliKind.ERROR_RATE_BY_TYPE, "GuardrailViolation"
+    )
+    assert values(by_type) == [0.5]
+    rl = get(fleet_slis, "tool:refund_api", SliKind.ERROR_RATE_BY_TYPE, "RateLimitError")
+    assert values(rl) == [1.0]
+    # The gateway never failed: 0 where it served requests.
+    assert values(get(fleet_slis, "service:gateway", SliKind.ERROR_RATE)) == [0.0, 0.0]
+
+
+def test_latency_quantiles_are_exact_from_durations(fleet_slis: dict[SliKey, SliSeries]) -> None:
+    # Minute 0: the gateway served 100 ms and 300 ms; linear interpolation between them.
+    p50 = get(fleet_slis, "service:gateway", SliKind.LATENCY_P50)
+    p95 = get(fleet_slis, "service:gateway", SliKind.LATENCY_P95)
+    p99 = get(fleet_slis, "service:gateway", SliKind.LATENCY_P99)
+    assert values(p50) == pytest.approx([0.2, 0.2])
+    assert values(p95) == pytest.approx([0.1 + 0.95 * 0.2, 0.2])
+    assert values(p99) == pytest.approx([0.1 + 0.99 * 0.2, 0.2])
+    assert p99.counts == (2, 1)
+
+
+def test_tokens_and_cost_per_model_call(fleet_slis: dict[SliKey, SliSeries]) -> None:
+    inp = get(fleet_slis, "model:gpt-4o", SliKind.INPUT_TOKENS_PER_REQUEST)
+    out = get(fleet_slis, "model:gpt-4o", SliKind.OUTPUT_TOKENS_PER_REQUEST)
+    cost = get(fleet_slis, "model:gpt-4o", SliKind.COST_PER_REQUEST)
+    assert values(inp) == pytest.approx([(1_000 + 3_000 + 500) / 3])
+    assert values(out) == pytest.approx([(100 + 300 + 50) / 3])
+    per_call = [(i * 2.5 + o * 10.0) / 1e6 for i, o in [(1_000, 100), (3_000, 300), (500, 50)]]
+    assert values(cost) == pytest.approx([sum(per_call) / 3])
+    assert cost.counts == (3,)
+
+
+def test_a_model_without_a_price_has_no_cost_at_all(fleet_slis: dict[SliKey, SliSeries]) -> None:
+    assert SliKey("model:mystery-1", SliKind.COST_PER_REQUEST) not in fleet_slis
+    assert values(get(fleet_slis, "model:mystery-1", SliKind.INPUT_TOKENS_PER_REQUEST)) == [10.0]
+
+
+def test_agent_runs_sum_their_model_and_tool_calls(fleet_slis: dict[SliKey, SliSeries]) -> None:
+    # Run 1: chat, crm_lookup, refund_api (under "running tools"), chat = 4 steps;
+    # run 2: chat, crm_lookup = 2 steps.
+    steps = get(fleet_slis, "agent:support-agent", SliKind.STEPS_PER_RUN)
+    assert values(steps) == [3.0]
+    assert steps.counts == (2,)
+    inp = get(fleet_slis, "agent:support-agent", SliKind.INPUT_TOKENS_PER_REQUEST)
+    assert values(inp) == pytest.approx([(4_000 + 500) / 2])
+    cost = get(fleet_slis, "agent:support-agent", SliKind.COST_PER_REQUEST)
+    run_1 = (4_000 * 2.5 + 400 * 10.0) / 1e6
+    run_2 = (500 * 2.5 + 50 * 10.0) / 1e6
+    assert values(cost) == pytest.approx([(run_1 + run_2) / 2])
+
+
+def test_an_agent_run_using_an_unpriced_model_has_no_cost() -> None:
+    spans = decode(
+        otlp_request(
+            "svc",
+            agent(0x1, 0, trace=9),
+            chat(0x2, 10, model="gpt-4o", inp=10, out=1, trace=9, parent=0x1),
+            chat(0x3, 20, model="mystery-1", inp=10, out=1, trace=9, parent=0x1),
+        )
+    )
+    slis = span_slis(spans, NOW, END, MINUTE, PRICES)
+    assert SliKey("agent:support-agent", SliKind.COST_PER_REQUEST) not in slis
+    assert values(get(slis, "agent:support-agent", SliKind.STEPS_PER_RUN)) == [2.0]
+
+
+def test_tool_failure_rate(fleet_slis: dict[SliKey, SliSeries]) -> None:
+    assert values(get(fleet_slis, "tool:refund_api", SliKind.TOOL_FAILURE_RATE)) == [1.0]
+    crm = get(fleet_slis, "tool:crm_lookup", SliKind.TOOL_FAILURE_RATE)
+    assert values(crm) == [0.0]
+    assert crm.counts == (2,)
+    assert not any(
+        k.kind is SliKind.TOOL_FAILURE_RATE for k in fleet_slis if "tool:" not in k.component
+    )
+
+
+def test_evaluator_scores_go_to_the_span_and_to_its_agent(
+    fleet_slis: dict[SliKey, SliSeries],
+) -> None:
+    model = get(fleet_slis, "model:gpt-4o", SliKind.EVAL_SCORE, "faithfulness")
+    agent_score = get(fleet_slis, "agent:support-agent", SliKind.EVAL_SCORE, "faithfulness")
+    assert values(model) == [0.8]
+    assert values(agent_score) == [0.8]
+    assert agent_score.counts == (1,)
+
+
+def test_guardrail_triggers_from_error_types_and_events(
+    fleet_slis: dict[SliKey, SliSeries],
+) -> None:
+    # Run 2 failed with GuardrailViolation (and its chat span has a gen_ai.guardrail event).
+    assert values(get(fleet_slis, "agent:support-agent", SliKind.GUARDRAIL_TRIGGERS)) == [0.5]
+    assert values(get(fleet_slis, "model:gpt-4o", SliKind.GUARDRAIL_TRIGGERS)) == pytest.approx(
+        [1 / 3]
+    )
+    assert values(get(fleet_slis, "service:gateway", SliKind.GUARDRAIL_TRIGGERS)) == [0.0, 0.0]
+
+
+def test_an_uninstrumented_callee_is_seen_through_its_callers(
+    fleet_slis: dict[SliKey, SliSeries],
+) -> None:
+    db = "service:crm-db"
+    assert values(get(fleet_slis, db, SliKind.REQUEST_RATE)) == pytest.approx([2 / 60, 0.0, 0.0])
+    assert values(get(fleet_slis, db, SliKind.ERROR_RATE)) == [0.5]
+    assert values(get(fleet_slis, db, SliKind.ERROR_RATE_BY_TYPE, "timeout")) == [0.5]
+    assert values(get(fleet_slis, db, SliKind.LATENCY_P50)) == pytest.approx([0.02])
+    # Nothing the callers cannot see.
+    assert {k.kind for k in fleet_slis if k.component == db} == {
+        SliKind.REQUEST_RATE,
+        SliKind.ERROR_RATE,
+        SliKind.ERROR_RATE_BY_TYPE,
+        SliKind.LATENCY_P50,
+        SliKind.LATENCY_P95,
+        SliKind.LATENCY_P99,
+    }
+    # orders-api has spans of its own: those, not its callers' view.
+    orders = get(fleet_slis, "service:orders-api", SliKind.REQUEST_RATE)
+    assert orders.counts == (0, 1, 0)
+    assert values(get(fleet_slis, "service:orders-api", SliKind.LATENCY_P50)) == [0.1]
+
+
+def test_every_kind_has_a_known_answer_above(fleet_slis: dict[SliKey, SliSeries]) -> None:
+    assert {k.kind for k in fleet_slis} == set(SliKind)
+
+
+def test_spans_outside_the_window_are_ignored() -> None:
+    spans = fleet()
+    later = span_slis(spans, NOW + MINUTE, END, MINUTE, PRICES)
+    assert SliKey("agent:support-agent", SliKind.STEPS_PER_RUN) not in later
+    assert values(get(later, "service:gateway", SliKind.REQUEST_RATE)) == pytest.approx(
+        [1 / 60, 0.0]
+    )
+
+
+def test_a_last_short_step_divides_by_its_own_length() -> None:
+    spans = fleet()
+    slis = span_slis(spans, NOW, NOW + timedelta(seconds=90), MINUTE, PRICES)
+    gw = get(slis, "service:gateway", SliKind.REQUEST_RATE)
+    assert values(gw) == pytest.approx([2 / 60, 1 / 30])
+
+
+# --- a real pydantic-ai agent -----------------------------------------------------------
+
+
+def _scripted(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+    """First turn: call both tools. Second turn: answer."""
+    returned = sum(1 for m in messages for p in m.parts if isinstance(p, ToolReturnPart))
+    if returned == 0:
+        return ModelResponse(
+            parts=[
+                ToolCallPart("lookup_order", {"order_id": "A-17"}),
+                ToolCallPart("issue_refund", {"order_id": "A-17", "cents": 1299}),
+            ],
+            usage=RequestUsage(input_tokens=120, output_tokens=15),
+        )
+    return ModelResponse(
+        parts=[TextPart("Refunded order A-17.")],
+        usage=RequestUsage(input_tokens=200, output_tokens=30),
+    )
+
+
+def pydantic_ai_spans() -> list[Span]:
+    memory = InMemorySpanExporter()
+    tp = TracerProvider(resource=Resource.create({"service.name": "support-svc"}))
+    tp.add_span_processor(SimpleSpanProcessor(memory))
+    agent_ = Agent(
+        FunctionModel(_scripted, model_name="gpt-4o"),
+        name="support-agent",
+        capabilities=[Instrumentation(InstrumentationSettings(tracer_provider=tp))],
+    )
+
+    @agent_.tool_plain
+    def lookup_order(order_id: str) -> str:
+        return f"order {order_id}: shipped"
+
+    @agent_.tool_plain
+    def issue_refund(order_id: str, cents: int) -> str:
+        return f"refunded {cents} on {order_id}"
+
+    agent_.run_sync("Please refund order A-17")
+    tp.shutdown()
+    # OTLP/JSON as the Collector writes it: protobuf's JSON mapping with hex ids.
+    doc = json_format.MessageToDict(encode_spans(list(memory.get_finished_spans())))
+    for rs in doc["resourceSpans"]:
+        for ss in rs["scopeSpans"]:
+            for s in ss["spans"]:
+                for key in ("traceId", "spanId", "parentSpanId"):
+                    if key in s:
+                        s[key] = base64.b64decode(s[key]).hex()
+    return decode(json.loads(json.dumps(doc)))
+
+
+def test_steps_tokens_and_cost_of_a_real_pydantic_ai_run() -> None:
+    spans = pydantic_ai_spans()
+    first = min(s.start for s in spans).replace(second=0, microsecond=0)
+    slis = span_slis(spans, first, first + 2 * MINUTE, 2 * MINUTE, PRICES)
+
+    a = "agent:support-agent"
+    # Two model requests and two tool calls.
+    assert values(get(slis, a, SliKind.STEPS_PER_RUN)) == [4.0]
+    assert values(get(slis, a, SliKind.INPUT_TOKENS_PER_REQUEST)) == [320.0]
+    assert values(get(slis, a, SliKind.OUTPUT_TOKENS_PER_REQUEST)) == [45.0]
+    assert values(get(slis, a, SliKind.COST_PER_REQUEST)) == pytest.approx(
+        [(320 * 2.5 + 45 * 10.0) / 1e6]
+    )
+    assert values(get(slis, "model:gpt-4o", SliKind.INPUT_TOKENS_PER_REQUEST)) == [160.0]
+    assert values(get(slis, "tool:lookup_order", SliKind.TOOL_FAILURE_RATE)) == [0.0]
+
+
+# --- metric SLIs on the shared case public-01 ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def public_01() -> Case:
+    if not PUBLIC_01.is_dir():
+        pytest.skip(f"shared case not found at {PUBLIC_01}")
+    return read_case(PUBLIC_01)
+
+
+@pytest.fixture(scope="module")
+def public_01_slis(public_01: Case) -> dict[SliKey, SliSeries]:
+    return metric_slis(public_01.samples, public_01.meta.start, public_01.meta.end, MINUTE)
+
+
+def _at(case: Case, metric: str, t: datetime, **labels: str) -> list[float]:
+    """Values of ``metric`` at instant ``t`` whose labels include ``labels``."""
+    return [
+        s.value
+        for s in case.samples
+        if s.metric == metric and s.time == t and labels.items() <= dict(s.labels).items()
+    ]
+
+
+def test_public_01_hand_computed_step(
+    public_01: Case, public_01_slis: dict[SliKey, SliSeries]
+) -> None:
+    b = public_01.meta.start + 10 * MINUTE  # the step [21:10, 21:11)
+    e = b + MINUTE
+    i = 10
+    tool_c = "tool:crm_lookup"
+
+    def increase(metric: str, **labels: str) -> float:
+        return sum(_at(public_01, metric, e, **labels)) - sum(_at(public_01, metric, b, **labels))
+
+    requests = increase("component_requests_total", component=tool_c)
+    errors = increase("component_errors_total", component=tool_c)
+    rate = get(public_01_slis, tool_c, SliKind.REQUEST_RATE)
+    assert rate.points[i][0] == b
+    assert rate.points[i][1] == pytest.approx(requests / 60)
+    assert rate.counts[i] == round(requests)
+    err = get(public_01_slis, tool_c, SliKind.ERROR_RATE)
+    assert dict(err.points)[b] == pytest.approx(errors / requests)
+    assert dict(get(public_01_slis, tool_c, SliKind.TOOL_FAILURE_RATE).points)[b] == pytest.approx(
+        errors / requests
+    )
+
+    # Summary quantile: the mean of the step's samples (21:10:15 .. 21:11:00).
+    p50_samples = [
+        v
+        for k in range(1, 5)
+        for v in _at(
+            public_01,
+            "component_request_duration_seconds",
+            b + timedelta(seconds=15 * k),
+            component=tool_c,
+            quantile="0.5",
+        )
+    ]
+    assert len(p50_samples) == 4
+    p50 = get(public_01_slis, tool_c, SliKind.LATENCY_P50)
+    assert dict(p50.points)[b] == pytest.approx(sum(p50_samples) / 4)
+
+    # Tokens per agent run: the agent's input-token counters over its runs.
+    a = "agent:customer-care-agent"
+    tokens = increase("gen_ai_client_token_usage_total", component=a, gen_ai_token_type="input")
+    runs = increase("component_requests_total", component=a)
+    inp = get(public_01_slis, a, SliKind.INPUT_TOKENS_PER_REQUEST)
+    assert dict(inp.points)[b] == pytest.approx(tokens / runs)
+
+    # Cost per run: the mean spend per hour over the step, per request.
+    spend = [
+        v
+        for k in range(1, 5)
+        for v in _at(
+            public_01, "agent_cost_usd_per_hour", b + timedelta(seconds=15 * k), component=a
+        )
+    ]
+    cost = get(public_01_slis, a, SliKind.COST_PER_REQUEST)
+    assert dict(cost.points)[b] == pytest.approx(sum(spend) / 4 / 3600 / (runs / 60))
+
+    # Evaluator scores keep the evaluator's name.
+    assert SliKey(a, SliKind.EVAL_SCORE, "faithfulness") in public_01_slis
+
+
+def test_public_01_p99_from_histogram_buckets(
+    public_01: Case, public_01_slis: dict[SliKey, SliSeries]
+) -> None:
+    b = public_01.meta.start + 10 * MINUTE
+    e = b + MINUTE
+    m = "model:gpt-4o"
+    bucket = "gen_ai_client_operation_duration_seconds_bucket"
+    cumulative: dict[float, float] = {}
+    for s in public_01.samples:
+        if s.metric == bucket and s.component == m and s.time in (b, e):
+            le = float(dict(s.labels)["le"])
+            sign = 1.0 if s.time == e else -1.0
+            cumulative[le] = cumulative.get(le, 0.0) + sign * s.value
+    les = sorted(cumulative)
+    rank = 0.99 * cumulative[math.inf]
+    j = next(j for j, le in enumerate(les) if cumulative[le] >= rank)
+    lower = les[j - 1] if j else 0.0
+    below = cumulative[les[j - 1]] if j else 0.0
+    expected = lower + (les[j] - lower) * (rank - below) / (cumulative[les[j]] - below)
+
+    p99 = get(public_01_slis, m, SliKind.LATENCY_P99)
+    assert dict(p99.points)[b] == pytest.approx(expected)
+    # The model's tokens per call come from the agents' token counters naming the model.
+    assert SliKey(m, SliKind.INPUT_TOKENS_PER_REQUEST) in public_01_slis
+
+
+def test_public_01_traces_and_metrics_agree_and_merge(
+    public_01: Case, public_01_slis: dict[SliKey, SliSeries]
+) -> None:
+    spans = span_slis(public_01.spans, public_01.meta.start, public_01.meta.end, MINUTE, PRICES)
+    merged = merge(spans, public_01_slis)
+    key = SliKey("tool:crm_lookup", SliKind.REQUEST_RATE)
+    assert merged[key] is public_01_slis[key]  # metrics see every request
+    steps = SliKey("agent:customer-care-agent", SliKind.STEPS_PER_RUN)
+    assert merged[steps] is spans[steps]  # only traces show steps
+    # The uninstrumented database is only seen through its callers' spans.
+    assert SliKey("service:crm-db", SliKind.REQUEST_RATE) in merged
+    # Traces are sampled at 10%: the trace rate is about a tenth of the metric rate.
+    ratio = sum(values(spans[key])) / sum(values(public_01_slis[key]))
+    assert 0.05 < ratio < 0.2
+    # Per-request values do not depend on sampling: tokens per call agree within 10%.
+    tok = SliKey("model:gpt-4o", SliKind.INPUT_TOKENS_PER_REQUEST)
+    assert sum(values(spans[tok])) == pytest.approx(sum(values(public_01_slis[tok])), rel=0.1)
+
+
+# --- metric SLIs on synthetic counters --------------------------------------------------
+
+
+def counter(
+    points: Sequence[tuple[float, float]], metric: str = "component_requests_total", **labels: str
+) -> list[Sample]:
+    """Samples of one series at (seconds after NOW, value)."""
+    lab = {"component": "service:api", **labels}
+    return [
+        Sample(
+            metric=metric,
+            labels=tuple(sorted(lab.items())),
+            component=lab["component"],
+            time=NOW + timedelta(seconds=t),
+            value=v,
+        )
+        for t, v in points
+    ]
+
+
+def test_a_counter_reset_is_an_increase_not_a_negative_rate() -> None:
+    # 1 request/s, the process restarts at 75 s and counts from 0 again.
+    before = [(t, float(t)) for t in range(0, 76, 15)]  # 0 .. 75
+    after = [(t, float(t - 75)) for t in range(90, 181, 15)]  # restarted at 75: 15 .. 105
+    slis = metric_slis(counter(before + after), NOW, END, MINUTE)
+    rate = get(slis, "service:api", SliKind.REQUEST_RATE)
+    assert values(rate) == pytest.approx([1.0, 1.0, 1.0])
+    assert rate.counts == (60, 60, 60)
+
+
+def test_missing_samples_give_no_spike_and_long_gaps_give_no_point() -> None:
+    # 2 requests/s; samples between 15 s and 75 s are missing (a 60 s hole).
+    pts = [(t, 2.0 * t) for t in range(0, 181, 15) if not 15 < t < 75]
+    slis = metric_slis(counter(pts), NOW, END, MINUTE)
+    assert values(get(slis, "service:api", SliKind.REQUEST_RATE)) == pytest.approx([2.0] * 3)
+
+    # A hole longer than max_gap: the step it covers entirely has no point.
+    pts = [(t, 2.0 * t) for t in range(0, 181, 15) if not 45 < t < 135]
+    slis = metric_slis(counter(pts), NOW, END, MINUTE, max_gap=timedelta(seconds=60))
+    rate = get(slis, "service:api", SliKind.REQUEST_RATE)
+    assert times(rate) == [NOW, NOW + 2 * MINUTE]
+    assert values(rate) == pytest.approx([2.0, 2.0])
+
+
+def test_error_rate_has_no_point_without_requests() -> None:
+    reqs = counter([(0, 0), (60, 30), (120, 30), (180, 90)])
+    errs = counter([(0, 0), (60, 3), (120, 3), (180, 3)], metric="component_errors_total")
+    slis = metric_slis(reqs + errs, NOW, END, MINUTE)
+    err = get(slis, "service:api", SliKind.ERROR_RATE)
+    assert times(err) == [NOW, NOW + 2 * MINUTE]
+    assert values(err) == pytest.approx([0.1, 0.0])
+    assert values(get(slis, "service:api", SliKind.REQUEST_RATE)) == pytest.approx([0.5, 0.0, 1.0])
+
+
+def test_tool_calls_by_status_give_failure_shares() -> None:
+    tool_c = {"component": "tool:crm"}
+    ok = counter([(0, 0), (60, 90)], metric="gen_ai_tool_calls_total", status="ok", **tool_c)
+    limited = counter(
+        [(0, 0), (60, 10)], metric="gen_ai_tool_calls_total", status="rate_limited", **tool_c
+    )
+    slis = metric_slis(ok + limited, NOW, NOW + MINUTE, MINUTE)
+    limited_share = get(slis, "tool:crm", SliKind.ERROR_RATE_BY_TYPE, "rate_limited")
+    assert values(limited_share) == [pytest.approx(0.1)]
+    assert values(get(slis, "tool:crm", SliKind.TOOL_FAILURE_RATE)) == [pytest.approx(0.1)]
+
+
+def test_merge_prefers_metrics_and_one_family_of_error_types() -> None:
+    def series(c: str, kind: SliKind, v: float, q: str = "") -> SliSeries:
+        return SliSeries(SliKey(c, kind, q), ((NOW, v),), (1,))
+
+    spans = {
+        s.key: s
+        for s in [
+            series("tool:a", SliKind.REQUEST_RATE, 0.1),
+            series("tool:a", SliKind.ERROR_RATE_BY_TYPE, 0.5, "RateLimitError"),
+            series("tool:a", SliKind.LATENCY_P99, 2.0),
+            series("model:m", SliKind.ERROR_RATE_BY_TYPE, 0.5, "RateLimitError"),
+        ]
+    }
+    metrics = {
+        s.key: s
+        for s in [
+            series("tool:a", SliKind.REQUEST_RATE, 1.0),
+            series("tool:a", SliKind.ERROR_RATE_BY_TYPE, 0.4, "rate_limited"),
+        ]
+    }
+    merged = merge(spans, metrics)
+    assert merged == {
+        SliKey("tool:a", SliKind.REQUEST_RATE): metrics[SliKey("tool:a", SliKind.REQUEST_RATE)],
+        SliKey("tool:a", SliKind.ERROR_RATE_BY_TYPE, "rate_limited"): metrics[
+            SliKey("tool:a", SliKind.ERROR_RATE_BY_TYPE, "rate_limited")
+        ],
+        SliKey("tool:a", SliKind.LATENCY_P99): spans[SliKey("tool:a", SliKind.LATENCY_P99)],
+        SliKey("model:m", SliKind.ERROR_RATE_BY_TYPE, "RateLimitError"): spans[
+            SliKey("model:m", SliKind.ERROR_RATE_BY_TYPE, "RateLimitError")
+        ],
+    }
+
+
+def test_a_series_rejects_mismatched_or_unordered_points() -> None:
+    key = SliKey("service:api", SliKind.REQUEST_RATE)
+    with pytest.raises(ValueError, match="counts"):
+        SliSeries(key, ((NOW, 1.0),), ())
+    with pytest.raises(ValueError, match="time order"):
+        SliSeries(key, ((NOW, 1.0), (NOW, 2.0)), (1, 1))
+    with pytest.raises(ValueError, match="finite"):
+        SliSeries(key, ((NOW, math.nan),), (1,))
+
+
+def test_a_naive_or_empty_window_is_refused() -> None:
+    with pytest.raises(ValueError, match="timezone"):
+        metric_slis([], NOW.replace(tzinfo=None), END, MINUTE)
+    with pytest.raises(ValueError, match="not after"):
+        metric_slis([], END, NOW, MINUTE)
+    with pytest.raises(ValueError, match="positive"):
+        span_slis([], NOW, END, timedelta(0), PRICES)
+
+
+# --- properties -------------------------------------------------------------------------
+
+counter_values = st.lists(
+    st.floats(min_value=0, max_value=1e9, allow_nan=False), min_size=2, max_size=30
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(requests=counter_values, errors=counter_values, step_s=st.sampled_from([15, 30, 60, 90]))
+def test_metric_rates_are_never_negative_and_shares_stay_in_0_1(
+    requests: list[float], errors: list[float], step_s: int
+) -> None:
+    """Any counter values at all (resets anywhere): no negative rate, error rate in [0, 1]."""
+    samples = counter([(15.0 * k, v) for k, v in enumerate(requests)]) + counter(
+        [(15.0 * k, v) for k, v in enumerate(errors)], metric="component_errors_total"
+    )
+    slis = metric_slis(samples, NOW, NOW + 10 * MINUTE, timedelta(seconds=step_s))
+    for key, s in slis.items():
+        assert all(v >= 0 for v in values(s)), key
+        if key.kind is SliKind.ERROR_RATE:
+            assert all(0 <= v <= 1 for v in values(s))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    per_second=st.floats(min_value=0, max_value=1e4, allow_nan=False),
+    kept=st.lists(st.booleans(), min_size=40, max_size=40),
+    reset_at=st.integers(min_value=3, max_value=39),
+    step_s=st.sampled_from([15, 30, 60, 120]),
+)
+def test_a_constant_rate_counter_gives_a_constant_rate(
+    per_second: float, kept: list[bool], reset_at: int, step_s: int
+) -> None:
+    """Whatever samples are missing and wherever the counter restarts (the process restarts
+    at a sample's instant ``restart``, and the first sample after it is kept: otherwise no
+    reader of a counter can tell a restart from a slowdown)."""
+    restart = 15.0 * (reset_at - 1)
+    pts: list[tuple[float, float]] = []
+    for k in range(41):
+        t = 15.0 * k
+        value = per_second * t if t <= restart else per_second * (t - restart)
+        if k in (0, 40, reset_at - 1, reset_at) or kept[k - 1]:
+            pts.append((t, value))
+    slis = metric_slis(
+        counter(pts), NOW, NOW + 10 * MINUTE, timedelta(seconds=step_s), max_gap=timedelta(hours=1)
+    )
+    rate = get(slis, "service:api", SliKind.REQUEST_RATE)
+    assert values(rate) == pytest.approx([per_second] * len(rate.points), rel=1e-9, abs=1e-9)
+
+
+@settings(max_examples=50, deadline=None)
+@given(data=st.data())
+def test_span_slis_do_not_depend_on_input_order(data: st.DataObject) -> None:
+    spans = fleet()
+    shuffled = data.draw(st.permutations(spans))
+    assert span_slis(shuffled, NOW, END, MINUTE, PRICES) == span_slis(
+        spans, NOW, END, MINUTE, PRICES
+    )
+
+
+@settings(max_examples=25, deadline=None)
+@given(data=st.data())
+def test_a_span_delivered_twice_counts_once(data: st.DataObject) -> None:
+    """An exporter's retry can deliver a span again."""
+    spans = fleet()
+    again = data.draw(st.lists(st.sampled_from(spans), min_size=1, max_size=5))
+    assert span_slis([*spans, *again], NOW, END, MINUTE, PRICES) == span_slis(
+        spans, NOW, END, MINUTE, PRICES
+    )
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    flags=st.lists(
+        st.tuples(st.integers(0, 179_000), st.booleans(), st.integers(1, 5_000)),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_span_error_rates_stay_in_0_1_and_rates_are_not_negative(
+    flags: list[tuple[int, bool, int]],
+) -> None:
+    spans = decode(
+        otlp_request(
+            "api",
+            *(
+                otlp_span(
+                    span=n + 1,
+                    name="GET /",
+                    at_ms=at,
+                    dur_ms=dur,
+                    kind=2,
+                    trace=n + 1,
+                    status=ERROR if failed else None,
+                )
+                for n, (at, failed, dur) in enumerate(flags)
+            ),
+        )
+    )
+    slis = span_slis(spans, NOW, END, MINUTE, PRICES)
+    for key, s in slis.items():
+        assert all(v >= 0 for v in values(s)), key
+        if key.kind in (SliKind.ERROR_RATE, SliKind.ERROR_RATE_BY_TYPE):
+            assert all(0 <= v <= 1 for v in values(s))
+    assert sum(get(slis, "service:api", SliKind.REQUEST_RATE).counts) == len(flags)
+
+
+# --- the [pricing] settings -------------------------------------------------------------
+
+
+def test_a_pricing_table_loads_from_toml(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        '[pricing.models."gpt-4o"]\ninput_per_million = 2.5\noutput_per_million = 10\n',
+        encoding="utf-8",
+    )
+    s = load_settings(path, env={})
+    assert s.pricing.models == {
+        "gpt-4o": ModelPrice(input_per_million=2.5, output_per_million=10.0)
+    }
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "input_per_million = -1.0\noutput_per_million = 1.0\n",
+        'input_per_million = "2.5"\noutput_per_million = 1.0\n',
+        "input_per_million = 2.5\n",
+        "input_per_million = 2.5\noutput_per_million = 1.0\ncurrency = 1\n",
+    ],
+    ids=["negative", "string", "missing", "unknown-key"],
+)
+def test_a_bad_price_is_refused(tmp_path: Path, body: str) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(f'[pricing.models."gpt-4o"]\n{body}', encoding="utf-8")
+    with pytest.raises(ConfigError, match="pricing"):
+        load_settings(path, env={})
+
+
+def test_default_prices_cover_common_models() -> None:
+    models = PricingSettings().models
+    assert {"gpt-4o", "gpt-4o-mini"} <= set(models)
+    assert all(p.input_per_million >= 0 and p.output_per_million >= 0 for p in models.values())
