@@ -1,0 +1,319 @@
+"""SLIs from traces: ``span_slis`` and what only it needs (which spans are requests of
+their component, agent runs summed over their subtree, model-call cost, guardrail trips,
+exact latency quantiles from durations).
+
+What must not live here: metric samples (``metrics``), the records and the grid
+(``records``), and anything that fetches spans or reads the configuration (spans, time
+and prices come in as arguments).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sentinel.settings import ModelPrice, PricingSettings
+from sentinel.sli.records import (
+    _AGENT_PREFIX,
+    _LATENCY_QUANTILES,
+    _MODEL_PREFIX,
+    _NS_PER_S,
+    _SERVICE_PREFIX,
+    _TOOL_PREFIX,
+    SliKey,
+    SliKind,
+    SliSeries,
+    _build,
+    _Grid,
+    _mean,
+)
+from sentinel.telemetry import (
+    MODEL_OPERATIONS,
+    GenAIOperation,
+    Span,
+    SpanKind,
+)
+
+
+def _quantile(xs: Sequence[float], q: float) -> float:
+    """The q-quantile by linear interpolation between order statistics (numpy's and R's
+    default, "type 7")."""
+    s = sorted(xs)
+    h = (len(s) - 1) * q
+    lo = math.floor(h)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (h - lo) * (s[hi] - s[lo])
+
+
+_GUARDRAIL_EVENTS = frozenset({"gen_ai.guardrail", "guardrail.triggered"})
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """What the request SLIs need of one span."""
+
+    seconds: float
+    error_type: str | None
+    guardrail: bool
+
+
+def _is_request(s: Span) -> bool:
+    """Whether a span is a request *of its component*. Agents, models, tools and indexes
+    are measured by each of their spans; a service by the requests it serves (SERVER,
+    CONSUMER, or root spans), not by its internal steps or outgoing calls, which is what
+    its metrics count too."""
+    if s.operation is GenAIOperation.CREATE_AGENT:
+        return False
+    if not s.component.startswith(_SERVICE_PREFIX):
+        return True
+    return s.kind in (SpanKind.SERVER, SpanKind.CONSUMER) or s.parent_span_id is None
+
+
+def _tripped_guardrail(s: Span) -> bool:
+    if s.error_type is not None and "guardrail" in s.error_type.lower():
+        return True
+    return any(e.name.lower() in _GUARDRAIL_EVENTS for e in s.events)
+
+
+def _tokens(n: int | None) -> int | None:
+    return n if n is not None and n >= 0 else None
+
+
+def _model_call_cost(s: Span, prices: Mapping[str, ModelPrice]) -> float | None:
+    """USD of one model call, or None when its tokens or its model's price are unknown."""
+    inp, out = _tokens(s.input_tokens), _tokens(s.output_tokens)
+    if (inp is None and out is None) or not s.component.startswith(_MODEL_PREFIX):
+        return None
+    price = prices.get(s.component[len(_MODEL_PREFIX) :])
+    if price is None:
+        return None
+    return ((inp or 0) * price.input_per_million + (out or 0) * price.output_per_million) / 1e6
+
+
+class _Trees:
+    """Parent/child links of the spans, within each trace."""
+
+    def __init__(self, spans: Sequence[Span]) -> None:
+        self.by_id = {(s.trace_id, s.span_id): s for s in spans}
+        self.children: dict[tuple[str, str], list[Span]] = defaultdict(list)
+        for s in spans:
+            if s.parent_span_id is not None:
+                self.children[(s.trace_id, s.parent_span_id)].append(s)
+
+    def subtree(self, root: Span) -> Iterator[Span]:
+        """The root and all its descendants (cycles in bad data are cut)."""
+        seen = {root.span_id}
+        stack = [root]
+        while stack:
+            s = stack.pop()
+            yield s
+            for c in self.children.get((s.trace_id, s.span_id), ()):
+                if c.span_id not in seen:
+                    seen.add(c.span_id)
+                    stack.append(c)
+
+    def enclosing_agents(self, s: Span) -> set[str]:
+        """Components of the agent runs (invoke_agent spans) the span is inside."""
+        out: set[str] = set()
+        seen = {s.span_id}
+        parent = s.parent_span_id
+        while parent is not None and parent not in seen:
+            seen.add(parent)
+            p = self.by_id.get((s.trace_id, parent))
+            if p is None:
+                break
+            if p.operation is GenAIOperation.INVOKE_AGENT and p.component.startswith(_AGENT_PREFIX):
+                out.add(p.component)
+            parent = p.parent_span_id
+        out.discard(s.component)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """One agent run, summed over the model and tool calls of its subtree."""
+
+    steps: int
+    input_tokens: float | None
+    output_tokens: float | None
+    cost: float | None
+    guardrail: bool
+
+
+def _run(tree: _Trees, root: Span, prices: Mapping[str, ModelPrice]) -> _Run:
+    spans = list(tree.subtree(root))
+    models = [s for s in spans if s.operation in MODEL_OPERATIONS]
+    tools = [s for s in spans if s.operation is GenAIOperation.EXECUTE_TOOL]
+
+    def total(get: Callable[[Span], int | None]) -> float | None:
+        # A run without model calls used no tokens; one whose calls report none: unknown.
+        known = [n for n in (get(s) for s in models) if n is not None]
+        return float(sum(known)) if known or not models else None
+
+    priced = [
+        s
+        for s in models
+        if _tokens(s.input_tokens) is not None or _tokens(s.output_tokens) is not None
+    ]
+    costs = [_model_call_cost(s, prices) for s in priced]
+    cost: float | None
+    if (models and not priced) or any(c is None for c in costs):
+        cost = None  # one unpriced call makes the run's cost unknown, not smaller
+    else:
+        cost = math.fsum(c for c in costs if c is not None)
+    return _Run(
+        steps=len(models) + len(tools),
+        input_tokens=total(lambda s: _tokens(s.input_tokens)),
+        output_tokens=total(lambda s: _tokens(s.output_tokens)),
+        cost=cost,
+        guardrail=any(_tripped_guardrail(s) for s in spans),
+    )
+
+
+def _unique(spans: Iterable[Span]) -> list[Span]:
+    """Spans in a canonical order, one per (trace, span id): the result must not depend on
+    the order the spans arrived in."""
+    ordered = sorted(
+        spans,
+        key=lambda s: (s.trace_id, s.span_id, s.start_ns, s.end_ns, s.component, s.name),
+    )
+    out: list[Span] = []
+    for s in ordered:
+        if not out or (out[-1].trace_id, out[-1].span_id) != (s.trace_id, s.span_id):
+            out.append(s)
+    return out
+
+
+def span_slis(
+    spans: Iterable[Span],
+    start: datetime,
+    end: datetime,
+    step: timedelta,
+    pricing: PricingSettings,
+) -> dict[SliKey, SliSeries]:
+    """The SLIs that traces show, for spans starting in ``[start, end)``.
+
+    Per component: request rate, error rate (and by error type), latency quantiles
+    (exact, from durations), guardrail triggers; for model calls, input/output tokens and
+    cost per call; for tools, the failure rate; for agents, per run: steps (model + tool
+    calls of its subtree), tokens, cost, guardrail triggers; evaluator scores, for the
+    span's component and for the agents whose run the span is in. A CLIENT span's peer
+    with no spans of its own (an uninstrumented callee) gets request rate, error rates and
+    latency as its callers saw them.
+    """
+    grid = _Grid.of(start, end, step)
+    prices = pricing.models
+    ordered = _unique(spans)
+    tree = _Trees(ordered)
+    instrumented = {s.component for s in ordered}
+
+    requests: dict[str, dict[int, list[_Request]]] = defaultdict(lambda: defaultdict(list))
+    seen_by_callers: dict[str, dict[int, list[_Request]]] = defaultdict(lambda: defaultdict(list))
+    means: dict[SliKey, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+
+    for s in ordered:
+        i = grid.index(s.start_ns)
+        if i is None:
+            continue
+        seconds = (s.end_ns - s.start_ns) / _NS_PER_S
+        agent_run = s.operation is GenAIOperation.INVOKE_AGENT and s.component.startswith(
+            _AGENT_PREFIX
+        )
+        run = _run(tree, s, prices) if agent_run else None
+        if _is_request(s):
+            guardrail = run.guardrail if run is not None else _tripped_guardrail(s)
+            requests[s.component][i].append(_Request(seconds, s.error_type, guardrail))
+        if s.kind == SpanKind.CLIENT and s.peer is not None and s.peer not in instrumented:
+            seen_by_callers[s.peer][i].append(_Request(seconds, s.error_type, guardrail=False))
+
+        if run is not None:
+            means[SliKey(s.component, SliKind.STEPS_PER_RUN)][i].append(float(run.steps))
+            _add(means, s.component, SliKind.INPUT_TOKENS_PER_REQUEST, i, run.input_tokens)
+            _add(means, s.component, SliKind.OUTPUT_TOKENS_PER_REQUEST, i, run.output_tokens)
+            _add(means, s.component, SliKind.COST_PER_REQUEST, i, run.cost)
+        elif s.operation in MODEL_OPERATIONS:
+            inp, outp = _tokens(s.input_tokens), _tokens(s.output_tokens)
+            _add(means, s.component, SliKind.INPUT_TOKENS_PER_REQUEST, i, inp)
+            _add(means, s.component, SliKind.OUTPUT_TOKENS_PER_REQUEST, i, outp)
+            _add(means, s.component, SliKind.COST_PER_REQUEST, i, _model_call_cost(s, prices))
+
+        scores = [
+            (e.name, e.score)
+            for e in s.evaluations
+            if e.score is not None and math.isfinite(e.score)
+        ]
+        if scores:
+            targets = [s.component, *sorted(tree.enclosing_agents(s))]
+            for name, score in scores:
+                for c in targets:
+                    means[SliKey(c, SliKind.EVAL_SCORE, name)][i].append(score)
+
+    out: dict[SliKey, SliSeries] = {}
+    for component, by_step in requests.items():
+        out.update(_request_slis(component, by_step, grid, with_guardrails=True))
+    for component, by_step in seen_by_callers.items():
+        out.update(_request_slis(component, by_step, grid, with_guardrails=False))
+    for key, values in means.items():
+        series = _build(key, grid, {i: (_mean(xs), len(xs)) for i, xs in values.items()})
+        if series is not None:
+            out[key] = series
+    return dict(sorted(out.items()))
+
+
+def _add(
+    means: dict[SliKey, dict[int, list[float]]],
+    component: str,
+    kind: SliKind,
+    i: int,
+    value: float | None,
+) -> None:
+    if value is not None:
+        means[SliKey(component, kind)][i].append(float(value))
+
+
+def _request_slis(
+    component: str,
+    by_step: Mapping[int, Sequence[_Request]],
+    grid: _Grid,
+    *,
+    with_guardrails: bool,
+) -> dict[SliKey, SliSeries]:
+    out: dict[SliKey, SliSeries] = {}
+
+    def put(kind: SliKind, values: Mapping[int, tuple[float, int]], qualifier: str = "") -> None:
+        key = SliKey(component, kind, qualifier)
+        series = _build(key, grid, values)
+        if series is not None:
+            out[key] = series
+
+    # Zero requests in a step is an observation of the rate, so every step has a point.
+    put(
+        SliKind.REQUEST_RATE,
+        {
+            i: (len(by_step.get(i, ())) / grid.seconds(i), len(by_step.get(i, ())))
+            for i in range(grid.size)
+        },
+    )
+    busy = {i: rs for i, rs in by_step.items() if rs}
+    errors = {i: (_mean([r.error_type is not None for r in rs]), len(rs)) for i, rs in busy.items()}
+    put(SliKind.ERROR_RATE, errors)
+    if component.startswith(_TOOL_PREFIX):
+        put(SliKind.TOOL_FAILURE_RATE, errors)
+    types = sorted({r.error_type for rs in busy.values() for r in rs if r.error_type is not None})
+    for t in types:
+        put(
+            SliKind.ERROR_RATE_BY_TYPE,
+            {i: (_mean([r.error_type == t for r in rs]), len(rs)) for i, rs in busy.items()},
+            t,
+        )
+    for kind, q in _LATENCY_QUANTILES:
+        put(kind, {i: (_quantile([r.seconds for r in rs], q), len(rs)) for i, rs in busy.items()})
+    if with_guardrails:
+        put(
+            SliKind.GUARDRAIL_TRIGGERS,
+            {i: (_mean([r.guardrail for r in rs]), len(rs)) for i, rs in busy.items()},
+        )
+    return out
