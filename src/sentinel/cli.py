@@ -250,6 +250,76 @@ def simulate(
     sys.stdout.write(json.dumps({"case": case.meta.id, "path": str(out_dir), **doc}) + "\n")
 
 
+@app.command()
+def detect(
+    case_dir: Annotated[Path, typer.Argument(help="A case folder (CASE_FORMAT.md).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Replay a case's telemetry through detection as if live and print its incidents.
+
+    The case's [truth] is never read: onsets come from the telemetry alone.
+    """
+    from datetime import UTC, datetime
+
+    from sentinel.cases import read_case
+    from sentinel.incidents import replay_case
+
+    settings = _settings(config, serving=False)
+    try:
+        case = read_case(case_dir)
+    except SentinelError as e:
+        raise _fail(e) from e
+    incidents = replay_case(case, settings.detection, settings.pricing)
+
+    def rfc3339(t: datetime) -> str:
+        return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    if as_json:
+        doc = {
+            "case": case.meta.id,
+            "incidents": [
+                {
+                    "onset": rfc3339(i.onset),
+                    "anomalies": [
+                        {
+                            "component": a.component,
+                            "sli": a.sli.value,
+                            "onset": rfc3339(a.onset),
+                            "baseline": a.baseline,
+                            "observed": a.observed,
+                        }
+                        for a in i.anomalies
+                    ],
+                }
+                for i in incidents
+            ],
+        }
+        sys.stdout.write(json.dumps(doc) + "\n")
+        return
+    out.print(
+        f"{case.meta.id}: {len(incidents)} incident(s) in "
+        f"{rfc3339(case.meta.start)} .. {rfc3339(case.meta.end)}",
+        highlight=False,
+        markup=False,
+    )
+    for i in incidents:
+        out.print(
+            f"  incident {i.id}: onset {rfc3339(i.onset)}, opened "
+            f"{rfc3339(i.incident.opened_at)}, {i.incident.status.value}",
+            highlight=False,
+            markup=False,
+        )
+        for a in i.anomalies:
+            what = a.sli.value + (f"[{a.qualifier}]" if a.qualifier else "")
+            out.print(
+                f"    {a.component} {what}: {a.baseline:.4g} -> {a.observed:.4g} "
+                f"since {rfc3339(a.onset)} ({a.detector.value}, score {a.score:g})",
+                highlight=False,
+                markup=False,
+            )
+
+
 def main() -> None:
     app()
 

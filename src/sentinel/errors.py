@@ -13,7 +13,8 @@ it came from (a file and key, a query, a URL). Nothing else lives here.
      ├── MetricSourceError      Prometheus / VictoriaMetrics
      │    ├── MetricSourceUnavailable   connection refused, timeout, 5xx (retryable)
      │    └── MetricQueryError          the server rejected the query (4xx, bad PromQL)
-     └── ChangeFeedError        a git repository or change webhook payload that failed
+     ├── ChangeFeedError        a git repository or change webhook payload that failed
+     └── IllegalTransition      an incident lifecycle event that does not apply to its state
 """
 
 from __future__ import annotations
@@ -66,3 +67,7 @@ class ChangeFeedError(SentinelError):
         super().__init__(message)
         self.repo = repo
         self.url = url
+
+
+class IllegalTransition(SentinelError):
+    """A lifecycle event that does not apply to the incident's state (names both)."""

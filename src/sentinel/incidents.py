@@ -1,17 +1,36 @@
-"""Incidents and the audit trail: the records, their states, and (later) the pure state
-machine that moves an incident from open to resolved.
+"""Incidents and the audit trail: the records, their states, the pure state machine that
+moves an incident from open to resolved, and the correlation of anomalies into incidents.
 
-What must not live here: storage (``adapters/db.py``), detection, notification.
+- ``component_edges``: the component graph (call edges seen in spans, topology edges of a
+  service catalog, and change -> affected component edges);
+- ``correlate``: anomalies close in time (``correlation_minutes``) and close in that
+  graph (``correlation_max_hops``) become ONE incident; later ones merge into the open
+  incident they belong to. It returns lifecycle events, never mutates;
+- ``transition``: applies one lifecycle event (``IncidentOpened``, ``AnomalyMerged``,
+  ``IncidentResolved``) to an incident's state, rejecting illegal ones; the events double
+  as the audit trail;
+- ``recovered``: whether an incident's SLIs stayed back within baseline long enough;
+- ``replay``: detection and correlation walked step by step over a window, as live.
+
+What must not live here: storage (``adapters/db.py``), the detectors, notification.
 """
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, assert_never
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sentinel.telemetry import AwareDatetime
+from sentinel.cases import Case
+from sentinel.detection import Anomaly, detect, within_baseline
+from sentinel.errors import IllegalTransition
+from sentinel.settings import DetectionSettings, PricingSettings
+from sentinel.sli import SliKey, SliSeries, merge, metric_slis, span_slis
+from sentinel.telemetry import AwareDatetime, ChangeEvent, Span, SpanKind, TopologyEdge
 
 
 class IncidentStatus(StrEnum):
@@ -43,3 +62,332 @@ class AuditEntry(BaseModel):
     action: str = Field(min_length=1)
     incident_id: str | None = None
     detail: dict[str, Any] = Field(default_factory=dict)
+
+
+# --- lifecycle events and state -----------------------------------------------------------
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    incident_id: str = Field(min_length=1)
+    time: AwareDatetime
+
+
+class IncidentOpened(_Event):
+    onset: AwareDatetime
+    anomalies: tuple[Anomaly, ...] = Field(min_length=1)
+
+
+class AnomalyMerged(_Event):
+    anomaly: Anomaly
+
+
+class IncidentResolved(_Event):
+    pass
+
+
+LifecycleEvent = IncidentOpened | AnomalyMerged | IncidentResolved
+
+
+class TrackedIncident(BaseModel):
+    """An incident as detection sees it: the store's record plus its onset and anomalies."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    incident: Incident
+    onset: AwareDatetime
+    anomalies: tuple[Anomaly, ...]
+
+    @property
+    def id(self) -> str:
+        return self.incident.id
+
+    @property
+    def last_onset(self) -> datetime:
+        return max(a.onset for a in self.anomalies)
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        return self.incident.components
+
+
+def _title(anomalies: Sequence[Anomaly]) -> str:
+    first = min(anomalies, key=lambda a: (a.onset, a.component, a.sli))
+    more = len({a.component for a in anomalies}) - 1
+    return f"{first.sli.value} of {first.component}" + (f" (+{more} components)" if more else "")
+
+
+def _components(anomalies: Iterable[Anomaly]) -> tuple[str, ...]:
+    return tuple(sorted({a.component for a in anomalies}))
+
+
+def transition(state: TrackedIncident | None, event: LifecycleEvent) -> TrackedIncident:
+    """The state after ``event``. Opening needs no state; merging and resolving need an
+    open (or mitigating) incident with the event's id; a resolved incident takes no
+    event; an anomaly already in the incident cannot merge twice."""
+    match event:
+        case IncidentOpened():
+            if state is not None:
+                raise IllegalTransition(f"incident {state.id!r} is already open: {event!r}")
+            return TrackedIncident(
+                incident=Incident(
+                    id=event.incident_id,
+                    title=_title(event.anomalies),
+                    opened_at=event.time,
+                    updated_at=event.time,
+                    components=_components(event.anomalies),
+                ),
+                onset=event.onset,
+                anomalies=event.anomalies,
+            )
+        case AnomalyMerged():
+            live = _require_live(state, event)
+            if event.anomaly.key in {a.key for a in live.anomalies}:
+                raise IllegalTransition(
+                    f"anomaly {event.anomaly.key!r} is already in incident {live.id!r}"
+                )
+            anomalies = (*live.anomalies, event.anomaly)
+            return live.model_copy(
+                update={
+                    "incident": live.incident.model_copy(
+                        update={"updated_at": event.time, "components": _components(anomalies)}
+                    ),
+                    "anomalies": anomalies,
+                    "onset": min(live.onset, event.anomaly.onset),
+                }
+            )
+        case IncidentResolved():
+            live = _require_live(state, event)
+            return live.model_copy(
+                update={
+                    "incident": live.incident.model_copy(
+                        update={
+                            "status": IncidentStatus.RESOLVED,
+                            "updated_at": event.time,
+                            "resolved_at": event.time,
+                        }
+                    )
+                }
+            )
+        case _:
+            assert_never(event)
+
+
+def _require_live(state: TrackedIncident | None, event: LifecycleEvent) -> TrackedIncident:
+    if state is None:
+        raise IllegalTransition(f"no incident {event.incident_id!r} to apply {event!r} to")
+    if state.id != event.incident_id:
+        raise IllegalTransition(f"event for {event.incident_id!r} applied to {state.id!r}")
+    if state.incident.status is IncidentStatus.RESOLVED:
+        raise IllegalTransition(f"incident {state.id!r} is resolved: {event!r}")
+    if event.time < state.incident.updated_at:
+        raise IllegalTransition(
+            f"event at {event.time.isoformat()!r} is before incident {state.id!r}'s last "
+            f"update at {state.incident.updated_at.isoformat()!r}"
+        )
+    return state
+
+
+# --- the component graph -------------------------------------------------------------------
+
+
+Edge = tuple[str, str]  # (caller, callee), or (change component, affected component)
+
+
+def component_edges(
+    spans: Iterable[Span] = (),
+    topology: Iterable[TopologyEdge] = (),
+    changes: Iterable[ChangeEvent] = (),
+) -> frozenset[Edge]:
+    """Call edges between different components: parent span -> child span, a CLIENT span
+    -> its peer; the topology's caller -> callee; a change's component -> each affected."""
+    spans = list(spans)
+    by_id = {(s.trace_id, s.span_id): s.component for s in spans}
+    edges: set[Edge] = set()
+    for s in spans:
+        if s.parent_span_id is not None:
+            parent = by_id.get((s.trace_id, s.parent_span_id))
+            if parent is not None and parent != s.component:
+                edges.add((parent, s.component))
+        if s.kind is SpanKind.CLIENT and s.peer:
+            peer = s.peer if ":" in s.peer else f"service:{s.peer}"
+            if peer != s.component:
+                edges.add((s.component, peer))
+    edges.update((e.caller, e.callee) for e in topology if e.caller != e.callee)
+    for c in changes:
+        edges.update((c.component, a) for a in c.affects if a != c.component)
+    return frozenset(edges)
+
+
+def _neighbours(edges: Iterable[Edge]) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for a, b in edges:
+        out.setdefault(a, set()).add(b)
+        out.setdefault(b, set()).add(a)
+    return out
+
+
+def _within(graph: Mapping[str, set[str]], sources: Iterable[str], hops: int) -> set[str]:
+    """Components at most ``hops`` edges (either direction) from any of ``sources``."""
+    seen = set(sources)
+    frontier = deque((c, 0) for c in seen)
+    while frontier:
+        c, d = frontier.popleft()
+        if d == hops:
+            continue
+        for n in graph.get(c, ()):
+            if n not in seen:
+                seen.add(n)
+                frontier.append((n, d + 1))
+    return seen
+
+
+# --- correlation -----------------------------------------------------------------------------
+
+
+def incident_id(onset: datetime, component: str) -> str:
+    """A deterministic id: the same anomalies give the same incident on every replay."""
+    return f"inc-{onset.strftime('%Y%m%dT%H%M%SZ')}-{component}"
+
+
+def correlate(
+    anomalies: Sequence[Anomaly],
+    graph_edges: Iterable[Edge],
+    open_incidents: Sequence[TrackedIncident],
+    now: datetime,
+    settings: DetectionSettings,
+) -> tuple[LifecycleEvent, ...]:
+    """Lifecycle events for new ``anomalies`` at ``now``.
+
+    An anomaly whose SLI is already in an open incident is the same problem, not news. One
+    close in time (its onset within ``correlation_minutes`` of an incident's anomalies)
+    and in the graph (within ``correlation_max_hops`` of its components) merges into that
+    incident (the earliest such). The rest are grouped the same way among themselves,
+    earliest onset first, and each group opens one incident.
+    """
+    graph = _neighbours(graph_edges)
+    window = timedelta(minutes=settings.correlation_minutes)
+    hops = settings.correlation_max_hops
+    live = [i for i in open_incidents if i.incident.status is not IncidentStatus.RESOLVED]
+    known = {a.key for i in live for a in i.anomalies}
+    fresh = sorted(
+        (a for a in anomalies if a.key not in known),
+        key=lambda a: (a.onset, a.component, a.sli, a.qualifier),
+    )
+
+    # Groups: existing incidents first (so merging wins over opening), then new ones.
+    groups: list[tuple[str | None, list[Anomaly]]] = [(i.id, list(i.anomalies)) for i in live]
+    added: dict[int, list[Anomaly]] = {}
+    seen_keys: set[SliKey] = set()
+    for a in fresh:
+        if a.key in seen_keys:
+            continue
+        seen_keys.add(a.key)
+        home = None
+        for gi, (_, members) in enumerate(groups):
+            close_in_time = any(abs(a.onset - m.onset) <= window for m in members)
+            if close_in_time and a.component in _within(
+                graph, (m.component for m in members), hops
+            ):
+                home = gi
+                break
+        if home is None:
+            groups.append((None, [a]))
+            home = len(groups) - 1
+        else:
+            groups[home][1].append(a)
+        added.setdefault(home, []).append(a)
+
+    events: list[LifecycleEvent] = []
+    for gi, new in sorted(added.items()):
+        gid, members = groups[gi]
+        if gid is not None:
+            events.extend(AnomalyMerged(incident_id=gid, time=now, anomaly=a) for a in new)
+        else:
+            first = min(members, key=lambda m: (m.onset, m.component, m.sli, m.qualifier))
+            events.append(
+                IncidentOpened(
+                    incident_id=incident_id(first.onset, first.component),
+                    time=now,
+                    onset=first.onset,
+                    anomalies=tuple(members),
+                )
+            )
+    return tuple(events)
+
+
+# --- resolution --------------------------------------------------------------------------------
+
+
+def recovered(
+    incident: TrackedIncident,
+    slis: Mapping[SliKey, SliSeries],
+    now: datetime,
+    settings: DetectionSettings,
+) -> bool:
+    """Whether every SLI of the incident has points in the last ``resolve_minutes`` and
+    all of them are back within the anomaly's baseline. Missing data is not recovery."""
+    since = now - timedelta(minutes=settings.resolve_minutes)
+    step = timedelta(seconds=settings.step_seconds)
+    for a in incident.anomalies:
+        series = slis.get(a.key)
+        if series is None:
+            return False
+        window = [v for t, v in series.points if t >= since and t + step <= now]
+        if len(window) < settings.persistence_points:
+            return False
+        if not all(within_baseline(a.sli, a.baseline, v, settings) for v in window):
+            return False
+    return True
+
+
+# --- replay ----------------------------------------------------------------------------------
+
+
+def replay(
+    slis: Mapping[SliKey, SliSeries],
+    graph_edges: Iterable[Edge],
+    start: datetime,
+    end: datetime,
+    settings: DetectionSettings,
+) -> tuple[tuple[TrackedIncident, ...], tuple[LifecycleEvent, ...]]:
+    """Detection and correlation at every step from ``start`` to ``end``, as the Metric
+    Agent would run them live: the incidents (in opening order) and every event."""
+    edges = frozenset(graph_edges)
+    step = timedelta(seconds=settings.step_seconds)
+    incidents: dict[str, TrackedIncident] = {}
+    events: list[LifecycleEvent] = []
+    now = start + step
+    while now <= end:
+        found = detect(slis, now, settings).anomalies
+        live = [i for i in incidents.values() if i.incident.status is not IncidentStatus.RESOLVED]
+        for ev in correlate(found, edges, live, now, settings):
+            incidents[ev.incident_id] = transition(incidents.get(ev.incident_id), ev)
+            events.append(ev)
+        for i in list(incidents.values()):
+            if i.incident.status is not IncidentStatus.RESOLVED and recovered(
+                i, slis, now, settings
+            ):
+                ev = IncidentResolved(incident_id=i.id, time=now)
+                incidents[i.id] = transition(i, ev)
+                events.append(ev)
+        now += step
+    return tuple(incidents.values()), tuple(events)
+
+
+def replay_case(
+    case: Case, detection: DetectionSettings, pricing: PricingSettings
+) -> tuple[TrackedIncident, ...]:
+    """A case's telemetry (never its truth) through SLIs, detection and correlation, as
+    live: the incidents ``sentinel detect`` reports. Spans and metric samples are merged
+    (metrics win where both measure an SLI); the graph is every edge the case shows."""
+    step = timedelta(seconds=detection.step_seconds)
+    start, end = case.meta.start, case.meta.end
+    slis = merge(
+        span_slis(case.spans, start, end, step, pricing),
+        metric_slis(case.samples, start, end, step),
+    )
+    edges = component_edges(case.spans, case.topology, case.changes)
+    incidents, _ = replay(slis, edges, start, end, detection)
+    return incidents

@@ -147,6 +147,43 @@ class PricingSettings(_Section):
     models: dict[str, ModelPrice] = Field(default_factory=lambda: dict(DEFAULT_MODEL_PRICES))
 
 
+class DetectionSettings(_Section):
+    """The Metric Agent's detectors (``sentinel.detection``) and incident grouping
+    (``sentinel.incidents``)."""
+
+    # SLI grid: one point per step; detection runs as if every step were an interval.
+    step_seconds: Annotated[float, Field(gt=0)] = 30.0
+    # Trailing baseline, ending where the recent (searched) window begins.
+    baseline_minutes: Annotated[float, Field(gt=0)] = 30.0
+    # The recent window searched for a change point; excluded from the baseline.
+    recent_minutes: Annotated[float, Field(gt=0)] = 10.0
+    min_baseline_points: Annotated[int, Field(ge=3)] = 20
+    # Consecutive recent points a shift must hold before it is an anomaly.
+    persistence_points: Annotated[int, Field(ge=1)] = 4
+    # Points resting on fewer observations (requests, runs, scores) are ignored.
+    min_point_count: Annotated[int, Field(ge=1)] = 3
+    # Robust z (shift of the recent median over the baseline's MAD) required.
+    min_z: Annotated[float, Field(gt=0)] = 6.0
+    # For shares (error rates): binomial tail probability of the recent errors.
+    max_p_value: Annotated[float, Field(gt=0, lt=1)] = 1e-6
+    # Minimum effects, so that real but harmless wiggles do not page.
+    error_rate_min_increase: Annotated[float, Field(gt=0, le=1)] = 0.05
+    error_rate_min_ratio: Annotated[float, Field(ge=1)] = 2.0
+    latency_min_ratio: Annotated[float, Field(ge=1)] = 1.5
+    latency_min_increase_seconds: Annotated[float, Field(ge=0)] = 0.05
+    usage_min_ratio: Annotated[float, Field(ge=1)] = 1.3
+    steps_min_increase: Annotated[float, Field(ge=0)] = 1.0
+    eval_score_min_drop: Annotated[float, Field(gt=0)] = 0.05
+    request_rate_min_drop: Annotated[float, Field(gt=0, le=1)] = 0.5
+    # An error type absent from the baseline needs this many recent errors.
+    emergence_min_errors: Annotated[int, Field(ge=1)] = 5
+    # Anomalies this close in time and this close in the component graph: one incident.
+    correlation_minutes: Annotated[float, Field(gt=0)] = 15.0
+    correlation_max_hops: Annotated[int, Field(ge=1)] = 4
+    # An incident resolves once its SLIs stay within baseline this long.
+    resolve_minutes: Annotated[float, Field(gt=0)] = 10.0
+
+
 class Secrets(_Section):
     """Values read from ``SENTINEL_*`` environment variables only."""
 
@@ -173,6 +210,7 @@ class Settings(_Section):
     changes: ChangesSettings = ChangesSettings()
     logging: LoggingSettings = LoggingSettings()
     pricing: PricingSettings = PricingSettings()
+    detection: DetectionSettings = DetectionSettings()
     secrets: Secrets = Secrets()
     # Where relative paths in the file are resolved from: the config file's folder.
     base_dir: Path = Path()

@@ -1,0 +1,183 @@
+"""Detection quality: incidents per case, onset accuracy, and false incidents on fault-free
+telemetry, for `sentinel detect`'s replay (SLIs -> detection -> correlation, walked
+step by step as live).
+
+How it measures:
+- fault suite: `sentinel.sim.suite(N, seed)` (every fault kind, strong/subtle,
+  abrupt/ramped, rotating topologies) plus the public cases in ../shared/cases. Each case
+  is replayed exactly as `sentinel detect` does (its truth is not passed in); the truth is
+  read only here, to score: the share of cases with exactly one incident, the share whose
+  first incident's onset is within +-90 s of the truth's fault_start, and (simulated cases)
+  the share whose first incident holds an anomaly at the fault's target component;
+- fault-free: long simulated windows per topology, replayed only up to the simulator's
+  fault_start (before it the fault's intensity is 0, so the telemetry is fault-free).
+  Each window spends its first baseline+recent minutes warming up (nothing can be judged
+  there), so the hours counted are the judged hours; false incidents per topology-day are
+  incidents / judged hours * 24;
+- seconds per case: wall time of the replay (SLIs + detection walk + correlation), not
+  counting the simulation.
+
+Usage: `.venv/bin/python bench/detect.py [--cases 42] [--seed 2026] [--hours 24]
+[--chunk-hours 6]`
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import time
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+from sentinel.cases import Case, FaultKind, read_case
+from sentinel.incidents import replay_case
+from sentinel.settings import DetectionSettings, PricingSettings
+from sentinel.sim import FaultSpec, Topology, plan_fault, simulate_case, suite
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "cases"
+TOLERANCE = timedelta(seconds=90)
+
+
+def say(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def score_case(
+    case: Case, target: str | None, det: DetectionSettings, pricing: PricingSettings
+) -> tuple[bool, bool, bool | None, float, str]:
+    assert case.truth is not None
+    t = time.perf_counter()
+    incidents = replay_case(case, det, pricing)
+    seconds = time.perf_counter() - t
+    one = len(incidents) == 1
+    on_time = bool(incidents) and abs(incidents[0].onset - case.truth.fault_start) <= TOLERANCE
+    hit = (
+        None
+        if target is None
+        else bool(incidents) and any(a.component == target for a in incidents[0].anomalies)
+    )
+    off = (
+        f"{(incidents[0].onset - case.truth.fault_start).total_seconds():+.0f}s"
+        if incidents
+        else "-"
+    )
+    return one, on_time, hit, seconds, f"{len(incidents)} incident(s), onset {off}"
+
+
+def fault_suite(n: int, seed: int, det: DetectionSettings, pricing: PricingSettings) -> None:
+    rows: list[tuple[bool, bool, bool | None, float]] = []
+    by_kind: dict[str, list[bool]] = {}
+    for spec in suite(n, seed):
+        case = simulate_case(spec)
+        target = plan_fault(spec, random.Random(spec.seed)).target
+        one, on_time, hit, secs, note = score_case(case, target, det, pricing)
+        rows.append((one, on_time, hit, secs))
+        by_kind.setdefault(spec.fault.value, []).append(one and on_time)
+        say(
+            f"  {case.meta.id:<55} {spec.magnitude.value:<6} {spec.onset.value:<6} {note}"
+            f"{'' if hit else ', target missed'}"
+        )
+    public = sorted(p for p in SHARED.iterdir() if (p / "case.toml").exists())
+    for p in public:
+        case = read_case(p, with_truth=True)
+        one, on_time, hit, secs, note = score_case(case, None, det, pricing)
+        rows.append((one, on_time, hit, secs))
+        say(f"  {case.meta.id:<55} {'public':<13} {note}")
+    total = len(rows)
+    say("")
+    say(f"fault cases: {total} ({n} simulated, suite seed {seed}; {len(public)} public)")
+    say(f"  exactly one incident:          {sum(r[0] for r in rows) / total:6.1%}  (target >= 95%)")
+    say(f"  first onset within +-90 s:     {sum(r[1] for r in rows) / total:6.1%}  (target >= 90%)")
+    hits = [r[2] for r in rows if r[2] is not None]
+    say(f"  target among first incident:  {sum(hits) / len(hits):6.1%}  (simulated cases)")
+    durations = [r[3] for r in rows]
+    say(
+        f"  seconds per case (replay):     median {statistics.median(durations):.2f}, "
+        f"max {max(durations):.2f}"
+    )
+    weak = sorted(k for k, v in by_kind.items() if not all(v))
+    say(f"  fault kinds with a miss:       {', '.join(weak) or 'none'}")
+
+
+FAULT_FOR = {
+    Topology.SUPPORT: FaultKind.TOOL_LATENCY,
+    Topology.MULTI_AGENT: FaultKind.TOOL_LATENCY,
+    Topology.RAG: FaultKind.RETRIEVAL_DEGRADATION,
+    Topology.MICROSERVICES: FaultKind.SERVICE_LATENCY,
+}
+
+
+def fault_free(
+    hours: float, chunk_hours: float, det: DetectionSettings, pricing: PricingSettings
+) -> None:
+    # recent window + min_baseline_points of baseline before anything is judged
+    warmup = timedelta(minutes=det.recent_minutes) + timedelta(
+        seconds=det.step_seconds * det.min_baseline_points
+    )
+    say("")
+    say(f"fault-free: {hours:g} h asked per topology, in windows of {chunk_hours:g} h")
+    per_day: list[float] = []
+    for topology in Topology:
+        judged = timedelta()
+        false = 0
+        secs = 0.0
+        chunk = 0
+        while judged < timedelta(hours=hours):
+            spec = FaultSpec(
+                topology=topology,
+                fault=FAULT_FOR[topology],
+                seed=10_000 + chunk,
+                minutes=int(chunk_hours * 60),
+            )
+            case = simulate_case(spec)
+            assert case.truth is not None
+            end = case.truth.fault_start
+            clean = replace(case, meta=case.meta.model_copy(update={"end": end}), truth=case.truth)
+            t = time.perf_counter()
+            incidents = replay_case(clean, det, pricing)
+            secs += time.perf_counter() - t
+            judged += end - case.meta.start - warmup
+            false += len(incidents)
+            for i in incidents:
+                say(
+                    f"    {topology.value} seed {spec.seed}: false incident at "
+                    f"{i.onset:%H:%M} ({', '.join(sorted(i.components))})"
+                )
+            chunk += 1
+        h = judged.total_seconds() / 3600
+        rate = false / h * 24
+        per_day.append(rate)
+        say(
+            f"  {topology.value:<14} judged {h:5.1f} h, {false} false incident(s) -> "
+            f"{rate:.2f} per topology-day  (replay {secs:.0f} s)"
+        )
+    say(f"  mean false incidents per topology-day: {statistics.mean(per_day):.2f}  (target <= 1)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--cases", type=int, default=42)
+    ap.add_argument("--seed", type=int, default=2026)
+    ap.add_argument("--hours", type=float, default=24.0)
+    ap.add_argument("--chunk-hours", type=float, default=6.0)
+    ap.add_argument("--skip-fault-free", action="store_true")
+    args = ap.parse_args()
+    det, pricing = DetectionSettings(), PricingSettings()
+    say(
+        f"detection: step {det.step_seconds:g} s, baseline {det.baseline_minutes:g} min, "
+        f"recent {det.recent_minutes:g} min, persistence {det.persistence_points} points"
+    )
+    t = time.perf_counter()
+    fault_suite(args.cases, args.seed, det, pricing)
+    if not args.skip_fault_free:
+        fault_free(args.hours, args.chunk_hours, det, pricing)
+    say(f"total wall time {time.perf_counter() - t:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,485 @@
+"""Detection: robust baselines, level-shift/drift detectors with a change-point onset,
+and the emergence of new error types, over SLI series (``sentinel.sli``).
+
+Everything here is pure: ``detect`` takes the SLIs, the instant ``now`` and the settings,
+and returns the anomalies and the series it could not judge. Calling it at each
+interval with a later ``now`` is what the Metric Agent (and ``sentinel detect``) do.
+
+How one series is judged at ``now`` (only steps complete at ``now`` are used):
+
+- the *recent* window (``recent_minutes`` before now) is searched for a change point;
+  the *baseline* is the ``baseline_minutes`` before it (so a shift in progress does not
+  pollute its own baseline): its median, and its MAD as the noise scale;
+- points resting on fewer than ``min_point_count`` observations are dropped (a p95 of
+  two requests is noise), except for the request rate, whose 0 is a real value;
+- every split of the recent window is a candidate onset; the tail after it must hold
+  ``persistence_points`` points, exceed the minimum effect of its SLI kind (relative and
+  absolute, in the direction that is bad for that kind), stay beyond it over the last
+  ``persistence_points`` points, and be significant: a robust z of the tail's median for
+  continuous SLIs, a binomial tail probability of the pooled errors for shares (error
+  rates weigh each point by its requests). The split with the strongest evidence is the
+  onset (the classic best-split change-point estimate);
+- an error type with no error in the whole baseline that shows ``emergence_min_errors``
+  recent errors is an emergence, whatever its baseline share;
+- too few baseline or recent points, a gap at the end, zero traffic or too few
+  observations give a typed ``NotEnoughData``, never a guess.
+
+What must not live here: I/O, the clock, reading config (settings come in), incidents.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict
+
+from sentinel.settings import DetectionSettings
+from sentinel.sli import SliKey, SliKind, SliSeries
+from sentinel.telemetry import AwareDatetime
+
+__all__ = [
+    "Anomaly",
+    "DetectionResult",
+    "Detector",
+    "Direction",
+    "NotEnoughData",
+    "NotEnoughDataReason",
+    "detect",
+    "detect_series",
+    "direction_of",
+    "is_share",
+    "within_baseline",
+]
+
+
+class Direction(StrEnum):
+    UP = "up"  # a rise is bad
+    DOWN = "down"  # a drop is bad
+
+
+class Detector(StrEnum):
+    LEVEL_SHIFT = "level_shift"  # a step or a drift away from the baseline
+    EMERGENCE = "emergence"  # an error type the baseline never showed
+
+
+class NotEnoughDataReason(StrEnum):
+    TOO_FEW_BASELINE_POINTS = "too_few_baseline_points"
+    TOO_FEW_RECENT_POINTS = "too_few_recent_points"
+    GAP = "gap"  # no recent point at the end of the window
+    ZERO_TRAFFIC = "zero_traffic"  # recent points, but no request behind them
+    TOO_FEW_OBSERVATIONS = "too_few_observations"  # points, each resting on too little
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Anomaly(_Record):
+    """A persistent shift of one SLI: its onset (change point), the baseline median, the
+    value observed since the onset (median, or pooled share), and the evidence (robust z,
+    or -log10 of the binomial tail probability)."""
+
+    component: str
+    sli: SliKind
+    qualifier: str = ""
+    onset: AwareDatetime
+    baseline: float
+    observed: float
+    score: float
+    detector: Detector = Detector.LEVEL_SHIFT
+
+    @property
+    def key(self) -> SliKey:
+        return SliKey(self.component, self.sli, self.qualifier)
+
+
+class NotEnoughData(_Record):
+    component: str
+    sli: SliKind
+    qualifier: str = ""
+    reason: NotEnoughDataReason
+
+
+class DetectionResult(_Record):
+    at: AwareDatetime
+    anomalies: tuple[Anomaly, ...] = ()
+    not_enough_data: tuple[NotEnoughData, ...] = ()
+    checked: int = 0  # series judged (with enough data), anomalous or not
+
+
+_SHARES = frozenset(
+    {
+        SliKind.ERROR_RATE,
+        SliKind.ERROR_RATE_BY_TYPE,
+        SliKind.TOOL_FAILURE_RATE,
+        SliKind.GUARDRAIL_TRIGGERS,
+    }
+)
+_LATENCIES = frozenset({SliKind.LATENCY_P50, SliKind.LATENCY_P95, SliKind.LATENCY_P99})
+_USAGE = frozenset(
+    {
+        SliKind.INPUT_TOKENS_PER_REQUEST,
+        SliKind.OUTPUT_TOKENS_PER_REQUEST,
+        SliKind.COST_PER_REQUEST,
+    }
+)
+_QUANTILE_MIN_COUNT = {SliKind.LATENCY_P95: 20, SliKind.LATENCY_P99: 100}
+# A point whose errors are this unlikely under the minimum effect contradicts the shift.
+_CONSISTENT = 0.01
+_MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution times this is its sigma
+_MEDIAN_EFFICIENCY = 1.2533  # sd of a sample median / (sigma / sqrt(n)), normal data
+# Noise never taken below this share of the baseline level: a flat baseline (MAD 0)
+# would otherwise make any wiggle infinitely significant.
+_REL_NOISE_FLOOR = 0.02
+_ABS_NOISE_FLOOR = 1e-9
+
+
+def direction_of(kind: SliKind) -> Direction:
+    """Which way is bad: a lower evaluator score, a drop of traffic; a rise otherwise."""
+    if kind in (SliKind.EVAL_SCORE, SliKind.REQUEST_RATE):
+        return Direction.DOWN
+    return Direction.UP
+
+
+def is_share(kind: SliKind) -> bool:
+    """Shares of requests in [0, 1], judged by pooling their observations."""
+    return kind in _SHARES
+
+
+def _big_enough(kind: SliKind, baseline: float, observed: float, s: DetectionSettings) -> bool:
+    """Whether the shift from ``baseline`` to ``observed`` reaches the minimum effect of
+    ``kind``, in its bad direction."""
+    if kind in _SHARES:
+        return (
+            observed - baseline >= s.error_rate_min_increase
+            and observed >= baseline * s.error_rate_min_ratio
+        )
+    if kind in _LATENCIES:
+        return (
+            observed >= baseline * s.latency_min_ratio
+            and observed - baseline >= s.latency_min_increase_seconds
+        )
+    if kind in _USAGE:
+        return observed > baseline and observed >= baseline * s.usage_min_ratio
+    if kind is SliKind.STEPS_PER_RUN:
+        return (
+            observed - baseline >= s.steps_min_increase and observed >= baseline * s.usage_min_ratio
+        )
+    if kind is SliKind.EVAL_SCORE:
+        return baseline - observed >= s.eval_score_min_drop
+    if kind is SliKind.REQUEST_RATE:
+        return baseline > 0 and observed <= baseline * (1.0 - s.request_rate_min_drop)
+    return False  # a kind without a declared minimum effect never pages
+
+
+def within_baseline(kind: SliKind, baseline: float, value: float, s: DetectionSettings) -> bool:
+    """Whether ``value`` is back within the baseline: short of the minimum effect."""
+    return not _big_enough(kind, baseline, value, s)
+
+
+def _median(xs: Sequence[float]) -> float:
+    s = sorted(xs)
+    n = len(s)
+    mid = n // 2
+    return s[mid] if n % 2 else (s[mid - 1] + s[mid]) / 2.0
+
+
+def _log10_binomial_tail(k: int, n: int, p: float) -> float:
+    """log10 P(X >= k) for X ~ Binomial(n, p), summed in log space (no underflow)."""
+    if k <= 0:
+        return 0.0
+    if k > n:
+        return -math.inf
+    if p <= 0.0:
+        return -math.inf
+    if p >= 1.0:
+        return 0.0
+    lp, lq = math.log(p), math.log1p(-p)
+    lgn = math.lgamma(n + 1)
+    terms = []
+    for j in range(k, n + 1):
+        t = lgn - math.lgamma(j + 1) - math.lgamma(n - j + 1) + j * lp + (n - j) * lq
+        terms.append(t)
+        if j > k and t < terms[0] - 40:  # the rest cannot matter
+            break
+    top = max(terms)
+    return (top + math.log(math.fsum(math.exp(t - top) for t in terms))) / math.log(10)
+
+
+_Point = tuple[datetime, float, int]
+
+
+def _split_points(
+    series: SliSeries, now: datetime, s: DetectionSettings
+) -> tuple[list[_Point], list[_Point]]:
+    step = timedelta(seconds=s.step_seconds)
+    recent_from = now - timedelta(minutes=s.recent_minutes)
+    baseline_from = recent_from - timedelta(minutes=s.baseline_minutes)
+    baseline: list[_Point] = []
+    recent: list[_Point] = []
+    for (t, v), c in zip(series.points, series.counts, strict=True):
+        if t + step > now:
+            break  # not complete yet: a live run would not have it
+        if t >= recent_from:
+            recent.append((t, v, c))
+        elif t >= baseline_from:
+            baseline.append((t, v, c))
+    return baseline, recent
+
+
+def detect_series(
+    series: SliSeries, now: datetime, settings: DetectionSettings
+) -> Anomaly | NotEnoughData | None:
+    """Judge one series at ``now``: an anomaly, not enough data, or None (normal)."""
+    s = settings
+    key = series.key
+    kind = key.kind
+
+    def short(reason: NotEnoughDataReason) -> NotEnoughData:
+        return NotEnoughData(
+            component=key.component, sli=kind, qualifier=key.qualifier, reason=reason
+        )
+
+    raw_base, raw_recent = _split_points(series, now, s)
+    share = kind in _SHARES
+    keep_zero = kind is SliKind.REQUEST_RATE
+    min_count = 0 if keep_zero else (1 if share else s.min_point_count)
+    # A quantile q needs 1/(1-q) observations to be more than the maximum of a few.
+    min_count = max(min_count, _QUANTILE_MIN_COUNT.get(kind, 0))
+    base = [p for p in raw_base if p[2] >= min_count]
+    recent = [p for p in raw_recent if p[2] >= min_count]
+    if len(base) < s.min_baseline_points:
+        if len(raw_base) >= s.min_baseline_points:
+            return short(NotEnoughDataReason.TOO_FEW_OBSERVATIONS)
+        return short(NotEnoughDataReason.TOO_FEW_BASELINE_POINTS)
+    step = timedelta(seconds=s.step_seconds)
+    fresh_from = now - step * (s.persistence_points + 1)
+    if not recent or recent[-1][0] < fresh_from:
+        if any(t >= fresh_from for t, _, _ in raw_recent):
+            if all(c == 0 for t, _, c in raw_recent if t >= fresh_from):
+                return short(NotEnoughDataReason.ZERO_TRAFFIC)
+            return short(NotEnoughDataReason.TOO_FEW_OBSERVATIONS)
+        return short(NotEnoughDataReason.GAP)
+    if len(recent) < s.persistence_points:
+        return short(NotEnoughDataReason.TOO_FEW_RECENT_POINTS)
+    if share:
+        return _detect_share(key, base, recent, s)
+    if keep_zero:
+        return _detect_traffic_drop(key, base, recent, s)
+    return _detect_level(key, base, recent, s)
+
+
+def _detect_level(
+    key: SliKey, base: list[_Point], recent: list[_Point], s: DetectionSettings
+) -> Anomaly | None:
+    kind = key.kind
+    sign = 1.0 if direction_of(kind) is Direction.UP else -1.0
+    values = [v for _, v, _ in base]
+    m = _median(values)
+    mad = _median([abs(v - m) for v in values])
+    sigma = max(_MAD_TO_SIGMA * mad, _REL_NOISE_FLOOR * abs(m), _ABS_NOISE_FLOOR)
+    if not all(_big_enough(kind, m, v, s) for _, v, _ in recent[-s.persistence_points :]):
+        return None  # not (or no longer) beyond the minimum effect: nothing persists
+    valid: list[int] = []
+    best: tuple[float, int, float] | None = None
+    for k in range(len(recent) - s.persistence_points + 1):
+        tail = [v for _, v, _ in recent[k:]]
+        observed = _median(tail)
+        if not _big_enough(kind, m, observed, s):
+            continue
+        z = sign * (observed - m) / (_MEDIAN_EFFICIENCY * sigma / math.sqrt(len(tail)))
+        if z >= s.min_z:
+            valid.append(k)
+            if best is None or z > best[0]:
+                best = (z, k, observed)
+    if best is None:
+        return None
+    z = best[0]
+    k = _change_point(recent, valid, m, weighted=False)
+    observed = _median([v for _, v, _ in recent[k:]])
+    return Anomaly(
+        component=key.component,
+        sli=kind,
+        qualifier=key.qualifier,
+        onset=recent[k][0],
+        baseline=m,
+        observed=observed,
+        score=round(z, 3),
+    )
+
+
+def _log10_poisson_lower(k: int, lam: float) -> float:
+    """log10 P(X <= k) for X ~ Poisson(lam)."""
+    if lam <= 0:
+        return 0.0
+    terms = [-lam + j * math.log(lam) - math.lgamma(j + 1) for j in range(k + 1)]
+    top = max(terms)
+    total = top + math.log(math.fsum(math.exp(t - top) for t in terms))
+    return min(total, 0.0) / math.log(10)
+
+
+def _detect_traffic_drop(
+    key: SliKey, base: list[_Point], recent: list[_Point], s: DetectionSettings
+) -> Anomaly | None:
+    """A drop of the request rate: the requests since the split against a Poisson count
+    at the baseline's median rate (so a quiet component's natural lulls do not page)."""
+    kind = key.kind
+    values = [v for _, v, _ in base]
+    m = _median(values)
+    if m <= 0:
+        return None
+    # Calls come in bursts (an agent run makes several), so counts vary more than a
+    # Poisson count: the tail must also stand out of the baseline's own spread.
+    mad = _median([abs(v - m) for v in values])
+    sigma = max(_MAD_TO_SIGMA * mad, _REL_NOISE_FLOOR * m, _ABS_NOISE_FLOOR)
+    if not all(_big_enough(kind, m, v, s) for _, v, _ in recent[-s.persistence_points :]):
+        return None
+    step = s.step_seconds
+    valid: list[int] = []
+    best: tuple[float, int, float] | None = None
+    for k in range(len(recent) - s.persistence_points + 1):
+        tail = recent[k:]
+        seen = sum(c for _, _, c in tail)
+        observed = _median([v for _, v, _ in tail])
+        if not _big_enough(kind, m, observed, s):
+            continue
+        score = -_log10_poisson_lower(seen, m * step * len(tail))
+        z = (m - observed) / (_MEDIAN_EFFICIENCY * sigma / math.sqrt(len(tail)))
+        significant = score >= -math.log10(s.max_p_value) and z >= s.min_z
+        if significant:
+            valid.append(k)
+            if best is None or score > best[0]:
+                best = (score, k, observed)
+    if best is None:
+        return None
+    score = best[0]
+    k = _change_point(recent, valid, m, weighted=False)
+    observed = _median([v for _, v, _ in recent[k:]])
+    return Anomaly(
+        component=key.component,
+        sli=kind,
+        qualifier=key.qualifier,
+        onset=recent[k][0],
+        baseline=m,
+        observed=observed,
+        score=round(score, 3),
+    )
+
+
+def _change_point(
+    recent: Sequence[_Point], valid: Sequence[int], before: float, *, weighted: bool
+) -> int:
+    """The split of ``valid`` that best fits the recent points as two levels: the
+    baseline's before it, the tail's own after it (least absolute deviations, each point
+    weighted by its observations for shares). The split of the strongest evidence would
+    be biased early: a median stays high with almost half the tail from before."""
+
+    def cost(k: int) -> float:
+        tail = recent[k:]
+        if weighted:
+            n = sum(c for _, _, c in tail)
+            level = sum(v * c for _, v, c in tail) / n if n else 0.0
+        else:
+            level = _median([v for _, v, _ in tail])
+        total = 0.0
+        for i, (_, v, c) in enumerate(recent):
+            w = c if weighted else 1
+            total += w * abs(v - (before if i < k else level))
+        return total
+
+    return min(valid, key=lambda k: (cost(k), k))
+
+
+def _pool(points: Sequence[_Point]) -> tuple[int, int]:
+    """(errors, requests) of share points, each weighted by its requests."""
+    errors = sum(v * c for _, v, c in points)
+    return round(errors), sum(c for _, _, c in points)
+
+
+def _detect_share(
+    key: SliKey, base: list[_Point], recent: list[_Point], s: DetectionSettings
+) -> Anomaly | None:
+    kind = key.kind
+    b_err, b_n = _pool(base)
+    if b_n <= 0:
+        return None
+    p0 = b_err / b_n
+    # The baseline rate is an estimate: never below half an error in the baseline, so a
+    # clean baseline does not make one error look impossible.
+    p_null = max(p0, 0.5 / b_n)
+    emerging = kind is SliKind.ERROR_RATE_BY_TYPE and b_err == 0
+    last = recent[-s.persistence_points :]
+    l_err, l_n = _pool(last)
+    if l_n == 0 or l_err == 0:
+        return None
+    if not emerging:
+        if not _big_enough(kind, p0, l_err / l_n, s):
+            return None
+        # Every one of the last points must be beyond the minimum effect, or too small
+        # (few requests) to say it is not: a point of 5 requests without an error does
+        # not end a 30 % error rate, one of 2,000 requests does.
+        p_effect = min(1.0, max(p0 + s.error_rate_min_increase, p0 * s.error_rate_min_ratio))
+        for _, v, c in last:
+            if _big_enough(kind, p0, v, s):
+                continue
+            below = 1.0 - 10 ** _log10_binomial_tail(round(v * c) + 1, c, p_effect)
+            if below < _CONSISTENT:
+                return None
+    valid: list[int] = []
+    best: tuple[float, int, float] | None = None
+    for k in range(len(recent) - s.persistence_points + 1):
+        err, n = _pool(recent[k:])
+        if n == 0:
+            continue
+        observed = err / n
+        if emerging:
+            if err < s.emergence_min_errors:
+                continue
+        elif not _big_enough(kind, p0, observed, s):
+            continue
+        score = -_log10_binomial_tail(err, n, p_null)
+        if score >= -math.log10(s.max_p_value):
+            valid.append(k)
+            if best is None or score > best[0]:
+                best = (score, k, observed)
+    if best is None:
+        return None
+    score = best[0]
+    k = _change_point(recent, valid, p0, weighted=True)
+    err, n = _pool(recent[k:])
+    observed = err / n
+    return Anomaly(
+        component=key.component,
+        sli=kind,
+        qualifier=key.qualifier,
+        onset=recent[k][0],
+        baseline=p0,
+        observed=observed,
+        score=round(min(score, 1e6), 3),
+        detector=Detector.EMERGENCE if emerging else Detector.LEVEL_SHIFT,
+    )
+
+
+def detect(
+    slis: Mapping[SliKey, SliSeries], now: datetime, settings: DetectionSettings
+) -> DetectionResult:
+    """Every series judged at ``now``: anomalies and not-enough-data, in key order."""
+    if now.tzinfo is None:
+        raise ValueError(f"now {now.isoformat()!r} has no timezone")
+    anomalies: list[Anomaly] = []
+    missing: list[NotEnoughData] = []
+    checked = 0
+    for key in sorted(slis):
+        verdict = detect_series(slis[key], now, settings)
+        if isinstance(verdict, NotEnoughData):
+            missing.append(verdict)
+            continue
+        checked += 1
+        if verdict is not None:
+            anomalies.append(verdict)
+    return DetectionResult(
+        at=now, anomalies=tuple(anomalies), not_enough_data=tuple(missing), checked=checked
+    )

@@ -1,0 +1,362 @@
+"""Tests of detection (``sentinel.detection``) and of incident correlation and lifecycle
+(``sentinel.incidents``): no detector fires on constant series or on noise below the
+minimum effects, real shifts are found with their onset, simulated faults are detected at
+the right component, too little data is said so, connected anomalies make one incident.
+
+What must not live here: the ``sentinel detect`` command (test_detect_cli.py).
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sentinel.cases import FaultKind
+from sentinel.detection import (
+    Anomaly,
+    Detector,
+    NotEnoughData,
+    NotEnoughDataReason,
+    detect,
+    detect_series,
+)
+from sentinel.incidents import (
+    AnomalyMerged,
+    IllegalTransition,
+    IncidentOpened,
+    IncidentResolved,
+    IncidentStatus,
+    LifecycleEvent,
+    TrackedIncident,
+    correlate,
+    recovered,
+    replay_case,
+    transition,
+)
+from sentinel.settings import DetectionSettings, PricingSettings
+from sentinel.sim import FaultSpec, Topology, plan_fault, simulate_case
+from sentinel.sli import SliKey, SliKind, SliSeries
+
+T0 = datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
+S = DetectionSettings()
+STEP = timedelta(seconds=S.step_seconds)
+N = 90  # 45 minutes of points
+
+
+def series(kind: SliKind, values: list[float], counts: list[int] | None = None) -> SliSeries:
+    return SliSeries(
+        key=SliKey("tool:lookup", kind),
+        points=tuple((T0 + i * STEP, v) for i, v in enumerate(values)),
+        counts=tuple(counts if counts is not None else [200] * len(values)),
+    )
+
+
+def at_end(n: int = N) -> datetime:
+    return T0 + n * STEP
+
+
+# Per kind: a value range within which no shift can reach the minimum effect.
+QUIET = {
+    SliKind.REQUEST_RATE: (1.0, 1.8),
+    SliKind.ERROR_RATE: (0.0, 0.04),
+    SliKind.ERROR_RATE_BY_TYPE: (0.01, 0.04),
+    SliKind.LATENCY_P50: (0.9, 1.1),
+    SliKind.LATENCY_P95: (0.9, 1.1),
+    SliKind.LATENCY_P99: (0.9, 1.1),
+    SliKind.INPUT_TOKENS_PER_REQUEST: (1000.0, 1200.0),
+    SliKind.OUTPUT_TOKENS_PER_REQUEST: (300.0, 360.0),
+    SliKind.COST_PER_REQUEST: (0.01, 0.012),
+    SliKind.TOOL_FAILURE_RATE: (0.0, 0.04),
+    SliKind.STEPS_PER_RUN: (5.0, 5.9),
+    SliKind.EVAL_SCORE: (0.80, 0.84),
+    SliKind.GUARDRAIL_TRIGGERS: (0.0, 0.04),
+}
+
+
+@given(
+    kind=st.sampled_from(list(SliKind)),
+    value=st.floats(min_value=0.0, max_value=1e6, allow_nan=False),
+    count=st.integers(min_value=0, max_value=10_000),
+    length=st.integers(min_value=0, max_value=N),
+)
+@settings(max_examples=300, deadline=None)
+def test_no_detector_fires_on_a_constant_series(
+    kind: SliKind, value: float, count: int, length: int
+) -> None:
+    if kind in (SliKind.ERROR_RATE, SliKind.ERROR_RATE_BY_TYPE, SliKind.TOOL_FAILURE_RATE):
+        value = min(value, 1.0)
+    s = series(kind, [value] * length, [count] * length)
+    for n in (length // 2, length, length + 3):
+        assert not isinstance(detect_series(s, at_end(n), S), Anomaly)
+
+
+@given(kind=st.sampled_from(list(SliKind)), seed=st.integers(0, 2**32 - 1))
+@settings(max_examples=150, deadline=None)
+def test_no_detector_fires_on_noise_below_the_minimum_effect(kind: SliKind, seed: int) -> None:
+    rng = random.Random(seed)
+    lo, hi = QUIET[kind]
+    values = [rng.uniform(lo, hi) for _ in range(N)]
+    counts = [rng.randint(S.min_point_count, 5000) for _ in range(N)]
+    result = detect({SliKey("tool:lookup", kind): series(kind, values, counts)}, at_end(), S)
+    assert result.anomalies == ()
+
+
+def step_change(before: float, after: float, at: int, noise: float, seed: int = 1) -> list[float]:
+    rng = random.Random(seed)
+    return [(before if i < at else after) * (1 + rng.uniform(-noise, noise)) for i in range(N)]
+
+
+@pytest.mark.parametrize(
+    ("kind", "before", "after"),
+    [
+        (SliKind.LATENCY_P50, 0.2, 0.6),
+        (SliKind.ERROR_RATE, 0.01, 0.2),
+        (SliKind.EVAL_SCORE, 0.9, 0.7),
+        (SliKind.REQUEST_RATE, 5.0, 1.0),
+        (SliKind.OUTPUT_TOKENS_PER_REQUEST, 300.0, 700.0),
+        (SliKind.STEPS_PER_RUN, 4.0, 9.0),
+    ],
+)
+def test_a_level_shift_in_the_bad_direction_is_found_with_its_onset(
+    kind: SliKind, before: float, after: float
+) -> None:
+    at = N - 8
+
+    def make(values: list[float]) -> SliSeries:
+        if kind is SliKind.REQUEST_RATE:  # a rate's count is its requests per step
+            return series(kind, values, [round(v * S.step_seconds) for v in values])
+        return series(kind, values)
+
+    s = make(step_change(before, after, at, 0.05))
+    found = detect_series(s, at_end(), S)
+    assert isinstance(found, Anomaly)
+    assert found.onset == T0 + at * STEP
+    assert found.baseline == pytest.approx(before, rel=0.1)
+    assert found.observed == pytest.approx(after, rel=0.1)
+    # The same shift in the harmless direction is no anomaly.
+    harmless = before * 1.5 if kind in (SliKind.EVAL_SCORE, SliKind.REQUEST_RATE) else before / 2
+    reverse = make(step_change(before, harmless, at, 0.05))
+    assert not isinstance(detect_series(reverse, at_end(), S), Anomaly)
+
+
+def test_a_blip_shorter_than_the_persistence_does_not_page() -> None:
+    values = [0.2] * N
+    for i in range(N - S.persistence_points + 1, N):
+        values[i] = 2.0
+    assert detect_series(series(SliKind.LATENCY_P50, values), at_end(), S) is None
+
+
+def test_an_error_type_never_seen_in_the_baseline_emerges() -> None:
+    values = [0.0] * (N - 6) + [0.02] * 6
+    s = SliSeries(
+        key=SliKey("tool:lookup", SliKind.ERROR_RATE_BY_TYPE, "rate_limited"),
+        points=tuple((T0 + i * STEP, v) for i, v in enumerate(values)),
+        counts=(100,) * N,
+    )
+    found = detect_series(s, at_end(), S)
+    assert isinstance(found, Anomaly)
+    assert found.detector is Detector.EMERGENCE
+    assert found.qualifier == "rate_limited"
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (
+            lambda: series(SliKind.LATENCY_P50, [0.2] * 10),
+            NotEnoughDataReason.TOO_FEW_BASELINE_POINTS,
+        ),
+        (
+            lambda: series(SliKind.LATENCY_P50, [0.2] * N, [1] * N),
+            NotEnoughDataReason.TOO_FEW_OBSERVATIONS,
+        ),
+        (
+            lambda: series(SliKind.LATENCY_P50, [0.2] * (N - 10)),
+            NotEnoughDataReason.GAP,
+        ),
+        (
+            lambda: series(SliKind.ERROR_RATE, [0.0] * N, [50] * (N - 6) + [0] * 6),
+            NotEnoughDataReason.ZERO_TRAFFIC,
+        ),
+    ],
+)
+def test_too_little_data_is_said_not_guessed(make: object, reason: NotEnoughDataReason) -> None:
+    assert callable(make)
+    found = detect_series(make(), at_end(), S)
+    assert isinstance(found, NotEnoughData)
+    assert found.reason is reason
+
+
+def test_detect_reports_not_enough_data_and_counts_what_it_judged() -> None:
+    good = series(SliKind.LATENCY_P50, [0.2] * N)
+    short = SliSeries(SliKey("tool:other", SliKind.LATENCY_P50), good.points[:5], good.counts[:5])
+    result = detect({good.key: good, short.key: short}, at_end(), S)
+    assert result.checked == 1
+    assert [m.component for m in result.not_enough_data] == ["tool:other"]
+
+
+def test_detect_rejects_a_naive_now() -> None:
+    with pytest.raises(ValueError, match="timezone"):
+        detect({}, datetime(2026, 1, 1), S)  # noqa: DTZ001  (the point of the test)
+
+
+# --- simulated faults ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("topology", "fault", "seed"),
+    [
+        (Topology.SUPPORT, FaultKind.TOOL_LATENCY, 255985076),
+        (Topology.MULTI_AGENT, FaultKind.MODEL_VERSION_CHANGE, 1800188482),
+        (Topology.SUPPORT, FaultKind.SERVICE_LATENCY, 1033639716),
+        (Topology.MULTI_AGENT, FaultKind.MODEL_PROVIDER_ERRORS, 1796035739),
+    ],
+)
+def test_a_simulated_fault_opens_one_incident_at_its_component_near_its_start(
+    topology: Topology, fault: FaultKind, seed: int
+) -> None:
+    spec = FaultSpec(topology=topology, fault=fault, seed=seed)
+    case = simulate_case(spec)
+    target = plan_fault(spec, random.Random(spec.seed)).target
+    assert case.truth is not None
+    incidents = replay_case(case, S, PricingSettings())
+    assert len(incidents) == 1
+    assert target in {a.component for a in incidents[0].anomalies}
+    assert abs((incidents[0].onset - case.truth.fault_start).total_seconds()) <= 90
+
+
+# --- correlation and lifecycle ---------------------------------------------------------------
+
+
+def anomaly(component: str, minute: float, kind: SliKind = SliKind.LATENCY_P50) -> Anomaly:
+    return Anomaly(
+        component=component,
+        sli=kind,
+        onset=T0 + timedelta(minutes=minute),
+        baseline=0.1,
+        observed=0.5,
+        score=10.0,
+    )
+
+
+EDGES = frozenset(
+    {
+        ("service:gateway", "agent:support"),
+        ("agent:support", "tool:lookup"),
+        ("tool:lookup", "service:crm"),
+        ("service:billing", "service:ledger"),  # another island
+    }
+)
+
+
+def apply(events: tuple[LifecycleEvent, ...], state: dict[str, TrackedIncident]) -> None:
+    for ev in events:
+        state[ev.incident_id] = transition(state.get(ev.incident_id), ev)
+
+
+def test_connected_anomalies_close_in_time_make_one_incident_and_later_ones_merge() -> None:
+    now = T0 + timedelta(minutes=32)
+    first = correlate([anomaly("service:crm", 30), anomaly("agent:support", 31)], EDGES, [], now, S)
+    assert len(first) == 1 and isinstance(first[0], IncidentOpened)
+    state: dict[str, TrackedIncident] = {}
+    apply(first, state)
+    (inc,) = state.values()
+    assert inc.onset == T0 + timedelta(minutes=30)
+    later = correlate(
+        [anomaly("service:gateway", 34), anomaly("service:crm", 30)],
+        EDGES,
+        list(state.values()),
+        now + timedelta(minutes=3),
+        S,
+    )
+    assert [type(e) for e in later] == [AnomalyMerged]  # crm's SLI is not news
+    apply(later, state)
+    assert state[inc.id].incident.components == (
+        "agent:support",
+        "service:crm",
+        "service:gateway",
+    )
+
+
+def test_unconnected_or_distant_anomalies_stay_apart() -> None:
+    now = T0 + timedelta(minutes=90)
+    events = correlate(
+        [
+            anomaly("service:crm", 30),
+            anomaly("service:ledger", 31),  # same time, no path to crm
+            anomaly("agent:support", 80),  # connected, but 50 minutes later
+        ],
+        EDGES,
+        [],
+        now,
+        S,
+    )
+    assert [type(e) for e in events] == [IncidentOpened] * 3
+
+
+def test_recovery_needs_the_sli_back_within_baseline_for_the_configured_time() -> None:
+    opened = IncidentOpened(
+        incident_id="inc-1",
+        time=at_end(40),
+        onset=at_end(36),
+        anomalies=(anomaly("tool:lookup", 18),),
+    )
+    inc = transition(None, opened)
+    bad = [0.1] * 36 + [0.5] * 20
+    good = bad + [0.1] * 30
+    slis_bad = {inc.anomalies[0].key: series(SliKind.LATENCY_P50, bad)}
+    slis_good = {inc.anomalies[0].key: series(SliKind.LATENCY_P50, good)}
+    assert not recovered(inc, slis_bad, at_end(56), S)
+    assert not recovered(inc, slis_good, at_end(60), S)  # back, but not for long enough
+    assert recovered(inc, slis_good, at_end(86), S)
+    assert not recovered(inc, {}, at_end(86), S)  # no data is not recovery
+
+
+EVENT_KINDS = st.sampled_from(["open", "merge", "resolve"])
+
+
+@given(script=st.lists(EVENT_KINDS, min_size=1, max_size=8))
+@settings(max_examples=200, deadline=None)
+def test_only_legal_transitions_are_accepted(script: list[str]) -> None:
+    state: TrackedIncident | None = None
+    for step, what in enumerate(script):
+        now = T0 + timedelta(minutes=step)
+        ev: LifecycleEvent
+        if what == "open":
+            ev = IncidentOpened(
+                incident_id="inc-1", time=now, onset=now, anomalies=(anomaly("svc:a", step),)
+            )
+        elif what == "merge":
+            ev = AnomalyMerged(incident_id="inc-1", time=now, anomaly=anomaly(f"svc:b{step}", step))
+        else:
+            ev = IncidentResolved(incident_id="inc-1", time=now)
+        legal = (what == "open" and state is None) or (
+            what != "open"
+            and state is not None
+            and state.incident.status is not IncidentStatus.RESOLVED
+        )
+        if legal:
+            state = transition(state, ev)
+        else:
+            with pytest.raises(IllegalTransition):
+                transition(state, ev)
+    if state is not None and "resolve" in script:
+        resolved_at = script.index("resolve")
+        opened_at = script.index("open")
+        if resolved_at > opened_at:
+            assert state.incident.status is IncidentStatus.RESOLVED
+
+
+def test_an_anomaly_cannot_merge_twice_or_into_another_incident() -> None:
+    a = anomaly("svc:a", 0)
+    inc = transition(None, IncidentOpened(incident_id="inc-1", time=T0, onset=T0, anomalies=(a,)))
+    with pytest.raises(IllegalTransition):
+        transition(inc, AnomalyMerged(incident_id="inc-1", time=T0, anomaly=a))
+    with pytest.raises(IllegalTransition):
+        transition(inc, AnomalyMerged(incident_id="inc-2", time=T0, anomaly=anomaly("svc:b", 1)))
+    with pytest.raises(IllegalTransition):
+        transition(inc, IncidentResolved(incident_id="inc-1", time=T0 - timedelta(minutes=1)))
