@@ -1,13 +1,14 @@
 """The request simulation: every root request of a system walks its call graph, drawing
 latencies, errors and tokens from the nodes and the fault plan; every call is counted into
-15 s buckets (metrics come from all requests) and head-sampled traces become OTLP/JSON
-spans shaped like the GenAI semantic conventions.
+15 s buckets (metrics come from all requests), and the calls of head-sampled traces are
+handed to ``sim/spans.py`` as they happen.
 
-What lives here: ``Recorder`` (per-bucket tallies) and ``simulate`` (plan to recorder and
-OTLP/JSON resource spans). Only the ``random.Random`` passed in is drawn from.
+What lives here: ``Recorder`` (per-bucket tallies), ``Leak`` and ``plan_leak`` (the course
+of a memory leak) and ``Simulator`` (the walk: plan to recorder and sampled traces). Only
+the ``random.Random`` passed in is drawn from.
 
-What must not live here: fault choice (``sim/faults.py``), metric families and case
-assembly (``sim/output.py``).
+What must not live here: span shapes, attributes and OTLP/JSON (``sim/spans.py``), fault
+choice (``sim/faults.py``), metric families and case assembly (``sim/output.py``).
 """
 
 from __future__ import annotations
@@ -32,39 +33,20 @@ from sentinel.sim.faults import (
     FaultPlan,
     ToolStatus,
 )
+from sentinel.sim.spans import SpanEmitter, Trace
 from sentinel.sim.topology import (
     AgentNode,
     Call,
     IndexNode,
-    Language,
     ModelNode,
     ServiceNode,
     ToolNode,
     name_of,
 )
-from sentinel.telemetry import GenAIOperation
 
 STEP = 15.0  # seconds per metric bucket
 EVAL_RATE = 0.4  # share of agent runs an evaluator scores
 MAX_TURNS_PER_RUN = 12
-
-_SERVER_SCOPES = {
-    Language.PYTHON: "opentelemetry.instrumentation.fastapi",
-    Language.GO: "go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp",
-    Language.JAVA: "io.opentelemetry.spring-webmvc-6.0",
-    Language.RUST: "tracing-opentelemetry",
-    Language.NODE: "@opentelemetry/instrumentation-http",
-}
-_CLIENT_SCOPES = {
-    Language.PYTHON: "opentelemetry.instrumentation.httpx",
-    Language.GO: "go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp",
-    Language.JAVA: "io.opentelemetry.java-http-client",
-    Language.RUST: "tracing-opentelemetry",
-    Language.NODE: "@opentelemetry/instrumentation-undici",
-}
-_DB_SCOPE = "opentelemetry.instrumentation.dbapi"
-_VECTOR_SCOPE = "opentelemetry.instrumentation.vectordb"
-_PROVIDER_HOSTS = {"openai": "api.openai.com", "anthropic": "api.anthropic.com"}
 
 
 @dataclass(slots=True)
@@ -160,31 +142,10 @@ def plan_leak(plan: FaultPlan, buckets: int, base_fraction: float, rng: random.R
 
 
 @dataclass(slots=True)
-class _Trace:
-    trace_id: str
-    spans: list[tuple[str, str, dict[str, Any]]]  # (host, scope, OTLP/JSON span)
-
-
-@dataclass(slots=True)
 class _Run:
-    trace: _Trace | None
+    trace: Trace | None
     agent: str = ""
     penalty: float = 0.0  # evaluator score lost by this run
-
-
-def _kv(key: str, value: Any) -> dict[str, Any]:
-    if isinstance(value, bool):
-        return {"key": key, "value": {"boolValue": value}}
-    if isinstance(value, int):
-        return {"key": key, "value": {"intValue": str(value)}}
-    if isinstance(value, float):
-        return {"key": key, "value": {"doubleValue": value}}
-    if isinstance(value, list):
-        return {
-            "key": key,
-            "value": {"arrayValue": {"values": [{"stringValue": str(v)} for v in value]}},
-        }
-    return {"key": key, "value": {"stringValue": str(value)}}
 
 
 class Simulator:
@@ -202,7 +163,8 @@ class Simulator:
         self.leak: Leak | None = None
         if self.mech.leak:
             self.leak = plan_leak(plan, self.buckets, rng.uniform(0.35, 0.55), rng)
-        self.traces: list[_Trace] = []
+        self.traces: list[Trace] = []
+        self.spans = SpanEmitter(plan.system, rng, start_ns)
 
     # --- driving -----------------------------------------------------------------------
 
@@ -224,7 +186,7 @@ class Simulator:
                 continue
             trace = None
             if self.sys.sample_ratio and rng.random() < self.sys.sample_ratio:
-                trace = _Trace(f"{rng.getrandbits(128) | 1:032x}", [])
+                trace = Trace(f"{rng.getrandbits(128) | 1:032x}", [])
                 self.traces.append(trace)
             self._serve(entry, t, None, _Run(trace))
 
@@ -262,51 +224,6 @@ class Simulator:
             + self.rng.choice((-1, 0, 0, 1)) * (n > 0)
         )
 
-    def _new_id(self) -> str:
-        return f"{self.rng.getrandbits(64) | 1:016x}"
-
-    def _ns(self, t: float) -> str:
-        return str(self.start_ns + int(t * 1e9))
-
-    def _emit(
-        self,
-        run: _Run,
-        host: str,
-        scope: str,
-        span_id: str,
-        parent: str | None,
-        name: str,
-        kind: int,
-        t: float,
-        duration: float,
-        attrs: dict[str, Any],
-        error: ErrorSpec | None,
-        events: list[dict[str, Any]] | None = None,
-        message: str = "",
-    ) -> None:
-        assert run.trace is not None
-        if error is not None:
-            attrs["error.type"] = error.type
-            if error.http is not None:
-                attrs["http.response.status_code"] = error.http
-        span: dict[str, Any] = {
-            "traceId": run.trace.trace_id,
-            "spanId": span_id,
-            "name": name,
-            "kind": kind,
-            "startTimeUnixNano": self._ns(t),
-            "endTimeUnixNano": self._ns(t + duration),
-            "attributes": [_kv(k, v) for k, v in attrs.items()],
-            "status": {"code": 2, **({"message": message} if message else {})}
-            if error is not None
-            else {},
-        }
-        if parent is not None:
-            span["parentSpanId"] = parent
-        if events:
-            span["events"] = events
-        run.trace.spans.append((host, scope, span))
-
     def _call(
         self, call: Call, t: float, parent: str, run: _Run, host: str
     ) -> tuple[float, ErrorSpec | None]:
@@ -328,58 +245,12 @@ class Simulator:
     ) -> tuple[float, ErrorSpec | None]:
         """A call from ``host`` to another service: a client span, then the server side."""
         net = self.rng.uniform(0.0005, 0.002)
-        cid = self._new_id() if run.trace is not None else ""
+        cid = self.spans.new_id() if run.trace is not None else ""
         dur, err = self._serve(node, t + net, cid or None, run, client=True)
         dur += 2 * net
         if run.trace is not None:
-            name = name_of(node.id)
-            lang = self._language(host)
-            if node.db_system is not None:
-                op = "GET" if node.db_system == "redis" else "SELECT"
-                attrs: dict[str, Any] = {
-                    "db.system": node.db_system,
-                    "db.system.name": node.db_system,
-                    "db.operation.name": op,
-                    "db.collection.name": node.table,
-                    "db.query.summary": f"{op} {node.table}",
-                    "server.address": name,
-                    "peer.service": name,
-                }
-                self._emit(
-                    run, host, _DB_SCOPE, cid, parent, f"{op} {node.table}", 3, t, dur, attrs, err
-                )
-            else:
-                method, _, path = node.route.partition(" ")
-                attrs = {
-                    "http.request.method": method,
-                    "server.address": name,
-                    "server.port": 443 if node.external else 8080,
-                    "url.full": f"{'https' if node.external else 'http'}://{name}{path}",
-                }
-                if node.external:
-                    attrs["peer.service"] = name
-                if err is None:
-                    attrs["http.response.status_code"] = 200
-                self._emit(
-                    run,
-                    host,
-                    _CLIENT_SCOPES[lang],
-                    cid,
-                    parent,
-                    method,
-                    3,
-                    t,
-                    dur,
-                    attrs,
-                    err
-                    if err is not None and err.http
-                    else (ErrorSpec("500", 500) if err is not None else None),
-                )
+            self.spans.client(run.trace, node, host, cid, parent, t, dur, err)
         return dur, err
-
-    def _language(self, host: str) -> Language:
-        node = self.sys.nodes.get(f"service:{host}")
-        return node.language if isinstance(node, ServiceNode) else Language.PYTHON
 
     def _serve(
         self, node: ServiceNode, t: float, parent: str | None, run: _Run, *, client: bool = False
@@ -393,7 +264,7 @@ class Simulator:
             self.rec.call(node.id, b, dur, True)
             return dur, UNAVAILABLE
         own = self._lat(node.latency) * (1 + (self.mech.latency_mult - 1) * level)
-        sid = self._new_id() if run.trace is not None and node.db_system is None else ""
+        sid = self.spans.new_id() if run.trace is not None and node.db_system is None else ""
         cur = t + own * 0.3
         err: ErrorSpec | None = None
         calls = node.calls
@@ -415,34 +286,8 @@ class Simulator:
         self.rec.call(node.id, b, dur, err is not None)
         self.rec.add(self.rec.host_load, name_of(node.id), b, 1)
         if sid and not node.external:
-            method, _, route = node.route.partition(" ")
-            path = route.replace("{id}", str(rng.randint(1000, 99999)))
-            if calls and isinstance(self.sys.node(calls[0].callee), AgentNode):
-                path = path.replace("{agent}", name_of(calls[0].callee))
-            attrs: dict[str, Any] = {
-                "http.request.method": method,
-                "http.route": route,
-                "url.path": path,
-                "url.scheme": "http" if client else "https",
-                "server.address": name_of(node.id),
-                "server.port": 8080,
-            }
-            if err is None:
-                attrs["http.response.status_code"] = 200
-            http_err = err if err is None or err.http else ErrorSpec("500", 500)
-            self._emit(
-                run,
-                name_of(node.id),
-                _SERVER_SCOPES[node.language],
-                sid,
-                parent,
-                node.route,
-                2,
-                t,
-                dur,
-                attrs,
-                http_err,
-            )
+            assert run.trace is not None
+            self.spans.server(run.trace, node, calls, sid, parent, t, dur, err, client=client)
         return dur, err
 
     # --- GenAI -------------------------------------------------------------------------
@@ -481,37 +326,11 @@ class Simulator:
             usd = tokens_in / 1000 * node.usd_in + tokens_out / 1000 * node.usd_out
             self.rec.add_cost(agent, b, usd)
         if run.trace is not None:
-            op = node.operation.value
-            attrs: dict[str, Any] = {
-                "gen_ai.operation.name": op,
-                "gen_ai.provider.name": node.provider,
-                "gen_ai.request.model": model,
-                "server.address": _PROVIDER_HOSTS.get(node.provider, node.provider),
-                "server.port": 443,
-            }
-            if err is None:
-                version = node.version
-                if self.mech.tokens_mult != 1 and self.mech.score_drop and level >= 0.5:
-                    version = "2026-11-20"  # the new snapshot of a model version change
-                attrs["gen_ai.response.model"] = f"{model}-{version}"
-                attrs["gen_ai.usage.input_tokens"] = tokens_in
-                if node.operation is GenAIOperation.CHAT:
-                    attrs["gen_ai.usage.output_tokens"] = tokens_out
-                    attrs["gen_ai.response.finish_reasons"] = [finish]
-                    attrs["gen_ai.response.id"] = f"resp_{rng.getrandbits(48):012x}"
-            self._emit(
-                run,
-                host,
-                f"opentelemetry.instrumentation.{node.provider}",
-                self._new_id(),
-                parent,
-                f"{op} {model}",
-                3,
-                t,
-                dur,
-                attrs,
-                err,
-                message=f"{err.http} from {node.provider}" if err and err.http else "",
+            version = node.version
+            if self.mech.tokens_mult != 1 and self.mech.score_drop and level >= 0.5:
+                version = "2026-11-20"  # the new snapshot of a model version change
+            self.spans.model(
+                run.trace, node, version, host, parent, t, dur, err, tokens_in, tokens_out, finish
             )
         return dur, err
 
@@ -520,7 +339,7 @@ class Simulator:
     ) -> tuple[float, ErrorSpec | None]:
         rng = self.rng
         level = self._level(node.id, t)
-        sid = self._new_id() if run.trace is not None else ""
+        sid = self.spans.new_id() if run.trace is not None else ""
         own = self._lat(node.latency) + (
             self._lat(self.mech.latency_add, 0.3) * level
             if level and self.mech.latency_add
@@ -535,24 +354,7 @@ class Simulator:
                     break
                 d = rng.uniform(0.02, 0.08)
                 if run.trace is not None and node.calls:
-                    callee = name_of(node.calls[0].callee)
-                    self._emit(
-                        run,
-                        host,
-                        _CLIENT_SCOPES[Language.PYTHON],
-                        self._new_id(),
-                        sid,
-                        "GET",
-                        3,
-                        cur,
-                        d,
-                        {
-                            "http.request.method": "GET",
-                            "server.address": callee,
-                            "peer.service": callee,
-                        },
-                        ErrorSpec("429", 429),
-                    )
+                    self.spans.rate_limited(run.trace, node, host, sid, cur, d)
                 cur += d
                 if attempt == 2:
                     err = self.mech.errors[0]
@@ -577,27 +379,7 @@ class Simulator:
         status = ToolStatus.OK if err is None else err.tool_status
         self.rec.add(self.rec.tool_calls, (node.id, status.value), b, 1)
         if run.trace is not None:
-            attrs: dict[str, Any] = {
-                "gen_ai.operation.name": "execute_tool",
-                "gen_ai.tool.name": name_of(node.id),
-                "gen_ai.tool.type": node.tool_type,
-                "gen_ai.tool.call.id": f"call_{rng.getrandbits(40):010x}",
-            }
-            agent = self.sys.nodes.get(run.agent)
-            scope = agent.framework if isinstance(agent, AgentNode) else "sentinel.sim"
-            self._emit(
-                run,
-                host,
-                scope,
-                sid,
-                parent,
-                f"execute_tool {name_of(node.id)}",
-                1,
-                t,
-                dur,
-                attrs,
-                err,
-            )
+            self.spans.tool(run.trace, node, run.agent, host, sid, parent, t, dur, err)
         return dur, err
 
     def _index(
@@ -605,7 +387,7 @@ class Simulator:
     ) -> tuple[float, ErrorSpec | None]:
         rng = self.rng
         level = self._level(node.id, t)
-        sid = self._new_id() if run.trace is not None else ""
+        sid = self.spans.new_id() if run.trace is not None else ""
         own = self._lat(node.latency)
         store = self.sys.node(node.store)
         assert isinstance(store, ServiceNode)
@@ -620,20 +402,7 @@ class Simulator:
             run.penalty = max(run.penalty, self.mech.score_drop * level)
         self.rec.call(node.id, self._bucket(t), dur, err is not None)
         if run.trace is not None:
-            collection = name_of(node.id)
-            attrs: dict[str, Any] = {
-                "db.system": node.db_system,
-                "db.system.name": node.db_system,
-                "db.operation.name": "search",
-                "db.collection.name": collection,
-                "server.address": name_of(node.store),
-                "server.port": 6333,
-            }
-            if err is None:
-                attrs["db.response.returned_rows"] = rows
-            self._emit(
-                run, host, _VECTOR_SCOPE, sid, parent, f"search {collection}", 3, t, dur, attrs, err
-            )
+            self.spans.index(run.trace, node, rows, host, sid, parent, t, dur, err)
         return dur, err
 
     def _prelude(
@@ -657,7 +426,7 @@ class Simulator:
         rng = self.rng
         mech = self.mech
         level = self._level(node.id, t)
-        sid = self._new_id() if run.trace is not None else ""
+        sid = self.spans.new_id() if run.trace is not None else ""
         outer_agent = run.agent
         run.agent = node.id
         host = node.host
@@ -730,46 +499,8 @@ class Simulator:
                 score = round(min(1.0, max(0.0, score)), 4)
                 self.rec.score((node.id, name), b, score)
                 if run.trace is not None:
-                    events.append(
-                        {
-                            "name": "gen_ai.evaluation.result",
-                            "timeUnixNano": self._ns(cur + 0.5),
-                            "attributes": [
-                                _kv("gen_ai.evaluation.name", name),
-                                _kv("gen_ai.evaluation.score.value", score),
-                                _kv(
-                                    "gen_ai.evaluation.score.label",
-                                    "pass" if score >= 0.7 else "fail",
-                                ),
-                            ],
-                        }
-                    )
+                    events.append(self.spans.evaluation(name, score, cur + 0.5))
         if run.trace is not None:
-            main = node.models[0].callee
-            model = self.sys.node(main)
-            assert isinstance(model, ModelNode)
-            name = name_of(node.id)
-            attrs: dict[str, Any] = {
-                "gen_ai.operation.name": "invoke_agent",
-                "gen_ai.agent.name": name,
-                "gen_ai.agent.id": f"agt_{name.replace('-', '')[:10]}",
-                "gen_ai.request.model": name_of(main),
-                "gen_ai.provider.name": model.provider,
-                "gen_ai.conversation.id": f"conv_{rng.getrandbits(40):010x}",
-            }
-            self._emit(
-                run,
-                host,
-                node.framework,
-                sid,
-                parent,
-                f"invoke_agent {name}",
-                1,
-                t,
-                dur,
-                attrs,
-                failure,
-                events,
-            )
+            self.spans.agent(run.trace, node, sid, parent, t, dur, failure, events)
         run.agent = outer_agent
         return dur, failure
