@@ -18,7 +18,8 @@ How it measures:
   counting the simulation.
 
 Usage: `.venv/bin/python bench/detect.py [--cases 42] [--seed 2026] [--hours 24]
-[--chunk-hours 6]`
+[--chunk-hours 6] [--quick]` (``--quick``: 14 cases and 6 fault-free hours per
+topology, for iterating; the default run is the measurement)
 """
 
 from __future__ import annotations
@@ -166,7 +167,15 @@ def main() -> None:
     ap.add_argument("--hours", type=float, default=24.0)
     ap.add_argument("--chunk-hours", type=float, default=6.0)
     ap.add_argument("--skip-fault-free", action="store_true")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="iteration subset: 14 cases and 6 fault-free hours per topology (not the "
+        "measurement; the default run is)",
+    )
     args = ap.parse_args()
+    if args.quick:
+        args.cases, args.hours = min(args.cases, 14), min(args.hours, 6.0)
     det, pricing = DetectionSettings(), PricingSettings()
     say(
         f"detection: step {det.step_seconds:g} s, baseline {det.baseline_minutes:g} min, "

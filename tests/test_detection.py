@@ -74,6 +74,7 @@ QUIET = {
     SliKind.STEPS_PER_RUN: (5.0, 5.9),
     SliKind.EVAL_SCORE: (0.80, 0.84),
     SliKind.GUARDRAIL_TRIGGERS: (0.0, 0.04),
+    SliKind.MEMORY_UTILISATION: (0.40, 0.48),
 }
 
 
@@ -141,6 +142,54 @@ def test_a_level_shift_in_the_bad_direction_is_found_with_its_onset(
     harmless = before * 1.5 if kind in (SliKind.EVAL_SCORE, SliKind.REQUEST_RATE) else before / 2
     reverse = make(step_change(before, harmless, at, 0.05))
     assert not isinstance(detect_series(reverse, at_end(), S), Anomaly)
+
+
+def test_a_ramp_is_dated_from_its_first_point_not_its_middle() -> None:
+    at, ramp = N - 12, 8  # 0.2 s rising to 0.8 s over 8 points, then held
+    rng = random.Random(3)
+    values = []
+    for i in range(N):
+        level = 0.2 + 0.6 * min(1.0, max(0, i - at + 1) / ramp)
+        values.append(level * (1 + rng.uniform(-0.02, 0.02)))
+    found = detect_series(series(SliKind.LATENCY_P50, values), at_end(), S)
+    assert isinstance(found, Anomaly)
+    assert found.onset == T0 + at * STEP
+
+
+def test_an_error_rate_step_is_dated_from_its_first_point_even_when_found_early() -> None:
+    # Errors start in the last 3 points only; before, few requests and no error: the
+    # onset is where the errors start, not persistence_points before now.
+    counts = [20] * (N - 3) + [20, 20, 20]
+    values = [0.0] * (N - 3) + [0.5, 0.5, 0.5]
+    counts[N - 4] = 2  # a tiny point just before: too small to say it had no shift
+    found = detect_series(series(SliKind.ERROR_RATE, values, counts), at_end(), S)
+    assert isinstance(found, Anomaly)
+    assert found.onset == T0 + (N - 3) * STEP
+
+
+def test_a_few_errors_after_a_clean_but_small_baseline_do_not_page() -> None:
+    # 5 requests a step and no error in the baseline (a quiet component, whose true rate
+    # may well be 1 %), then one error in each of the last 6 steps of 16 requests.
+    counts = [5] * (N - 6) + [16] * 6
+    values = [0.0] * (N - 6) + [1 / 16] * 6
+    found = detect_series(series(SliKind.ERROR_RATE, values, counts), at_end(), S)
+    assert not isinstance(found, Anomaly)
+    # The same share over many more requests is evidence, and pages.
+    many = detect_series(series(SliKind.ERROR_RATE, values, [5] * (N - 6) + [400] * 6), at_end(), S)
+    assert isinstance(many, Anomaly)
+
+
+@pytest.mark.parametrize(("after", "pages"), [(0.75, True), (0.52, False)])
+def test_memory_utilisation_pages_on_a_rise_of_the_minimum_share_of_the_limit(
+    after: float, pages: bool
+) -> None:
+    # Gauges: two samples a step are enough (each measures the whole process).
+    values = step_change(0.45, after, N - 8, 0.01)
+    found = detect_series(series(SliKind.MEMORY_UTILISATION, values, [2] * N), at_end(), S)
+    assert isinstance(found, Anomaly) is pages
+    if pages:
+        assert isinstance(found, Anomaly)
+        assert found.onset == T0 + (N - 8) * STEP
 
 
 def test_a_blip_shorter_than_the_persistence_does_not_page() -> None:

@@ -450,8 +450,12 @@ def test_an_uninstrumented_callee_is_seen_through_its_callers(
     assert values(get(fleet_slis, "service:orders-api", SliKind.LATENCY_P50)) == [0.1]
 
 
+# Kinds only metric samples (container gauges) can give: tested on samples below.
+METRIC_ONLY = {SliKind.MEMORY_UTILISATION}
+
+
 def test_every_kind_has_a_known_answer_above(fleet_slis: dict[SliKey, SliSeries]) -> None:
-    assert {k.kind for k in fleet_slis} == set(SliKind)
+    assert {k.kind for k in fleet_slis} == set(SliKind) - METRIC_ONLY
 
 
 def test_spans_outside_the_window_are_ignored() -> None:
@@ -929,3 +933,52 @@ def test_default_prices_cover_common_models() -> None:
     models = PricingSettings().models
     assert {"gpt-4o", "gpt-4o-mini"} <= set(models)
     assert all(p.input_per_million >= 0 and p.output_per_million >= 0 for p in models.values())
+
+
+def test_memory_utilisation_is_the_working_set_over_the_limit_per_service() -> None:
+    pod = {"component": "", "service_name": "reranker", "namespace": "rag"}
+    other = {**pod, "pod": "reranker-2"}
+
+    def gauge(metric: str, labels: dict[str, str], values: list[float]) -> list[Sample]:
+        return [
+            Sample(
+                metric=metric,
+                labels=tuple(sorted((k, v) for k, v in labels.items() if v)),
+                component="service:reranker",
+                time=NOW + timedelta(seconds=15 * (i + 1)),
+                value=v,
+            )
+            for i, v in enumerate(values)
+        ]
+
+    gib = float(2**30)
+    samples = [
+        *gauge("container_memory_working_set_bytes", pod, [0.5 * gib] * 4 + [0.9 * gib] * 4),
+        *gauge("container_spec_memory_limit_bytes", pod, [gib] * 8),
+        # a second container: 1 GiB of 4 GiB throughout
+        *gauge("container_memory_working_set_bytes", other, [gib] * 8),
+        *gauge("container_spec_memory_limit_bytes", other, [4 * gib] * 8),
+        # a container without a limit does not count
+        *gauge("container_memory_working_set_bytes", {**pod, "pod": "x"}, [9 * gib] * 8),
+    ]
+    slis = metric_slis(samples, NOW, END, MINUTE)
+    mem = get(slis, "service:reranker", SliKind.MEMORY_UTILISATION)
+    assert values(mem) == pytest.approx([1.5 / 5, 1.9 / 5])
+    assert mem.counts == (8, 8)
+
+
+def test_a_held_evaluator_gauge_is_not_a_new_score() -> None:
+    # The gauge repeats its last value until a new score comes: 0.9 (held), then 0.5.
+    samples = counter(
+        [(15, 0.9), (30, 0.9), (45, 0.9), (60, 0.9), (75, 0.9), (90, 0.5), (105, 0.5)],
+        "gen_ai_evaluation_score",
+        component="agent:a",
+        gen_ai_evaluation_name="faithfulness",
+    )
+    requests = counter([(t, t / 3) for t in range(0, 181, 15)], component="agent:a")
+    slis = metric_slis(samples + requests, NOW, END, MINUTE)
+    score = get(slis, "agent:a", SliKind.EVAL_SCORE, "faithfulness")
+    # minute 0: the first 0.9; minute 1 (60..120 s]: only the fresh 0.5 (75 s is held)
+    assert values(score) == pytest.approx([0.9, 0.5])
+    # a score gauge rests on the agent's requests of the step, not on its samples
+    assert score.counts == (20, 20)

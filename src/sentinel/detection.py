@@ -17,8 +17,14 @@ How one series is judged at ``now`` (only steps complete at ``now`` are used):
   absolute, in the direction that is bad for that kind), stay beyond it over the last
   ``persistence_points`` points, and be significant: a robust z of the tail's median for
   continuous SLIs, a binomial tail probability of the pooled errors for shares (error
-  rates weigh each point by its requests). The split with the strongest evidence is the
-  onset (the classic best-split change-point estimate);
+  rates weigh each point by its requests; a continuous point resting on fewer
+  observations than the baseline's typical point counts as noisier). The onset is the
+  best two-level fit among the splits from the earliest significant one on (least
+  absolute deviations, or the binomial likelihood for shares), moved back over the
+  points just before it that are already clearly beyond the baseline (so a ramp is dated
+  from its start, not its middle);
+- a share's baseline rate is tested at its upper confidence bound: a quiet component
+  that showed no error in its baseline by chance does not page on a few errors;
 - an error type with no error in the whole baseline that shows ``emergence_min_errors``
   recent errors is an emergence, whatever its baseline share;
 - too few baseline or recent points, a gap at the end, zero traffic or too few
@@ -30,7 +36,7 @@ What must not live here: I/O, the clock, reading config (settings come in), inci
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -126,6 +132,8 @@ _USAGE = frozenset(
         SliKind.COST_PER_REQUEST,
     }
 )
+# Resource gauges: each sample measures the whole process, not one request.
+_GAUGES = frozenset({SliKind.MEMORY_UTILISATION})
 _QUANTILE_MIN_COUNT = {SliKind.LATENCY_P95: 20, SliKind.LATENCY_P99: 100}
 # A point whose errors are this unlikely under the minimum effect contradicts the shift.
 _CONSISTENT = 0.01
@@ -134,6 +142,10 @@ _MEDIAN_EFFICIENCY = 1.2533  # sd of a sample median / (sigma / sqrt(n)), normal
 # Noise never taken below this share of the baseline level: a flat baseline (MAD 0)
 # would otherwise make any wiggle infinitely significant.
 _REL_NOISE_FLOOR = 0.02
+# A point before the change point this far beyond the baseline (robust z, or binomial
+# tail probability for shares) already belongs to the shift: it is where a ramp starts.
+_ONSET_Z = 3.0
+_ONSET_LOG10_P = -2.0
 _ABS_NOISE_FLOOR = 1e-9
 
 
@@ -172,6 +184,8 @@ def _big_enough(kind: SliKind, baseline: float, observed: float, s: DetectionSet
         return baseline - observed >= s.eval_score_min_drop
     if kind is SliKind.REQUEST_RATE:
         return baseline > 0 and observed <= baseline * (1.0 - s.request_rate_min_drop)
+    if kind is SliKind.MEMORY_UTILISATION:
+        return observed - baseline >= s.memory_min_increase
     return False  # a kind without a declared minimum effect never pages
 
 
@@ -246,7 +260,7 @@ def detect_series(
     raw_base, raw_recent = _split_points(series, now, s)
     share = kind in _SHARES
     keep_zero = kind is SliKind.REQUEST_RATE
-    min_count = 0 if keep_zero else (1 if share else s.min_point_count)
+    min_count = 0 if keep_zero else (1 if share or kind in _GAUGES else s.min_point_count)
     # A quantile q needs 1/(1-q) observations to be more than the maximum of a few.
     min_count = max(min_count, _QUANTILE_MIN_COUNT.get(kind, 0))
     base = [p for p in raw_base if p[2] >= min_count]
@@ -283,6 +297,11 @@ def _detect_level(
     sigma = max(_MAD_TO_SIGMA * mad, _REL_NOISE_FLOOR * abs(m), _ABS_NOISE_FLOOR)
     if not all(_big_enough(kind, m, v, s) for _, v, _ in recent[-s.persistence_points :]):
         return None  # not (or no longer) beyond the minimum effect: nothing persists
+    # A point resting on fewer observations than the baseline's typical point is noisier
+    # (a p50 of 4 calls against one of 20): its deviation is scaled down by the square
+    # root of the ratio, never up (a busy point is not trusted more than the baseline).
+    c_ref = _median([float(c) for _, _, c in base])
+    devs = [sign * (v - m) / (sigma * max(1.0, math.sqrt(c_ref / max(c, 1)))) for _, v, c in recent]
     valid: list[int] = []
     best: tuple[float, int, float] | None = None
     for k in range(len(recent) - s.persistence_points + 1):
@@ -290,7 +309,7 @@ def _detect_level(
         observed = _median(tail)
         if not _big_enough(kind, m, observed, s):
             continue
-        z = sign * (observed - m) / (_MEDIAN_EFFICIENCY * sigma / math.sqrt(len(tail)))
+        z = _median(devs[k:]) * math.sqrt(len(tail)) / _MEDIAN_EFFICIENCY
         if z >= s.min_z:
             valid.append(k)
             if best is None or z > best[0]:
@@ -299,6 +318,7 @@ def _detect_level(
         return None
     z = best[0]
     k = _change_point(recent, valid, m, weighted=False)
+    k = _shift_start(recent, k, lambda v, _c: sign * (v - m) > _ONSET_Z * sigma)
     observed = _median([v for _, v, _ in recent[k:]])
     return Anomaly(
         component=key.component,
@@ -357,6 +377,7 @@ def _detect_traffic_drop(
         return None
     score = best[0]
     k = _change_point(recent, valid, m, weighted=False)
+    k = _shift_start(recent, k, lambda v, _c: m - v > _ONSET_Z * sigma)
     observed = _median([v for _, v, _ in recent[k:]])
     return Anomaly(
         component=key.component,
@@ -380,17 +401,54 @@ def _change_point(
     def cost(k: int) -> float:
         tail = recent[k:]
         if weighted:
-            n = sum(c for _, _, c in tail)
-            level = sum(v * c for _, v, c in tail) / n if n else 0.0
-        else:
-            level = _median([v for _, v, _ in tail])
-        total = 0.0
-        for i, (_, v, c) in enumerate(recent):
-            w = c if weighted else 1
-            total += w * abs(v - (before if i < k else level))
-        return total
+            return _binomial_cost(recent, k, before)
+        level = _median([v for _, v, _ in tail])
+        return math.fsum(
+            abs(v - (before if i < k else level)) for i, (_, v, _) in enumerate(recent)
+        )
 
-    return min(valid, key=lambda k: (cost(k), k))
+    # Any split from the earliest significant one on: the tail after the onset may be
+    # shorter than the persistence (the last points of a share can be too small to
+    # contradict a shift they do not show yet), and the fit alone places it.
+    return min(range(min(valid), len(recent)), key=lambda k: (cost(k), k))
+
+
+_WILSON_Z = 2.0
+
+
+def _upper_rate(errors: int, n: int) -> float:
+    """The upper Wilson score bound (about 97.5 %) of a rate seen as ``errors`` of
+    ``n``: about 4/n when no error was seen, close to the rate itself for many."""
+    z2 = _WILSON_Z**2
+    p = min(max(errors / n, 0.0), 1.0)
+    centre = p + z2 / (2 * n)
+    spread = _WILSON_Z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return min(1.0, (centre + spread) / (1 + z2 / n))
+
+
+def _binomial_cost(recent: Sequence[_Point], k: int, before: float) -> float:
+    """Negative log-likelihood of the shares' errors as two binomial levels: ``before``
+    up to split ``k``, the tail's pooled rate after it (the maximum-likelihood change
+    point of counts; rates kept off 0 and 1 so that one error does not cost infinity)."""
+    err, n = _pool(recent[k:])
+    after = err / n if n else before
+
+    def nll(points: Sequence[_Point], p: float) -> float:
+        p = min(max(p, 1e-6), 1.0 - 1e-6)
+        lp, lq = math.log(p), math.log1p(-p)
+        return -math.fsum(v * c * lp + (c - v * c) * lq for _, v, c in points)
+
+    return nll(recent[:k], before) + nll(recent[k:], after)
+
+
+def _shift_start(recent: Sequence[_Point], k: int, beyond: Callable[[float, int], bool]) -> int:
+    """The first point of the shift that ends at split ``k``: the two-level fit puts a
+    ramp's onset mid-ramp (where its level is half-way), so the split moves back over the
+    points just before it that are already clearly beyond the baseline's noise (a
+    CUSUM-like start: where the excursion that led to the shift began)."""
+    while k > 0 and beyond(recent[k - 1][1], recent[k - 1][2]):
+        k -= 1
+    return k
 
 
 def _pool(points: Sequence[_Point]) -> tuple[int, int]:
@@ -407,9 +465,10 @@ def _detect_share(
     if b_n <= 0:
         return None
     p0 = b_err / b_n
-    # The baseline rate is an estimate: never below half an error in the baseline, so a
-    # clean baseline does not make one error look impossible.
-    p_null = max(p0, 0.5 / b_n)
+    # The baseline rate is an estimate: it is tested at its upper confidence bound, so a
+    # baseline that saw no error by chance (a quiet component) does not make a few
+    # errors look impossible.
+    p_null = _upper_rate(b_err, b_n)
     emerging = kind is SliKind.ERROR_RATE_BY_TYPE and b_err == 0
     last = recent[-s.persistence_points :]
     l_err, l_n = _pool(last)
@@ -448,7 +507,12 @@ def _detect_share(
     if best is None:
         return None
     score = best[0]
-    k = _change_point(recent, valid, p0, weighted=True)
+    k = _change_point(recent, valid, p_null, weighted=True)
+    k = _shift_start(
+        recent,
+        k,
+        lambda v, c: v > p0 and _log10_binomial_tail(round(v * c), c, p_null) < _ONSET_LOG10_P,
+    )
     err, n = _pool(recent[k:])
     observed = err / n
     return Anomaly(

@@ -175,6 +175,8 @@ class DetectionSettings(_Section):
     steps_min_increase: Annotated[float, Field(ge=0)] = 1.0
     eval_score_min_drop: Annotated[float, Field(gt=0)] = 0.05
     request_rate_min_drop: Annotated[float, Field(gt=0, le=1)] = 0.5
+    # Memory utilisation (working set / limit): up by this share of the limit.
+    memory_min_increase: Annotated[float, Field(gt=0, le=1)] = 0.1
     # An error type absent from the baseline needs this many recent errors.
     emergence_min_errors: Annotated[int, Field(ge=1)] = 5
     # Anomalies this close in time and this close in the component graph: one incident.

@@ -45,6 +45,8 @@ TOKENS_FAMILY = "gen_ai_client_token_usage_total"
 TOOL_CALLS_FAMILY = "gen_ai_tool_calls_total"
 EVAL_FAMILY = "gen_ai_evaluation_score"
 COST_FAMILY = "agent_cost_usd_per_hour"
+MEMORY_FAMILY = "container_memory_working_set_bytes"
+MEMORY_LIMIT_FAMILY = "container_spec_memory_limit_bytes"
 
 _FAMILIES = frozenset(
     {
@@ -57,6 +59,8 @@ _FAMILIES = frozenset(
         TOOL_CALLS_FAMILY,
         EVAL_FAMILY,
         COST_FAMILY,
+        MEMORY_FAMILY,
+        MEMORY_LIMIT_FAMILY,
     }
 )
 
@@ -346,13 +350,25 @@ def metric_slis(
             put(SliKey(c, SliKind(kind_value)), ratio(s, requests[c]))
 
     # Evaluator scores (a gauge per evaluator) and cost per request (spend per hour).
+    # A score gauge keeps reporting its last value until a new score comes: a sample
+    # equal to the one before it is that held value, not a new observation.
     evaluator = _gauge_steps(
-        series, grid, EVAL_FAMILY, lambda ms: ms.label(*_EVALUATOR_LABELS) or ""
+        [_fresh(ms) for ms in series if ms.metric == EVAL_FAMILY],
+        grid,
+        EVAL_FAMILY,
+        lambda ms: ms.label(*_EVALUATOR_LABELS) or "",
     )
     for (c, name), by_step in evaluator.items():
+        # A score gauge is the mean over the runs scored in its interval: it rests on the
+        # component's requests of the step when a counter gives them (as the docstring's
+        # convention says), not on the two or so samples of the gauge.
+        runs = requests.get(c)
         put(
             SliKey(c, SliKind.EVAL_SCORE, name),
-            {i: (_mean(xs), len(xs)) for i, xs in by_step.items()},
+            {
+                i: (_mean(xs), runs.count(i) if runs and runs.rate[i] is not None else len(xs))
+                for i, xs in by_step.items()
+            },
         )
     for (c, _), by_step in _gauge_steps(series, grid, COST_FAMILY, lambda ms: "").items():
         den = requests.get(c)
@@ -364,7 +380,36 @@ def metric_slis(
             if r is not None and r > 0:
                 values[i] = (_mean(xs) / 3600.0 / r, den.count(i))
         put(SliKey(c, SliKind.COST_PER_REQUEST), values)
+
+    # Memory utilisation: the working set over the limit of the same container (the
+    # same labels), added up over a component's containers; containers without a limit
+    # (0 or absent: unlimited) do not count. Counts: working-set samples.
+    def container(ms: _MetricSeries) -> str:
+        return repr(sorted(ms.labels.items()))
+
+    used = _gauge_steps(series, grid, MEMORY_FAMILY, container)
+    limits = _gauge_steps(series, grid, MEMORY_LIMIT_FAMILY, container)
+    memory: dict[str, dict[int, tuple[float, float, int]]] = defaultdict(dict)
+    for (c, labels), by_step in used.items():
+        limit_steps = limits.get((c, labels), {})
+        for i, xs in by_step.items():
+            lim = limit_steps.get(i)
+            if not lim or _mean(lim) <= 0:
+                continue
+            ws, cap, k = memory[c].get(i, (0.0, 0.0, 0))
+            memory[c][i] = (ws + _mean(xs), cap + _mean(lim), k + len(xs))
+    for c, mem_steps in memory.items():
+        put(
+            SliKey(c, SliKind.MEMORY_UTILISATION),
+            {i: (ws / cap, k) for i, (ws, cap, k) in mem_steps.items()},
+        )
     return dict(sorted(out.items()))
+
+
+def _fresh(ms: _MetricSeries) -> _MetricSeries:
+    """``ms`` without the samples that repeat the value before them (a held gauge)."""
+    points = [p for j, p in enumerate(ms.points) if j == 0 or p[1] != ms.points[j - 1][1]]
+    return _MetricSeries(ms.metric, ms.labels, ms.component, points)
 
 
 def _zero_like(s: _Sum) -> _Sum:

@@ -32,6 +32,7 @@ class SliKind(StrEnum):
     STEPS_PER_RUN = "steps_per_run"  # model + tool calls per agent run
     EVAL_SCORE = "eval_score"  # mean evaluator score; qualifier = evaluator
     GUARDRAIL_TRIGGERS = "guardrail_triggers"  # share of requests that tripped a guardrail
+    MEMORY_UTILISATION = "memory_utilisation"  # working set / memory limit, [0, 1+]
 
 
 @dataclass(frozen=True, slots=True, order=True)
