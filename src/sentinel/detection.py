@@ -316,18 +316,14 @@ def _detect_level(
                 best = (z, k, observed)
     if best is None:
         return None
-    z = best[0]
-    k = _change_point(recent, valid, m, weighted=False)
-    k = _shift_start(recent, k, lambda v, _c: sign * (v - m) > _ONSET_Z * sigma)
-    observed = _median([v for _, v, _ in recent[k:]])
-    return Anomaly(
-        component=key.component,
-        sli=kind,
-        qualifier=key.qualifier,
-        onset=recent[k][0],
+    return _located(
+        key,
+        recent,
+        valid,
+        before=m,
         baseline=m,
-        observed=observed,
-        score=round(z, 3),
+        score=best[0],
+        beyond=lambda v, _c: sign * (v - m) > _ONSET_Z * sigma,
     )
 
 
@@ -375,18 +371,49 @@ def _detect_traffic_drop(
                 best = (score, k, observed)
     if best is None:
         return None
-    score = best[0]
-    k = _change_point(recent, valid, m, weighted=False)
-    k = _shift_start(recent, k, lambda v, _c: m - v > _ONSET_Z * sigma)
-    observed = _median([v for _, v, _ in recent[k:]])
+    return _located(
+        key,
+        recent,
+        valid,
+        before=m,
+        baseline=m,
+        score=best[0],
+        beyond=lambda v, _c: m - v > _ONSET_Z * sigma,
+    )
+
+
+def _located(
+    key: SliKey,
+    recent: list[_Point],
+    valid: Sequence[int],
+    *,
+    before: float,
+    baseline: float,
+    score: float,
+    beyond: Callable[[float, int], bool],
+    pooled: bool = False,
+    detector: Detector = Detector.LEVEL_SHIFT,
+) -> Anomaly:
+    """The anomaly a detector found, with its onset placed: the best two-level split
+    among ``valid``, moved back to where the shift starts (the points ``beyond`` the
+    baseline just before it), and the level observed since. ``pooled``: a share, whose
+    level is errors over requests of the whole tail (and whose split is weighted)."""
+    k = _change_point(recent, valid, before, weighted=pooled)
+    k = _shift_start(recent, k, beyond)
+    if pooled:
+        err, n = _pool(recent[k:])
+        observed = err / n
+    else:
+        observed = _median([v for _, v, _ in recent[k:]])
     return Anomaly(
         component=key.component,
-        sli=kind,
+        sli=key.kind,
         qualifier=key.qualifier,
         onset=recent[k][0],
-        baseline=m,
+        baseline=baseline,
         observed=observed,
         score=round(score, 3),
+        detector=detector,
     )
 
 
@@ -506,23 +533,17 @@ def _detect_share(
                 best = (score, k, observed)
     if best is None:
         return None
-    score = best[0]
-    k = _change_point(recent, valid, p_null, weighted=True)
-    k = _shift_start(
+    return _located(
+        key,
         recent,
-        k,
-        lambda v, c: v > p0 and _log10_binomial_tail(round(v * c), c, p_null) < _ONSET_LOG10_P,
-    )
-    err, n = _pool(recent[k:])
-    observed = err / n
-    return Anomaly(
-        component=key.component,
-        sli=kind,
-        qualifier=key.qualifier,
-        onset=recent[k][0],
+        valid,
+        before=p_null,
         baseline=p0,
-        observed=observed,
-        score=round(min(score, 1e6), 3),
+        score=min(best[0], 1e6),
+        beyond=lambda v, c: (
+            v > p0 and _log10_binomial_tail(round(v * c), c, p_null) < _ONSET_LOG10_P
+        ),
+        pooled=True,
         detector=Detector.EMERGENCE if emerging else Detector.LEVEL_SHIFT,
     )
 
