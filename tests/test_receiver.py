@@ -76,9 +76,11 @@ def _scripted(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
     )
 
 
-def run_support_agent(tp: TracerProvider, agent_name: str) -> str:
+def run_support_agent(
+    tp: TracerProvider, agent_name: str, *, model_name: str = "scripted-gpt"
+) -> str:
     agent = Agent(
-        FunctionModel(_scripted, model_name="scripted-gpt"),
+        FunctionModel(_scripted, model_name=model_name),
         name=agent_name,
         capabilities=[Instrumentation(InstrumentationSettings(tracer_provider=tp))],
     )

@@ -11,7 +11,6 @@ build input here), or of what consumes SLIs (detection, root-cause analysis).
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 from collections.abc import Sequence
@@ -20,20 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from google.protobuf import json_format
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from pydantic_ai import Agent
-from pydantic_ai.capabilities import Instrumentation
-from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart, ToolReturnPart
-from pydantic_ai.models.function import AgentInfo, FunctionModel
-from pydantic_ai.models.instrumented import InstrumentationSettings
-from pydantic_ai.usage import RequestUsage
 
 from sentinel.adapters.otlp import decode_json_object
 from sentinel.cases import Case, read_case
@@ -48,6 +39,7 @@ from sentinel.sli import (
     span_slis,
 )
 from sentinel.telemetry import Sample, Span
+from tests.test_receiver import _otlp_json, run_support_agent
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 T0_NS = int(NOW.timestamp()) * 1_000_000_000
@@ -477,52 +469,14 @@ def test_a_last_short_step_divides_by_its_own_length() -> None:
 # --- a real pydantic-ai agent -----------------------------------------------------------
 
 
-def _scripted(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
-    """First turn: call both tools. Second turn: answer."""
-    returned = sum(1 for m in messages for p in m.parts if isinstance(p, ToolReturnPart))
-    if returned == 0:
-        return ModelResponse(
-            parts=[
-                ToolCallPart("lookup_order", {"order_id": "A-17"}),
-                ToolCallPart("issue_refund", {"order_id": "A-17", "cents": 1299}),
-            ],
-            usage=RequestUsage(input_tokens=120, output_tokens=15),
-        )
-    return ModelResponse(
-        parts=[TextPart("Refunded order A-17.")],
-        usage=RequestUsage(input_tokens=200, output_tokens=30),
-    )
-
-
 def pydantic_ai_spans() -> list[Span]:
+    """A real pydantic-ai run (the receiver tests' scripted support agent), as OTLP/JSON."""
     memory = InMemorySpanExporter()
     tp = TracerProvider(resource=Resource.create({"service.name": "support-svc"}))
     tp.add_span_processor(SimpleSpanProcessor(memory))
-    agent_ = Agent(
-        FunctionModel(_scripted, model_name="gpt-4o"),
-        name="support-agent",
-        capabilities=[Instrumentation(InstrumentationSettings(tracer_provider=tp))],
-    )
-
-    @agent_.tool_plain
-    def lookup_order(order_id: str) -> str:
-        return f"order {order_id}: shipped"
-
-    @agent_.tool_plain
-    def issue_refund(order_id: str, cents: int) -> str:
-        return f"refunded {cents} on {order_id}"
-
-    agent_.run_sync("Please refund order A-17")
+    run_support_agent(tp, "support-agent", model_name="gpt-4o")
     tp.shutdown()
-    # OTLP/JSON as the Collector writes it: protobuf's JSON mapping with hex ids.
-    doc = json_format.MessageToDict(encode_spans(list(memory.get_finished_spans())))
-    for rs in doc["resourceSpans"]:
-        for ss in rs["scopeSpans"]:
-            for s in ss["spans"]:
-                for key in ("traceId", "spanId", "parentSpanId"):
-                    if key in s:
-                        s[key] = base64.b64decode(s[key]).hex()
-    return decode(json.loads(json.dumps(doc)))
+    return decode(json.loads(_otlp_json(list(memory.get_finished_spans()))))
 
 
 def test_steps_tokens_and_cost_of_a_real_pydantic_ai_run() -> None:
