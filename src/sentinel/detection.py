@@ -116,14 +116,7 @@ class DetectionResult(_Record):
     checked: int = 0  # series judged (with enough data), anomalous or not
 
 
-_SHARES = frozenset(
-    {
-        SliKind.ERROR_RATE,
-        SliKind.ERROR_RATE_BY_TYPE,
-        SliKind.TOOL_FAILURE_RATE,
-        SliKind.GUARDRAIL_TRIGGERS,
-    }
-)
+_SHARES = frozenset(k for k in SliKind if k.share)
 _LATENCIES = frozenset({SliKind.LATENCY_P50, SliKind.LATENCY_P95, SliKind.LATENCY_P99})
 _USAGE = frozenset(
     {

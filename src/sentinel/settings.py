@@ -20,10 +20,18 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from sentinel.errors import ConfigError
-from sentinel.telemetry import ChangeKind, ComponentId
+from sentinel.telemetry import ChangeKind, ComponentId, SliKind
 
 ENV_PREFIX = "SENTINEL_"
 CONFIG_ENV = "SENTINEL_CONFIG"
@@ -75,6 +83,22 @@ class StoreSettings(_Section):
         return v
 
 
+class PromQLSli(_Section):
+    """An SLI read from a PromQL query instead of computed from spans or the known metric
+    families: one series per declared SLI (a query giving several series is an error)."""
+
+    component: ComponentId
+    sli: SliKind
+    # The error type for error_rate_by_type, the evaluator for eval_score, else empty.
+    qualifier: str = ""
+    # Evaluated over the detection window every detection.step_seconds, in the SLI's
+    # unit (seconds, shares in [0, 1], requests per second, ...).
+    query: str = Field(min_length=1)
+    # Observations behind each point (e.g. requests per step); empty: each point is taken
+    # as resting on enough observations.
+    count_query: str = ""
+
+
 class PrometheusSettings(_Section):
     url: str = ""
 
@@ -90,6 +114,7 @@ class PrometheusSettings(_Section):
     timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
     retries: Annotated[int, Field(ge=0, le=10)] = 3
     backoff_seconds: Annotated[float, Field(ge=0)] = 0.5
+    slis: tuple[PromQLSli, ...] = ()
 
 
 class PathMapping(_Section):
@@ -184,6 +209,71 @@ class DetectionSettings(_Section):
     correlation_max_hops: Annotated[int, Field(ge=1)] = 4
     # An incident resolves once its SLIs stay within baseline this long.
     resolve_minutes: Annotated[float, Field(gt=0)] = 10.0
+    # How often the Metric Agent runs in the daemon.
+    interval_seconds: Annotated[float, Field(gt=0)] = 30.0
+    # A step is judged only once it ended this long ago: spans reach the store after they
+    # end, batched by their exporters (the OTel SDK exports every 5 s by default).
+    ingest_lag_seconds: Annotated[float, Field(ge=0)] = 5.0
+
+
+class BurnWindow(_Section):
+    """One multi-window burn-rate rule: the SLO pages when the error budget burns at least
+    ``burn_rate`` times too fast over both the long and the short window (the short one
+    makes the alert stop soon after the burn does)."""
+
+    long_minutes: Annotated[float, Field(gt=0)]
+    short_minutes: Annotated[float, Field(gt=0)]
+    burn_rate: Annotated[float, Field(gt=0)]
+
+    @model_validator(mode="after")
+    def _short_within_long(self) -> BurnWindow:
+        if self.short_minutes >= self.long_minutes:
+            raise ValueError(
+                f"short_minutes ({self.short_minutes:g}) must be less than long_minutes "
+                f"({self.long_minutes:g})"
+            )
+        return self
+
+
+# The two paging rules of the Google SRE workbook for a 30-day budget: 2 % of the budget
+# in an hour, 5 % in six hours.
+DEFAULT_BURN_WINDOWS = (
+    BurnWindow(long_minutes=60.0, short_minutes=5.0, burn_rate=14.4),
+    BurnWindow(long_minutes=360.0, short_minutes=30.0, burn_rate=6.0),
+)
+
+
+class SloSettings(_Section):
+    """A service level objective on one SLI of one component. For shares (error_rate,
+    tool_failure_rate, ...) the events are requests and a bad event is a failed one; for
+    every other SLI the events are steps of the SLI grid, and a step is bad when its value
+    is on the wrong side of ``threshold`` (latency above, evaluator score below, ...)."""
+
+    name: str = Field(min_length=1)
+    component: ComponentId
+    sli: SliKind
+    qualifier: str = ""
+    # The share of good events the objective promises, e.g. 0.995.
+    objective: Annotated[float, Field(gt=0, lt=1)]
+    # Required for non-share SLIs: the value a good step must meet.
+    threshold: float | None = None
+    # The period the error budget (1 - objective) is spent over.
+    period_days: Annotated[float, Field(gt=0)] = 30.0
+    windows: tuple[BurnWindow, ...] = Field(default=DEFAULT_BURN_WINDOWS, min_length=1)
+
+    @model_validator(mode="after")
+    def _threshold_when_needed(self) -> SloSettings:
+        if self.sli.share and self.threshold is not None:
+            raise ValueError(
+                f"threshold is only for non-share SLIs: the events of {self.sli.value!r} are "
+                "requests, counted good or bad by the objective alone"
+            )
+        if not self.sli.share and self.threshold is None:
+            raise ValueError(
+                f"threshold is required for sli {self.sli.value!r}: the value a good step "
+                "must meet (e.g. threshold = 2.0 for a latency, 0.85 for an evaluator score)"
+            )
+        return self
 
 
 class Secrets(_Section):
@@ -213,7 +303,18 @@ class Settings(_Section):
     logging: LoggingSettings = LoggingSettings()
     pricing: PricingSettings = PricingSettings()
     detection: DetectionSettings = DetectionSettings()
+    slo: tuple[SloSettings, ...] = ()
     secrets: Secrets = Secrets()
+
+    @field_validator("slo")
+    @classmethod
+    def _unique_slo_names(cls, v: tuple[SloSettings, ...]) -> tuple[SloSettings, ...]:
+        names = [s.name for s in v]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"SLO names must be unique; repeated: {', '.join(map(repr, twice))}")
+        return v
+
     # Where relative paths in the file are resolved from: the config file's folder.
     base_dir: Path = Path()
 

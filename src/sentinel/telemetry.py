@@ -1,7 +1,8 @@
 """Telemetry records and the OpenTelemetry semantic-convention mapping.
 
 What lives here: the frozen records every stage passes around (``Span``, ``Evaluation``,
-``ChangeEvent``, ``Sample``, ``TopologyEdge``), component ids (``kind:name``), and the pure
+``ChangeEvent``, ``Sample``, ``TopologyEdge``), component ids (``kind:name``), the SLI
+kinds (``SliKind``, the vocabulary of ``sentinel.sli`` and of the config), and the pure
 function that maps one span's attributes to its component, errors, tokens and evaluator
 scores, accepting both the older and the newer GenAI / HTTP / DB attribute names.
 
@@ -523,3 +524,37 @@ def series_component(labels: Mapping[str, str]) -> str | None:
         if v:
             return component_id(ComponentKind.SERVICE, v)
     return None
+
+
+class SliKind(StrEnum):
+    """What an SLI measures (``sentinel.sli`` computes them; config names them)."""
+
+    REQUEST_RATE = "request_rate"  # requests per second
+    ERROR_RATE = "error_rate"  # share of requests that failed, [0, 1]
+    ERROR_RATE_BY_TYPE = "error_rate_by_type"  # share failing with one error type
+    LATENCY_P50 = "latency_p50"  # seconds
+    LATENCY_P95 = "latency_p95"
+    LATENCY_P99 = "latency_p99"
+    INPUT_TOKENS_PER_REQUEST = "input_tokens_per_request"
+    OUTPUT_TOKENS_PER_REQUEST = "output_tokens_per_request"
+    COST_PER_REQUEST = "cost_per_request"  # USD
+    TOOL_FAILURE_RATE = "tool_failure_rate"  # [0, 1], tool components only
+    STEPS_PER_RUN = "steps_per_run"  # model + tool calls per agent run
+    EVAL_SCORE = "eval_score"  # mean evaluator score; qualifier = evaluator
+    GUARDRAIL_TRIGGERS = "guardrail_triggers"  # share of requests that tripped a guardrail
+    MEMORY_UTILISATION = "memory_utilisation"  # working set / memory limit, [0, 1+]
+
+    @property
+    def share(self) -> bool:
+        """A share of requests in [0, 1] (events are requests; bad ones are counted)."""
+        return self in _SHARE_KINDS
+
+
+_SHARE_KINDS = frozenset(
+    {
+        SliKind.ERROR_RATE,
+        SliKind.ERROR_RATE_BY_TYPE,
+        SliKind.TOOL_FAILURE_RATE,
+        SliKind.GUARDRAIL_TRIGGERS,
+    }
+)

@@ -14,25 +14,9 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from itertools import pairwise
 
-
-class SliKind(StrEnum):
-    REQUEST_RATE = "request_rate"  # requests per second
-    ERROR_RATE = "error_rate"  # share of requests that failed, [0, 1]
-    ERROR_RATE_BY_TYPE = "error_rate_by_type"  # share failing with one error type
-    LATENCY_P50 = "latency_p50"  # seconds
-    LATENCY_P95 = "latency_p95"
-    LATENCY_P99 = "latency_p99"
-    INPUT_TOKENS_PER_REQUEST = "input_tokens_per_request"
-    OUTPUT_TOKENS_PER_REQUEST = "output_tokens_per_request"
-    COST_PER_REQUEST = "cost_per_request"  # USD
-    TOOL_FAILURE_RATE = "tool_failure_rate"  # [0, 1], tool components only
-    STEPS_PER_RUN = "steps_per_run"  # model + tool calls per agent run
-    EVAL_SCORE = "eval_score"  # mean evaluator score; qualifier = evaluator
-    GUARDRAIL_TRIGGERS = "guardrail_triggers"  # share of requests that tripped a guardrail
-    MEMORY_UTILISATION = "memory_utilisation"  # working set / memory limit, [0, 1+]
+from sentinel.telemetry import SliKind as SliKind  # re-exported: the SLI vocabulary
 
 
 @dataclass(frozen=True, slots=True, order=True)
