@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sentinel.adapters.db import SqlStore
-from sentinel.clock import SystemClock
+from sentinel.clock import Clock, SystemClock
 from sentinel.daemon import Daemon
 from sentinel.settings import Settings
 
@@ -48,9 +48,14 @@ class RunningDaemon:
 
 @contextmanager
 def running_daemon(
-    settings: Settings, *, store: SqlStore | None = None, start_timeout: float = 30.0
+    settings: Settings,
+    *,
+    store: SqlStore | None = None,
+    clock: Clock | None = None,
+    start_timeout: float = 30.0,
 ) -> Iterator[RunningDaemon]:
-    daemon = Daemon(settings, SystemClock(), store=store)
+    """``clock``: e.g. a ``ScaledClock`` shared with a live simulation."""
+    daemon = Daemon(settings, clock or SystemClock(), store=store)
     loop_box: list[asyncio.AbstractEventLoop] = []
     errors: list[BaseException] = []
 
