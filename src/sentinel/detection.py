@@ -69,6 +69,7 @@ class Direction(StrEnum):
 class Detector(StrEnum):
     LEVEL_SHIFT = "level_shift"  # a step or a drift away from the baseline
     EMERGENCE = "emergence"  # an error type the baseline never showed
+    BURN_RATE = "burn_rate"  # an SLO's error budget burning too fast (sentinel.slo)
 
 
 class NotEnoughDataReason(StrEnum):
@@ -96,6 +97,7 @@ class Anomaly(_Record):
     observed: float
     score: float
     detector: Detector = Detector.LEVEL_SHIFT
+    slo: str = ""  # the SLO's name when detector is burn_rate
 
     @property
     def key(self) -> SliKey:
