@@ -22,11 +22,13 @@ in a step really had a request rate of 0.
 
 Modules: ``records`` (the records, the time grid and helpers both sources share,
 ``merge``), ``spans`` (``span_slis``), ``metrics`` (``metric_slis``, the ``_FAMILY``
-constants, ``DEFAULT_MAX_GAP``). Import from ``sentinel.sli``, not from the modules.
+constants, ``DEFAULT_MAX_GAP``), ``promql`` (``promql_series``: the answer of a query
+declared in ``[[prometheus.slis]]``, placed on the grid). Import from ``sentinel.sli``, not
+from the modules.
 
 What must not live here: baselines, anomaly detection, I/O of any kind (callers pass the
 spans, samples and time in), and reading the configuration (prices come in as
-``PricingSettings``); in this file, anything but re-exports.
+``PricingSettings``, declared queries as ``PromQLSli``); in this file, anything but re-exports.
 """
 
 from sentinel.sli.metrics import (
@@ -44,10 +46,18 @@ from sentinel.sli.metrics import (
     TOOL_CALLS_FAMILY,
     metric_slis,
 )
+from sentinel.sli.promql import (
+    ASSUMED_COUNT,
+    describe_promql_sli,
+    promql_key,
+    promql_series,
+    whole_steps,
+)
 from sentinel.sli.records import SliKey, SliKind, SliSeries, merge
 from sentinel.sli.spans import span_slis
 
 __all__ = [
+    "ASSUMED_COUNT",
     "COST_FAMILY",
     "DEFAULT_MAX_GAP",
     "ERRORS_FAMILY",
@@ -63,7 +73,11 @@ __all__ = [
     "SliKey",
     "SliKind",
     "SliSeries",
+    "describe_promql_sli",
     "merge",
     "metric_slis",
+    "promql_key",
+    "promql_series",
     "span_slis",
+    "whole_steps",
 ]

@@ -1,0 +1,1 @@
+"""The four agents: thin orchestrators over the stages and the ports."""
