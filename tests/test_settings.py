@@ -641,3 +641,21 @@ def test_ports_at_the_edges_of_the_range_are_accepted(tmp_path: Path) -> None:
     for port in (0, 65_535):
         path = write(tmp_path, f"[server]\nport = {port}\n")
         assert load_settings(path, env={}).server.port == port
+
+
+def test_an_sli_declared_twice_in_promql_is_refused_naming_both_entries(tmp_path: Path) -> None:
+    decl = (
+        '[[prometheus.slis]]\ncomponent = "service:api"\nsli = "latency_p95"\n'
+        'query = "histogram_quantile(0.95, rate(x_bucket[1m]))"\n'
+    )
+    path = write(tmp_path, "[prometheus]\n" + decl + decl)
+    message = config_error(path)
+    assert "entries 0 and 1" in message and "'latency_p95'" in message
+
+
+def test_an_slo_on_a_latency_needs_a_threshold(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[[slo]]\nname = "fast"\ncomponent = "agent:a"\nsli = "latency_p95"\nobjective = 0.99\n',
+    )
+    assert "threshold is required" in config_error(path)

@@ -27,8 +27,9 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sentinel.adapters.db import SqlStore, open_store
 from sentinel.adapters.prometheus import PrometheusSource, prometheus_from_settings
 from sentinel.adapters.span_writer import SpanWriterProcess
+from sentinel.agents.metric import MetricAgent
 from sentinel.api import AppDeps, create_app
-from sentinel.clock import Clock
+from sentinel.clock import Clock, SystemClock
 from sentinel.errors import SentinelError, StoreError
 from sentinel.ingest import IngestQueue
 from sentinel.observability import SelfMetrics, configure_logging
@@ -60,6 +61,7 @@ class Daemon:
         self.port: int | None = None
         self.store: SqlStore | None = store
         self.prometheus: PrometheusSource | None = None
+        self.metric_agent: MetricAgent | None = None
         self._server: uvicorn.Server | None = None
         self._stopping = False
         self._running_jobs: set[asyncio.Task[object]] = set()
@@ -132,6 +134,18 @@ class Daemon:
             store_reachable = True
 
         self._schedule(scheduler, "ping_store", ping_store, STORE_PING_SECONDS)
+        self.metric_agent = MetricAgent(
+            s, store, self.clock, source=self.prometheus, metrics=self.metrics
+        )
+
+        async def metric_agent() -> None:
+            assert self.metric_agent is not None
+            await self.metric_agent.run_once()
+
+        # Interval in the daemon's clock seconds (an accelerated simulation runs it faster).
+        self._schedule(
+            scheduler, "metric_agent", metric_agent, s.detection.interval_seconds / self.clock.speed
+        )
         if s.changes.repos:
             # Imported only when repos are configured: gitpython refuses to import on a
             # machine without the git program, and the daemon needs it for nothing else.
@@ -251,7 +265,8 @@ class Daemon:
             id=name,
             max_instances=1,
             coalesce=True,
-            next_run_time=self.clock.now(),
+            # APScheduler runs on real time, whatever clock the daemon judges by.
+            next_run_time=SystemClock().now(),
         )
 
 

@@ -26,10 +26,11 @@ from typing import Any, assert_never
 from pydantic import BaseModel, ConfigDict, Field
 
 from sentinel.cases import Case
-from sentinel.detection import Anomaly, detect, within_baseline
+from sentinel.detection import Anomaly, Detector, detect, within_baseline
 from sentinel.errors import IllegalTransition
-from sentinel.settings import DetectionSettings, PricingSettings
+from sentinel.settings import DetectionSettings, PricingSettings, SloSettings
 from sentinel.sli import SliKey, SliSeries, merge, metric_slis, span_slis
+from sentinel.slo import evaluate_slos, slo_recovered
 from sentinel.telemetry import AwareDatetime, ChangeEvent, Span, SpanKind, TopologyEdge
 
 
@@ -88,6 +89,56 @@ class IncidentResolved(_Event):
 
 
 LifecycleEvent = IncidentOpened | AnomalyMerged | IncidentResolved
+
+
+class EventAction(StrEnum):
+    """The audit-log action of each lifecycle event."""
+
+    INCIDENT_OPENED = "incident_opened"
+    ANOMALY_MERGED = "anomaly_merged"
+    INCIDENT_RESOLVED = "incident_resolved"
+
+
+_ACTION_OF: dict[type[_Event], EventAction] = {
+    IncidentOpened: EventAction.INCIDENT_OPENED,
+    AnomalyMerged: EventAction.ANOMALY_MERGED,
+    IncidentResolved: EventAction.INCIDENT_RESOLVED,
+}
+_EVENT_OF: dict[str, type[IncidentOpened] | type[AnomalyMerged] | type[IncidentResolved]] = {
+    EventAction.INCIDENT_OPENED.value: IncidentOpened,
+    EventAction.ANOMALY_MERGED.value: AnomalyMerged,
+    EventAction.INCIDENT_RESOLVED.value: IncidentResolved,
+}
+
+
+def audit_entry(event: LifecycleEvent, actor: str) -> AuditEntry:
+    """The audit-log record of a lifecycle event (its whole content, as JSON)."""
+    return AuditEntry(
+        time=event.time,
+        actor=actor,
+        action=_ACTION_OF[type(event)].value,
+        incident_id=event.incident_id,
+        detail=event.model_dump(mode="json"),
+    )
+
+
+def lifecycle_events(entries: Iterable[AuditEntry]) -> list[LifecycleEvent]:
+    """The lifecycle events among audit entries, in their order (others are skipped)."""
+    out: list[LifecycleEvent] = []
+    for e in entries:
+        cls = _EVENT_OF.get(e.action)
+        if cls is not None:
+            out.append(cls.model_validate(e.detail))
+    return out
+
+
+def fold(events: Iterable[LifecycleEvent]) -> TrackedIncident | None:
+    """An incident's state rebuilt from its lifecycle events (the store keeps the events
+    as its audit trail; this is how the Metric Agent recovers its state on restart)."""
+    state: TrackedIncident | None = None
+    for ev in events:
+        state = transition(state, ev)
+    return state
 
 
 class TrackedIncident(BaseModel):
@@ -325,13 +376,21 @@ def recovered(
     slis: Mapping[SliKey, SliSeries],
     now: datetime,
     settings: DetectionSettings,
+    slos: Sequence[SloSettings] = (),
 ) -> bool:
     """Whether every SLI of the incident has points in the last ``resolve_minutes`` and
-    all of them are back within the anomaly's baseline. Missing data is not recovery."""
+    all of them are back within the anomaly's baseline, and every SLO alert of it has
+    stopped burning. Missing data is not recovery; nor is an SLO no longer configured."""
     since = now - timedelta(minutes=settings.resolve_minutes)
     step = timedelta(seconds=settings.step_seconds)
+    by_name = {slo.name: slo for slo in slos}
     for a in incident.anomalies:
         series = slis.get(a.key)
+        if a.detector is Detector.BURN_RATE:
+            slo = by_name.get(a.slo)
+            if slo is None or not slo_recovered(slo, series, now, step):
+                return False
+            continue
         if series is None:
             return False
         window = [v for t, v in series.points if t >= since and t + step <= now]
@@ -351,23 +410,25 @@ def replay(
     start: datetime,
     end: datetime,
     settings: DetectionSettings,
+    slos: Sequence[SloSettings] = (),
 ) -> tuple[tuple[TrackedIncident, ...], tuple[LifecycleEvent, ...]]:
-    """Detection and correlation at every step from ``start`` to ``end``, as the Metric
-    Agent would run them live: the incidents (in opening order) and every event."""
+    """Detection (and the ``slos``' burn-rate rules) and correlation at every step from
+    ``start`` to ``end``, as the Metric Agent runs them live: the incidents (in opening
+    order) and every event."""
     edges = frozenset(graph_edges)
     step = timedelta(seconds=settings.step_seconds)
     incidents: dict[str, TrackedIncident] = {}
     events: list[LifecycleEvent] = []
     now = start + step
     while now <= end:
-        found = detect(slis, now, settings).anomalies
+        found = (*detect(slis, now, settings).anomalies, *evaluate_slos(slos, slis, now, step))
         live = [i for i in incidents.values() if i.incident.status is not IncidentStatus.RESOLVED]
         for ev in correlate(found, edges, live, now, settings):
             incidents[ev.incident_id] = transition(incidents.get(ev.incident_id), ev)
             events.append(ev)
         for i in list(incidents.values()):
             if i.incident.status is not IncidentStatus.RESOLVED and recovered(
-                i, slis, now, settings
+                i, slis, now, settings, slos
             ):
                 ev = IncidentResolved(incident_id=i.id, time=now)
                 incidents[i.id] = transition(i, ev)
@@ -377,7 +438,10 @@ def replay(
 
 
 def replay_case(
-    case: Case, detection: DetectionSettings, pricing: PricingSettings
+    case: Case,
+    detection: DetectionSettings,
+    pricing: PricingSettings,
+    slos: Sequence[SloSettings] = (),
 ) -> tuple[TrackedIncident, ...]:
     """A case's telemetry (never its truth) through SLIs, detection and correlation, as
     live: the incidents ``sentinel detect`` reports. Spans and metric samples are merged
@@ -389,5 +453,5 @@ def replay_case(
         metric_slis(case.samples, start, end, step),
     )
     edges = component_edges(case.spans, case.topology, case.changes)
-    incidents, _ = replay(slis, edges, start, end, detection)
+    incidents, _ = replay(slis, edges, start, end, detection, slos)
     return incidents

@@ -120,3 +120,33 @@ class SelfMetrics:
         self.change_feed_failures = Counter(
             "sentinel_change_feed_failures", "Failed polls of a watched repo.", ["repo"], registry=r
         )
+        self.metric_agent_runs = Counter(
+            "sentinel_metric_agent_runs",
+            "Metric Agent runs, by outcome: ok; degraded (a metric source failed: its SLIs "
+            "are stale and no incident is resolved on this run); failed (the store failed: "
+            "nothing judged, retried at the next interval).",
+            ["outcome"],
+            registry=r,
+        )
+        self.metric_source_failures = Counter(
+            "sentinel_metric_source_failures",
+            "Failed reads of a metric source by the Metric Agent, by source.",
+            ["source"],
+            registry=r,
+        )
+        self.incident_events = Counter(
+            "sentinel_incident_events",
+            "Incident lifecycle events persisted, by action.",
+            ["action"],
+            registry=r,
+        )
+        self.open_incidents = Gauge(
+            "sentinel_open_incidents", "Incidents open after the last Metric Agent run.", registry=r
+        )
+        self.slis_tracked = Gauge(
+            "sentinel_slis_tracked",
+            "SLI series the Metric Agent judges, by verdict of its last run: judged or "
+            "not_enough_data.",
+            ["verdict"],
+            registry=r,
+        )

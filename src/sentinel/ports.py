@@ -12,10 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sentinel.errors import ChangeFeedError
 from sentinel.telemetry import ChangeEvent, Sample, Series, Span
+
+if TYPE_CHECKING:  # incidents imports cases, which imports this module
+    from sentinel.incidents import AuditEntry, Incident
 
 
 class MetricSource(Protocol):
@@ -97,3 +100,17 @@ class TelemetryStore(Protocol):
     ) -> list[Sample]: ...
 
     def components(self) -> list[ComponentSummary]: ...
+
+
+class IncidentStore(Protocol):
+    """Incidents and the audit log. Blocking: call from a worker thread."""
+
+    def put_incident(self, incident: Incident, audit: Sequence[AuditEntry] = ()) -> None:
+        """Write the incident and the audit entries of its new state atomically."""
+        ...
+
+    def get_incident(self, incident_id: str) -> Incident | None: ...
+
+    def incidents(self, *, open_only: bool = False) -> list[Incident]: ...
+
+    def audit(self, incident_id: str | None = None) -> list[AuditEntry]: ...

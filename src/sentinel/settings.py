@@ -116,6 +116,20 @@ class PrometheusSettings(_Section):
     backoff_seconds: Annotated[float, Field(ge=0)] = 0.5
     slis: tuple[PromQLSli, ...] = ()
 
+    @field_validator("slis")
+    @classmethod
+    def _one_declaration_per_sli(cls, v: tuple[PromQLSli, ...]) -> tuple[PromQLSli, ...]:
+        seen: dict[tuple[str, str, str], int] = {}
+        for i, d in enumerate(v):
+            key = (d.component, d.sli.value, d.qualifier)
+            if key in seen:
+                raise ValueError(
+                    f"entries {seen[key]} and {i} both declare {d.sli.value!r} of "
+                    f"{d.component!r}" + (f" ({d.qualifier!r})" if d.qualifier else "")
+                )
+            seen[key] = i
+        return v
+
 
 class PathMapping(_Section):
     glob: str = Field(min_length=1)

@@ -561,7 +561,9 @@ class SqlStore:
 
     # -- incidents and audit --
 
-    def put_incident(self, incident: Incident) -> None:
+    def put_incident(self, incident: Incident, audit: Sequence[AuditEntry] = ()) -> None:
+        """Write an incident and the audit entries that explain its new state in one
+        transaction: the record and its trail never disagree after a crash."""
         row = {
             "id": incident.id,
             "title": incident.title,
@@ -577,6 +579,8 @@ class SqlStore:
         )
         with self._tx(f"writing incident {incident.id!r}") as conn:
             conn.execute(stmt)
+            for entry in audit:
+                conn.execute(_audit_insert(entry))
 
     def get_incident(self, incident_id: str) -> Incident | None:
         t = INCIDENTS
@@ -594,15 +598,7 @@ class SqlStore:
 
     def append_audit(self, entry: AuditEntry) -> None:
         with self._tx("writing the audit log") as conn:
-            conn.execute(
-                sa.insert(AUDIT).values(
-                    time=entry.time,
-                    actor=entry.actor,
-                    action=entry.action,
-                    incident_id=entry.incident_id,
-                    detail=_dumps(entry.detail),
-                )
-            )
+            conn.execute(_audit_insert(entry))
 
     def audit(self, incident_id: str | None = None) -> list[AuditEntry]:
         t = AUDIT
@@ -803,6 +799,16 @@ def _span_from_row(r: Any) -> Span:
         resource=_loads(r["resource"]),
         scope=r["scope"],
         raw=body,
+    )
+
+
+def _audit_insert(entry: AuditEntry) -> sa.Insert:
+    return sa.insert(AUDIT).values(
+        time=entry.time,
+        actor=entry.actor,
+        action=entry.action,
+        incident_id=entry.incident_id,
+        detail=_dumps(entry.detail),
     )
 
 

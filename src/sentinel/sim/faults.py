@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
@@ -137,6 +137,13 @@ class FaultSpec:
     onset: Onset = Onset.ABRUPT
     minutes: int = DEFAULT_MINUTES
     start: datetime = field(default=DEFAULT_START)
+    # Share of traces exported (head sampling); None: the topology's own, as a production
+    # fleet would sample. 1.0 gives a live run full traces, for a daemon without metrics.
+    sample_ratio: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.sample_ratio is not None and not 0.0 <= self.sample_ratio <= 1.0:
+            raise ValueError(f"sample_ratio must be in [0, 1], got {self.sample_ratio!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -453,6 +460,8 @@ def plan_fault(spec: FaultSpec, rng: random.Random) -> FaultPlan:
     if spec.start.tzinfo is None:
         raise ValueError(f"start {spec.start.isoformat()!r} has no timezone")
     sys_ = system(spec.topology)
+    if spec.sample_ratio is not None:
+        sys_ = replace(sys_, sample_ratio=spec.sample_ratio)
     options = candidates(sys_, spec.fault)
     if not options:
         raise ValueError(

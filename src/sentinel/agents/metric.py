@@ -1,0 +1,319 @@
+"""The Metric Agent: run every ``detection.interval_seconds`` by the daemon, it brings the
+SLIs up to date, runs the detectors and the SLO burn-rate rules, and opens, merges and
+resolves incidents, persisting every lifecycle event with the incident it changes.
+
+How a run goes (``MetricAgent.run_once``):
+
+1. SLIs: the steps of the last ``LATE_DATA`` (where late spans still land) are
+   recomputed from the store's spans and samples and from the declared PromQL SLIs;
+   older steps are kept from earlier runs (``SliWindow``), so a run reads minutes of
+   telemetry, not the whole baseline. The first run fills the window in chunks.
+2. Detection at ``now - ingest_lag_seconds`` (only steps complete by then), as
+   ``sentinel detect`` replays it: the same pure functions.
+3. Correlation with the open incidents, whose state is rebuilt from their persisted
+   lifecycle events when the agent starts (a restart forgets nothing, opens nothing
+   twice).
+4. Resolution, only on a run where every source answered: stale SLIs are not recovery.
+
+Failures: a store failure fails the run (``StoreError``; the daemon logs and counts it,
+and the next interval retries); a failing metric source makes the run *degraded*: logged,
+counted, judged on what is known, and no incident resolved.
+
+What must not live here: the detectors, correlation rules or SLI definitions (stages),
+SQL or HTTP (adapters), scheduling (``daemon.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+import structlog
+
+from sentinel.agents.promql import fetch_promql_slis
+from sentinel.clock import Clock
+from sentinel.detection import Anomaly, detect
+from sentinel.errors import IllegalTransition, SentinelError
+from sentinel.incidents import (
+    Edge,
+    IncidentOpened,
+    IncidentResolved,
+    IncidentStatus,
+    LifecycleEvent,
+    TrackedIncident,
+    audit_entry,
+    component_edges,
+    correlate,
+    fold,
+    lifecycle_events,
+    recovered,
+    transition,
+)
+from sentinel.observability import SelfMetrics
+from sentinel.ports import IncidentStore, MetricSource, TelemetryStore
+from sentinel.settings import Settings
+from sentinel.sli import SliKey, SliKind, SliSeries, merge, metric_slis, span_slis
+from sentinel.slo import evaluate_slos
+
+log = structlog.get_logger(__name__)
+
+ACTOR = "metric-agent"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# The first run reads the window in chunks of this much telemetry (memory stays bounded).
+_FILL_CHUNK = timedelta(minutes=30)
+# Each run recomputes the steps of this last stretch: a span is counted in the step it
+# started in but reaches the store once it ends (plus the exporter's batching), so a
+# request is counted if it ended within about this long of its start. Longer ones are
+# not (they would cost every run a re-read of more telemetry).
+LATE_DATA = timedelta(minutes=3)
+
+
+class AgentStore(TelemetryStore, IncidentStore, Protocol):
+    """What the Metric Agent needs of the store."""
+
+
+def _floor(t: datetime, step: timedelta) -> datetime:
+    return _EPOCH + ((t - _EPOCH) // step) * step
+
+
+class SliWindow:
+    """The SLI points of the last ``keep``, one (value, count) per step and key. A refresh
+    replaces every point from ``since`` on (late data corrects what it touches; a key
+    the refresh did not see loses its points there, except the request rate of a known
+    component, which is 0: no request is an observation, and a component that stopped
+    answering must show as a drop, not as a gap)."""
+
+    def __init__(self, step: timedelta, keep: timedelta) -> None:
+        self.step = step
+        self.keep = keep
+        self._points: dict[SliKey, dict[datetime, tuple[float, int]]] = {}
+
+    def refresh(self, fresh: Mapping[SliKey, SliSeries], since: datetime, end: datetime) -> None:
+        for key, by_time in self._points.items():
+            for t in [t for t in by_time if t >= since]:
+                del by_time[t]
+            if key.kind is SliKind.REQUEST_RATE and key not in fresh:
+                t = since
+                while t < end:
+                    by_time[t] = (0.0, 0)
+                    t += self.step
+        for key, series in fresh.items():
+            by_time = self._points.setdefault(key, {})
+            for (t, v), c in zip(series.points, series.counts, strict=True):
+                if t >= since:
+                    by_time[t] = (v, c)
+        horizon = end - self.keep
+        for key in list(self._points):
+            by_time = self._points[key]
+            for t in [t for t in by_time if t < horizon]:
+                del by_time[t]
+            if not by_time:
+                del self._points[key]
+
+    def series(self) -> dict[SliKey, SliSeries]:
+        out: dict[SliKey, SliSeries] = {}
+        for key in sorted(self._points):
+            items = sorted(self._points[key].items())
+            out[key] = SliSeries(
+                key=key,
+                points=tuple((t, v) for t, (v, _) in items),
+                counts=tuple(c for _, (_, c) in items),
+            )
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class MetricRun:
+    """What one run did."""
+
+    at: datetime
+    judged_at: datetime
+    anomalies: tuple[Anomaly, ...]
+    events: tuple[LifecycleEvent, ...]
+    failures: tuple[SentinelError, ...]  # metric sources that did not answer
+    judged: int
+    not_enough_data: int
+
+    @property
+    def degraded(self) -> bool:
+        return bool(self.failures)
+
+
+class MetricAgent:
+    def __init__(
+        self,
+        settings: Settings,
+        store: AgentStore,
+        clock: Clock,
+        *,
+        source: MetricSource | None = None,
+        metrics: SelfMetrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        self.source = source
+        self.metrics = metrics
+        det = settings.detection
+        self.step = timedelta(seconds=det.step_seconds)
+        longest_slo = max(
+            (w.long_minutes for slo in settings.slo for w in slo.windows), default=0.0
+        )
+        self.keep = (
+            timedelta(
+                minutes=max(
+                    det.baseline_minutes + det.recent_minutes, longest_slo, det.resolve_minutes
+                )
+            )
+            + 2 * self.step
+        )
+        self.window = SliWindow(self.step, self.keep)
+        self._filled_to: datetime | None = None
+        self._edges: set[Edge] = set()
+        self._open: dict[str, TrackedIncident] | None = None
+
+    # --- state ------------------------------------------------------------------------
+
+    def _load_open(self) -> dict[str, TrackedIncident]:
+        """The open incidents, rebuilt from their lifecycle events in the audit log."""
+        out: dict[str, TrackedIncident] = {}
+        for incident in self.store.incidents(open_only=True):
+            try:
+                state = fold(lifecycle_events(self.store.audit(incident.id)))
+            except (IllegalTransition, ValueError) as e:
+                # One damaged trail must not stop detection for everything else.
+                log.error("cannot rebuild incident, skipped", incident=incident.id, error=str(e))
+                continue
+            if state is not None and state.incident.status is not IncidentStatus.RESOLVED:
+                out[state.id] = state
+        return out
+
+    def _persist(self, event: LifecycleEvent, open_: dict[str, TrackedIncident]) -> LifecycleEvent:
+        if isinstance(event, IncidentOpened):
+            event = self._unique_id(event)
+        state = transition(open_.get(event.incident_id), event)
+        entry = audit_entry(event, ACTOR)
+        self.store.put_incident(state.incident, [entry])
+        if state.incident.status is IncidentStatus.RESOLVED:
+            open_.pop(state.id, None)
+        else:
+            open_[state.id] = state
+        if self.metrics is not None:
+            self.metrics.incident_events.labels(action=entry.action).inc()
+        log.info(
+            "incident event",
+            incident=event.incident_id,
+            action=entry.action,
+            components=list(state.components),
+        )
+        return event
+
+    def _unique_id(self, event: IncidentOpened) -> IncidentOpened:
+        # Ids are derived from the onset; a new incident must never overwrite an old one
+        # that happened to start at the same second.
+        base, n = event.incident_id, 1
+        while self.store.get_incident(event.incident_id) is not None:
+            n += 1
+            event = event.model_copy(update={"incident_id": f"{base}-{n}"})
+        return event
+
+    # --- one run ----------------------------------------------------------------------
+
+    async def _read(
+        self, since: datetime, end: datetime
+    ) -> tuple[dict[SliKey, SliSeries], tuple[SentinelError, ...]]:
+        s = self.settings
+        step = self.step
+        # Counters need the sample before a step to give its rate: read a little earlier.
+        early = since - 2 * step
+        spans = await asyncio.to_thread(self.store.spans, since, end)
+        samples = await asyncio.to_thread(self.store.samples, early, end)
+        self._edges |= component_edges(spans)
+        fresh = merge(
+            span_slis(spans, since, end, step, s.pricing),
+            metric_slis(samples, early, end, step),
+        )
+        failures: tuple[SentinelError, ...] = ()
+        if s.prometheus.slis and self.source is not None:
+            fetched = await fetch_promql_slis(self.source, s.prometheus.slis, since, end, step)
+            fresh.update(fetched.slis)  # declared SLIs win over computed ones
+            failures = fetched.failures
+        return fresh, failures
+
+    async def run_once(self) -> MetricRun:
+        s = self.settings
+        det = s.detection
+        now = self.clock.now()
+        judged_at = now - timedelta(seconds=det.ingest_lag_seconds)
+        end = now
+        oldest = _floor(now - self.keep, self.step)
+        recent = _floor(now - LATE_DATA, self.step)
+        since = oldest if self._filled_to is None else max(oldest, min(recent, self._filled_to))
+        failures: list[SentinelError] = []
+        try:
+            if self._open is None:
+                self._open = await asyncio.to_thread(self._load_open)
+            chunk_start = since
+            while chunk_start < end:
+                chunk_end = min(end, chunk_start + _FILL_CHUNK) if chunk_start < recent else end
+                fresh, failed = await self._read(chunk_start, chunk_end)
+                self.window.refresh(fresh, chunk_start, chunk_end)
+                failures.extend(failed)
+                chunk_start = chunk_end
+            changes = await asyncio.to_thread(self.store.changes, oldest, end)
+        except SentinelError:
+            self._count("failed")
+            raise
+        self._filled_to = end
+        self._edges |= component_edges(changes=changes)
+        for f in failures:
+            log.error("metric source failed; its SLIs are stale this run", error=str(f))
+            if self.metrics is not None:
+                self.metrics.metric_source_failures.labels(source="prometheus").inc()
+
+        slis = self.window.series()
+        result = detect(slis, judged_at, det)
+        anomalies = (*result.anomalies, *evaluate_slos(s.slo, slis, judged_at, self.step))
+        open_ = self._open
+        found = correlate(anomalies, self._edges, list(open_.values()), now, det)
+        events: list[LifecycleEvent] = []
+        try:
+            for ev in found:
+                events.append(await asyncio.to_thread(self._persist, ev, open_))
+            if not failures:
+                for state in list(open_.values()):
+                    if recovered(state, slis, judged_at, det, s.slo):
+                        ev = IncidentResolved(incident_id=state.id, time=now)
+                        events.append(await asyncio.to_thread(self._persist, ev, open_))
+        except SentinelError:
+            self._count("failed")
+            # What was not persisted is not known to have happened: reload next run.
+            self._open = None
+            raise
+        self._count("degraded" if failures else "ok")
+        if self.metrics is not None:
+            self.metrics.open_incidents.set(len(open_))
+            self.metrics.slis_tracked.labels(verdict="judged").set(result.checked)
+            self.metrics.slis_tracked.labels(verdict="not_enough_data").set(
+                len(result.not_enough_data)
+            )
+        return MetricRun(
+            at=now,
+            judged_at=judged_at,
+            anomalies=tuple(anomalies),
+            events=tuple(events),
+            failures=tuple(failures),
+            judged=result.checked,
+            not_enough_data=len(result.not_enough_data),
+        )
+
+    def _count(self, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.metric_agent_runs.labels(outcome=outcome).inc()
+
+    @property
+    def open_incidents(self) -> Sequence[TrackedIncident]:
+        return tuple((self._open or {}).values())

@@ -1,0 +1,214 @@
+"""The Metric Agent over a real store: it finds what the replay finds, persists every
+lifecycle event, survives a restart without opening anything twice, and a failing
+backend neither kills it nor resolves an incident."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sentinel.adapters.db import METADATA, SqlStore, open_store
+from sentinel.agents.metric import MetricAgent, SliWindow
+from sentinel.cases import Case, FaultKind, ingest_case
+from sentinel.clock import FakeClock
+from sentinel.errors import StoreError
+from sentinel.incidents import (
+    EventAction,
+    IncidentOpened,
+    IncidentStatus,
+    fold,
+    lifecycle_events,
+    replay_case,
+)
+from sentinel.observability import SelfMetrics
+from sentinel.settings import Settings
+from sentinel.sim import FaultSpec, Topology, plan_fault, simulate_case
+from sentinel.sli import SliKey, SliKind, SliSeries
+from tests.harness import make_settings, running_daemon
+
+# Every trace kept: the agent then works from spans alone (no metric samples).
+SPEC = FaultSpec(
+    topology=Topology.SUPPORT, fault=FaultKind.TOOL_LATENCY, seed=255985076, sample_ratio=1.0
+)
+
+
+@pytest.fixture(scope="module")
+def case() -> Case:
+    # Spans only: the agent reads metric samples the same way, but they make each run
+    # (and so the walk) several times slower.
+    return dataclasses.replace(simulate_case(SPEC), samples=())
+
+
+def fault_start(case: Case) -> datetime:
+    assert case.truth is not None
+    return case.truth.fault_start
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path, case: Case) -> Iterator[SqlStore]:
+    url = (
+        "sqlite:///" + str(tmp_path / "s.db")
+        if request.param == "sqlite"
+        else str(request.getfixturevalue("postgres_url"))
+    )
+    s = open_store(url, FakeClock(case.meta.start))
+    ingest_case(s, case)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path, case: Case) -> Iterator[SqlStore]:
+    s = open_store("sqlite:///" + str(tmp_path / "s.db"), FakeClock(case.meta.start))
+    ingest_case(s, case)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def settings(tmp_path: Path) -> Settings:
+    # No ingest lag: the case is in the store whole, as the replay sees it.
+    return make_settings(tmp_path, detection={"ingest_lag_seconds": 0.0})
+
+
+def walk(agent: MetricAgent, clock: FakeClock, until: timedelta) -> None:
+    """Run the agent at every interval until the clock reaches ``until`` past its start."""
+    step = agent.settings.detection.interval_seconds
+    stop = clock.now() + until
+    while clock.now() < stop:
+        clock.advance(step)
+        asyncio.run(agent.run_once())
+
+
+def test_walking_a_case_opens_the_incident_the_replay_finds_and_persists_its_events(
+    tmp_path: Path, case: Case, sqlite_store: SqlStore
+) -> None:
+    store = sqlite_store
+    s = settings(tmp_path)
+    expected = replay_case(case, s.detection, s.pricing)
+    assert len(expected) == 1  # the suite's own check of this spec
+    # The first run reads the whole baseline: starting shortly before the fault is the
+    # same as having run all along.
+    clock = FakeClock(fault_start(case) - timedelta(minutes=5))
+    metrics = SelfMetrics()
+    agent = MetricAgent(s, store, clock, metrics=metrics)
+
+    walk(agent, clock, timedelta(minutes=12))
+
+    stored = store.incidents()
+    assert [i.id for i in stored] == [expected[0].id]
+    assert stored[0].status is IncidentStatus.OPEN  # the fault lasts to the case's end
+    events = lifecycle_events(store.audit(stored[0].id))
+    assert isinstance(events[0], IncidentOpened)
+    rebuilt = fold(events)
+    assert rebuilt is not None
+    assert rebuilt.onset == expected[0].onset
+    assert {a.key for a in rebuilt.anomalies} == {a.key for a in expected[0].anomalies}
+    target = plan_fault(SPEC, random.Random(SPEC.seed)).target
+    assert target in rebuilt.components
+    assert all(e.actor == "metric-agent" for e in store.audit(stored[0].id))
+    assert {e.action for e in store.audit(stored[0].id)} <= {a.value for a in EventAction}
+    assert metrics.metric_agent_runs.labels(outcome="ok")._value.get() > 0
+    assert metrics.open_incidents._value.get() == 1
+
+
+def test_a_restarted_agent_rebuilds_open_incidents_and_opens_nothing_twice(
+    tmp_path: Path, case: Case, store: SqlStore
+) -> None:
+    s = settings(tmp_path)
+    clock = FakeClock(fault_start(case) - timedelta(minutes=5))
+    first = MetricAgent(s, store, clock)
+    # Run until a few minutes after the fault: the incident is open.
+    walk(first, clock, timedelta(minutes=10))
+    opened = store.incidents()
+    assert len(opened) == 1
+
+    second = MetricAgent(s, store, clock)  # a new process: nothing in memory
+    walk(second, clock, timedelta(minutes=5))
+
+    assert [i.id for i in store.incidents()] == [opened[0].id]
+    assert [i.id for i in second.open_incidents] == [opened[0].id]
+    actions = [e.action for e in store.audit(opened[0].id)]
+    assert actions.count(EventAction.INCIDENT_OPENED.value) == 1
+
+
+def test_a_store_failure_fails_the_run_is_counted_and_the_next_run_recovers(
+    tmp_path: Path, case: Case
+) -> None:
+    store = open_store("sqlite:///" + str(tmp_path / "s.db"), FakeClock(case.meta.start))
+    try:
+        ingest_case(store, case)
+        clock = FakeClock(case.meta.start + timedelta(minutes=45))
+        metrics = SelfMetrics()
+        agent = MetricAgent(settings(tmp_path), store, clock, metrics=metrics)
+        METADATA.drop_all(store.engine)  # the database lost its tables under the agent
+        clock.advance(30)
+        with pytest.raises(StoreError, match="no such table"):
+            asyncio.run(agent.run_once())
+        assert metrics.metric_agent_runs.labels(outcome="failed")._value.get() == 1
+        METADATA.create_all(store.engine)
+        ingest_case(store, case)
+        clock.advance(30)
+        run = asyncio.run(agent.run_once())
+        assert run.judged > 0
+        assert metrics.metric_agent_runs.labels(outcome="ok")._value.get() == 1
+    finally:
+        store.close()
+
+
+def test_the_sli_window_replaces_refreshed_steps_and_keeps_a_silent_component_at_zero(
+    case: Case,
+) -> None:
+    step = timedelta(seconds=30)
+    t0 = case.meta.start
+    window = SliWindow(step, keep=timedelta(minutes=5))
+    rate = SliKey("service:api", SliKind.REQUEST_RATE)
+    p50 = SliKey("service:api", SliKind.LATENCY_P50)
+
+    def series(key: SliKey, values: list[float], start_at: int = 0) -> SliSeries:
+        return SliSeries(
+            key=key,
+            points=tuple((t0 + (start_at + i) * step, v) for i, v in enumerate(values)),
+            counts=tuple(10 for _ in values),
+        )
+
+    window.refresh({rate: series(rate, [2.0] * 4), p50: series(p50, [0.1] * 4)}, t0, t0 + 4 * step)
+    # Later data corrects steps 2-3 and adds 4; the component then goes silent.
+    window.refresh(
+        {rate: series(rate, [3.0, 3.0, 3.0], 2), p50: series(p50, [0.2, 0.2, 0.2], 2)},
+        t0 + 2 * step,
+        t0 + 5 * step,
+    )
+    window.refresh({}, t0 + 5 * step, t0 + 7 * step)
+    got = window.series()
+    assert [v for _, v in got[rate].points] == [2.0, 2.0, 3.0, 3.0, 3.0, 0.0, 0.0]
+    assert got[rate].counts[-2:] == (0, 0)
+    assert [v for _, v in got[p50].points] == [0.1, 0.1, 0.2, 0.2, 0.2]  # a gap, not zeros
+    # Points older than `keep` are dropped.
+    window.refresh({}, t0 + 7 * step, t0 + 14 * step)
+    assert min(t for t, _ in window.series()[rate].points) >= t0 + 4 * step
+
+
+def test_the_daemon_runs_the_metric_agent_on_its_interval(tmp_path: Path) -> None:
+    s = make_settings(tmp_path, detection={"interval_seconds": 0.2})
+    with running_daemon(s) as d:
+        deadline = time.monotonic() + 20
+        text = ""
+        while time.monotonic() < deadline:
+            text = httpx.get(f"{d.url}/metrics").text
+            if 'sentinel_metric_agent_runs_total{outcome="ok"} 2.0' in text:
+                break
+            time.sleep(0.1)
+        assert 'sentinel_metric_agent_runs_total{outcome="ok"}' in text
+        assert "sentinel_open_incidents 0.0" in text
