@@ -9,17 +9,18 @@ import dataclasses
 import random
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 
 from sentinel.adapters.db import METADATA, SqlStore, open_store
+from sentinel.adapters.prometheus import FakeMetricSource
 from sentinel.agents.metric import MetricAgent, SliWindow
 from sentinel.cases import Case, FaultKind, ingest_case
 from sentinel.clock import FakeClock
-from sentinel.errors import StoreError
+from sentinel.errors import MetricSourceUnavailable, StoreError
 from sentinel.incidents import (
     EventAction,
     IncidentOpened,
@@ -32,6 +33,7 @@ from sentinel.observability import SelfMetrics
 from sentinel.settings import Settings
 from sentinel.sim import FaultSpec, Topology, plan_fault, simulate_case
 from sentinel.sli import SliKey, SliKind, SliSeries
+from sentinel.telemetry import Sample, Series
 from tests.harness import make_settings, running_daemon
 
 # Every trace kept: the agent then works from spans alone (no metric samples).
@@ -212,3 +214,82 @@ def test_the_daemon_runs_the_metric_agent_on_its_interval(tmp_path: Path) -> Non
             time.sleep(0.1)
         assert 'sentinel_metric_agent_runs_total{outcome="ok"}' in text
         assert "sentinel_open_incidents 0.0" in text
+
+
+class SwitchableSource:
+    """A metric source that can be taken down: the fake, or a refusal as the real adapter
+    raises it when Prometheus is unreachable."""
+
+    def __init__(self, inner: FakeMetricSource) -> None:
+        self.inner = inner
+        self.down = False
+
+    def _check(self, query: str) -> None:
+        if self.down:
+            raise MetricSourceUnavailable(
+                f"query {query!r}: http://127.0.0.1:9/ connection refused", query=query
+            )
+
+    async def instant(self, query: str, at: datetime | None = None) -> list[Series]:
+        self._check(query)
+        return await self.inner.instant(query, at)
+
+    async def range(
+        self, query: str, start: datetime, end: datetime, step: timedelta
+    ) -> list[Series]:
+        self._check(query)
+        return await self.inner.range(query, start, end, step)
+
+
+def test_a_metric_source_outage_degrades_runs_and_never_resolves_an_incident(
+    tmp_path: Path,
+) -> None:
+    t0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+
+    def latency(minute: float) -> float:
+        return 0.5 if 45 <= minute < 55 else 0.1  # 10 minutes four times slower
+
+    samples = [
+        Sample("api_latency_p50_seconds", (), None, t0 + timedelta(seconds=15 * i), latency(i / 4))
+        for i in range(4 * 100)
+    ]
+    source = SwitchableSource(FakeMetricSource(samples))
+    s = make_settings(
+        tmp_path,
+        detection={"ingest_lag_seconds": 0.0},
+        prometheus={
+            "url": "http://127.0.0.1:9",
+            "slis": [
+                {
+                    "component": "service:api",
+                    "sli": "latency_p50",
+                    "query": "api_latency_p50_seconds",
+                }
+            ],
+        },
+    )
+    store = open_store(s.store_url, FakeClock(t0))
+    metrics = SelfMetrics()
+    clock = FakeClock(t0 + timedelta(minutes=44))
+    agent = MetricAgent(s, store, clock, source=source, metrics=metrics)
+    try:
+        walk(agent, clock, timedelta(minutes=8))  # to 52 min: the slowdown is an incident
+        (incident,) = store.incidents()
+        assert incident.components == ("service:api",)
+        walk(agent, clock, timedelta(minutes=5))  # to 57 min: back to normal for 2 minutes
+        source.down = True
+        walk(agent, clock, timedelta(minutes=18))  # to 75 min: longer than resolve_minutes
+        assert store.get_incident(incident.id).status is IncidentStatus.OPEN  # type: ignore[union-attr]
+        degraded = metrics.metric_agent_runs.labels(outcome="degraded")._value.get()
+        assert degraded == 36
+        assert metrics.metric_source_failures.labels(source="prometheus")._value.get() == 36
+        source.down = False
+        clock.advance(30)
+        run = asyncio.run(agent.run_once())
+        # The outage's points are read back in, and they show ten calm minutes.
+        assert [type(e).__name__ for e in run.events] == ["IncidentResolved"]
+        assert store.get_incident(incident.id).status is IncidentStatus.RESOLVED  # type: ignore[union-attr]
+        actions = [e.action for e in store.audit(incident.id)]
+        assert actions[0] == "incident_opened" and actions[-1] == "incident_resolved"
+    finally:
+        store.close()

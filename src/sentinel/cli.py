@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -18,9 +18,12 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 from rich.text import Text
 
-from sentinel.clock import SystemClock
+from sentinel.clock import ScaledClock, SystemClock
 from sentinel.errors import ConfigError, SentinelError
 from sentinel.settings import Settings, effective_config, load_settings, mask_url, to_toml
+
+if TYPE_CHECKING:
+    from sentinel.sim import FaultSpec
 
 app = typer.Typer(
     name="sentinel",
@@ -218,16 +221,47 @@ def simulate(
     topology: Annotated[str, typer.Option(help="support, multi_agent, rag or microservices.")],
     fault: Annotated[str, typer.Option(help="A fault kind of CASE_FORMAT.md.")],
     seed: Annotated[int, typer.Option(help="Seed: the same inputs give the same case.")],
-    out_dir: Annotated[Path, typer.Option("--out", help="Case folder to write.")],
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Case folder to write (case mode).")
+    ] = None,
     minutes: Annotated[int, typer.Option(help="Length of the telemetry window.")] = 50,
     subtle: Annotated[bool, typer.Option(help="A subtle fault rather than a strong one.")] = False,
     ramped: Annotated[bool, typer.Option(help="Ramp the fault in over minutes.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing case folder.")] = False,
+    live: Annotated[
+        bool, typer.Option(help="Play the case now against a running daemon instead.")
+    ] = False,
+    endpoint: Annotated[
+        str, typer.Option(help="Live: the daemon's OTLP/HTTP base URL (spans go to /v1/traces).")
+    ] = "http://127.0.0.1:4318",
+    speed: Annotated[
+        float, typer.Option(help="Live: simulated seconds per real second.", min=0.001)
+    ] = 1.0,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Live: serve /metrics on this port (0: any free one).", min=0),
+    ] = None,
+    metrics_host: Annotated[str, typer.Option(help="Live: address to serve /metrics on.")] = (
+        "127.0.0.1"
+    ),
+    token: Annotated[
+        str | None,
+        typer.Option(envvar="SENTINEL_INGEST_TOKEN", help="Live: bearer token for the daemon."),
+    ] = None,
 ) -> None:
-    """Simulate an incident case (CASE_FORMAT.md) and print its truth."""
+    """Simulate an incident case (CASE_FORMAT.md) and print its truth; with --live, play it
+    in real (or --speed times faster) time against a running daemon."""
     from sentinel.cases import FaultKind, write_case
     from sentinel.sim import FaultSpec, Magnitude, Onset, Topology, simulate_case
 
+    def usage(message: str) -> typer.Exit:
+        err.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False)
+        return typer.Exit(2)
+
+    if live and out_dir is not None:
+        raise usage("--out writes a case folder; --live plays the case instead: give one")
+    if not live and out_dir is None:
+        raise usage("simulate needs --out DIR (the case folder to write), or --live")
     try:
         spec = FaultSpec(
             topology=Topology(topology),
@@ -237,10 +271,13 @@ def simulate(
             onset=Onset.RAMPED if ramped else Onset.ABRUPT,
             minutes=minutes,
         )
+        if live:
+            _simulate_live(spec, endpoint, speed, metrics_host, metrics_port, token)
+            return
         case = simulate_case(spec)
     except ValueError as e:
-        err.print(Text.assemble(("error:", "bold red"), " ", str(e)), highlight=False)
-        raise typer.Exit(2) from e
+        raise usage(str(e)) from e
+    assert out_dir is not None
     try:
         write_case(case, out_dir, overwrite=overwrite)
     except SentinelError as e:
@@ -248,6 +285,108 @@ def simulate(
     assert case.truth is not None
     doc = case.truth.model_dump(mode="json", exclude_none=True)
     sys.stdout.write(json.dumps({"case": case.meta.id, "path": str(out_dir), **doc}) + "\n")
+
+
+def _simulate_live(
+    spec: FaultSpec,
+    endpoint: str,
+    speed: float,
+    metrics_host: str,
+    metrics_port: int | None,
+    token: str | None,
+) -> None:
+    """``simulate --live``: the run in a worker thread, so Ctrl-C stops it cleanly (what
+    has ended is sent) and the summary is still printed. Raises ``ValueError`` for bad
+    arguments, before anything is printed."""
+    import threading
+    from datetime import UTC, datetime
+
+    from sentinel.sim import LiveReport, LiveRun
+
+    def rfc3339(t: datetime) -> str:
+        return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    clock = ScaledClock(SystemClock().now(), speed)
+    run = LiveRun(
+        spec, clock, endpoint, token=token, metrics_port=metrics_port, metrics_host=metrics_host
+    )
+    truth = {
+        "case": run.case_id,
+        "endpoint": run.url,
+        "metrics": run.metrics_port and f"http://{metrics_host}:{run.metrics_port}/metrics",
+        "speed": speed,
+        "start": rfc3339(run.start),
+        "end": rfc3339(run.end),
+        "fault_start": rfc3339(run.truth.fault_start),
+        "target": run.target,
+        **run.truth.model_dump(mode="json", exclude_none=True, exclude={"fault_start"}),
+    }
+    sys.stdout.write(json.dumps(truth) + "\n")
+    sys.stdout.flush()
+    if speed != 1:
+        err.print(
+            f"note: times are simulated ({speed:g}x); Prometheus stamps scrapes with real time, "
+            "and a daemon on its own clock sees spans from the simulated future",
+            highlight=False,
+            markup=False,
+        )
+    last_minute: list[int] = [-1]
+    fault_told: list[bool] = [False]
+
+    def progress(r: LiveReport) -> None:
+        minute = int((r.at - r.start).total_seconds() // 60)
+        if r.fault_started and not fault_told[0]:
+            fault_told[0] = True
+            err.print(
+                f"{rfc3339(r.at)}  fault started on {r.target}", highlight=False, markup=False
+            )
+        if minute != last_minute[0]:
+            last_minute[0] = minute
+            err.print(
+                f"{rfc3339(r.at)}  minute {minute}/{spec.minutes}: "
+                f"{r.spans_sent}/{r.spans_total} spans sent, {r.retries} retries",
+                highlight=False,
+                markup=False,
+            )
+
+    box: list[LiveReport | BaseException] = []
+    done = threading.Event()
+
+    def work() -> None:
+        try:
+            box.append(run.run(on_progress=progress))
+        except BaseException as e:  # noqa: BLE001  # re-raised (or reported) below
+            box.append(e)
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=work, name="sim-live")
+    worker.start()
+    interrupted = False
+    try:
+        # An Event, not Thread.join: a join interrupted by Ctrl-C can wrongly end (3.11).
+        while not done.wait(0.2):
+            pass
+    except KeyboardInterrupt:
+        interrupted = True
+        run.stop()
+        done.wait()
+    worker.join()
+    result = box[0]
+    if isinstance(result, BaseException) and not isinstance(result, SentinelError):
+        raise result
+    if isinstance(result, SentinelError):
+        raise _fail(result)
+    out.print(
+        f"live run {'stopped' if result.stopped else 'done'} at {rfc3339(result.at)}: "
+        f"{result.spans_sent}/{result.spans_total} spans sent in {result.batches} batches "
+        f"({result.retries} retries, {result.spans_rejected} rejected by the daemon); "
+        f"fault {result.root_cause} from {rfc3339(result.fault_start)}",
+        highlight=False,
+        markup=False,
+    )
+    if interrupted:
+        raise typer.Exit(130)
 
 
 @app.command()

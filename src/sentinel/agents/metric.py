@@ -267,7 +267,10 @@ class MetricAgent:
         except SentinelError:
             self._count("failed")
             raise
-        self._filled_to = end
+        if not failures:
+            # After an outage, the next complete run re-reads everything since the last
+            # complete one: the source's points of the outage are filled in, not gaps.
+            self._filled_to = end
         self._edges |= component_edges(changes=changes)
         for f in failures:
             log.error("metric source failed; its SLIs are stale this run", error=str(f))
