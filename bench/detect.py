@@ -25,6 +25,7 @@ topology, for iterating; the default run is the measurement)
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import statistics
 import sys
@@ -173,10 +174,20 @@ def main() -> None:
         help="iteration subset: 14 cases and 6 fault-free hours per topology (not the "
         "measurement; the default run is)",
     )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a [detection] setting, e.g. --set persistence_points=3 (JSON value)",
+    )
     args = ap.parse_args()
     if args.quick:
         args.cases, args.hours = min(args.cases, 14), min(args.hours, 6.0)
-    det, pricing = DetectionSettings(), PricingSettings()
+    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
+    det, pricing = DetectionSettings.model_validate(overrides), PricingSettings()
+    if overrides:
+        say(f"overrides: {overrides}")
     say(
         f"detection: step {det.step_seconds:g} s, baseline {det.baseline_minutes:g} min, "
         f"recent {det.recent_minutes:g} min, persistence {det.persistence_points} points"

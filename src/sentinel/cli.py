@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -45,6 +46,10 @@ ConfigOption = Annotated[
         dir_okay=False,
     ),
 ]
+
+
+def _rfc3339(t: datetime) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _fail(e: SentinelError) -> typer.Exit:
@@ -228,6 +233,15 @@ def simulate(
     subtle: Annotated[bool, typer.Option(help="A subtle fault rather than a strong one.")] = False,
     ramped: Annotated[bool, typer.Option(help="Ramp the fault in over minutes.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing case folder.")] = False,
+    sample_ratio: Annotated[
+        float | None,
+        typer.Option(
+            help="Share of traces kept, 0-1 (default: the topology's own head sampling; "
+            "1.0 gives a daemon without metrics every request).",
+            min=0.0,
+            max=1.0,
+        ),
+    ] = None,
     live: Annotated[
         bool, typer.Option(help="Play the case now against a running daemon instead.")
     ] = False,
@@ -270,6 +284,7 @@ def simulate(
             magnitude=Magnitude.SUBTLE if subtle else Magnitude.STRONG,
             onset=Onset.RAMPED if ramped else Onset.ABRUPT,
             minutes=minutes,
+            sample_ratio=sample_ratio,
         )
         if live:
             _simulate_live(spec, endpoint, speed, metrics_host, metrics_port, token)
@@ -299,12 +314,8 @@ def _simulate_live(
     has ended is sent) and the summary is still printed. Raises ``ValueError`` for bad
     arguments, before anything is printed."""
     import threading
-    from datetime import UTC, datetime
 
     from sentinel.sim import LiveReport, LiveRun
-
-    def rfc3339(t: datetime) -> str:
-        return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     clock = ScaledClock(SystemClock().now(), speed)
     run = LiveRun(
@@ -315,9 +326,9 @@ def _simulate_live(
         "endpoint": run.url,
         "metrics": run.metrics_port and f"http://{metrics_host}:{run.metrics_port}/metrics",
         "speed": speed,
-        "start": rfc3339(run.start),
-        "end": rfc3339(run.end),
-        "fault_start": rfc3339(run.truth.fault_start),
+        "start": _rfc3339(run.start),
+        "end": _rfc3339(run.end),
+        "fault_start": _rfc3339(run.truth.fault_start),
         "target": run.target,
         **run.truth.model_dump(mode="json", exclude_none=True, exclude={"fault_start"}),
     }
@@ -338,12 +349,12 @@ def _simulate_live(
         if r.fault_started and not fault_told[0]:
             fault_told[0] = True
             err.print(
-                f"{rfc3339(r.at)}  fault started on {r.target}", highlight=False, markup=False
+                f"{_rfc3339(r.at)}  fault started on {r.target}", highlight=False, markup=False
             )
         if minute != last_minute[0]:
             last_minute[0] = minute
             err.print(
-                f"{rfc3339(r.at)}  minute {minute}/{spec.minutes}: "
+                f"{_rfc3339(r.at)}  minute {minute}/{spec.minutes}: "
                 f"{r.spans_sent}/{r.spans_total} spans sent, {r.retries} retries",
                 highlight=False,
                 markup=False,
@@ -378,10 +389,10 @@ def _simulate_live(
     if isinstance(result, SentinelError):
         raise _fail(result)
     out.print(
-        f"live run {'stopped' if result.stopped else 'done'} at {rfc3339(result.at)}: "
+        f"live run {'stopped' if result.stopped else 'done'} at {_rfc3339(result.at)}: "
         f"{result.spans_sent}/{result.spans_total} spans sent in {result.batches} batches "
         f"({result.retries} retries, {result.spans_rejected} rejected by the daemon); "
-        f"fault {result.root_cause} from {rfc3339(result.fault_start)}",
+        f"fault {result.root_cause} from {_rfc3339(result.fault_start)}",
         highlight=False,
         markup=False,
     )
@@ -399,7 +410,6 @@ def detect(
 
     The case's [truth] is never read: onsets come from the telemetry alone.
     """
-    from datetime import UTC, datetime
 
     from sentinel.cases import read_case
     from sentinel.incidents import replay_case
@@ -411,20 +421,17 @@ def detect(
         raise _fail(e) from e
     incidents = replay_case(case, settings.detection, settings.pricing)
 
-    def rfc3339(t: datetime) -> str:
-        return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
     if as_json:
         doc = {
             "case": case.meta.id,
             "incidents": [
                 {
-                    "onset": rfc3339(i.onset),
+                    "onset": _rfc3339(i.onset),
                     "anomalies": [
                         {
                             "component": a.component,
                             "sli": a.sli.value,
-                            "onset": rfc3339(a.onset),
+                            "onset": _rfc3339(a.onset),
                             "baseline": a.baseline,
                             "observed": a.observed,
                         }
@@ -438,14 +445,14 @@ def detect(
         return
     out.print(
         f"{case.meta.id}: {len(incidents)} incident(s) in "
-        f"{rfc3339(case.meta.start)} .. {rfc3339(case.meta.end)}",
+        f"{_rfc3339(case.meta.start)} .. {_rfc3339(case.meta.end)}",
         highlight=False,
         markup=False,
     )
     for i in incidents:
         out.print(
-            f"  incident {i.id}: onset {rfc3339(i.onset)}, opened "
-            f"{rfc3339(i.incident.opened_at)}, {i.incident.status.value}",
+            f"  incident {i.id}: onset {_rfc3339(i.onset)}, opened "
+            f"{_rfc3339(i.incident.opened_at)}, {i.incident.status.value}",
             highlight=False,
             markup=False,
         )
@@ -453,7 +460,7 @@ def detect(
             what = a.sli.value + (f"[{a.qualifier}]" if a.qualifier else "")
             out.print(
                 f"    {a.component} {what}: {a.baseline:.4g} -> {a.observed:.4g} "
-                f"since {rfc3339(a.onset)} ({a.detector.value}, score {a.score:g})",
+                f"since {_rfc3339(a.onset)} ({a.detector.value}, score {a.score:g})",
                 highlight=False,
                 markup=False,
             )

@@ -14,6 +14,8 @@ it came from (a file and key, a query, a URL). Nothing else lives here.
      │    ├── MetricSourceUnavailable   connection refused, timeout, 5xx (retryable)
      │    └── MetricQueryError          the server rejected the query (4xx, bad PromQL)
      ├── ChangeFeedError        a git repository or change webhook payload that failed
+     ├── SimulationError        the simulator's live run could not deliver its telemetry
+     │    └── LiveExportError   (sim/live.py: carries the run's LiveReport)
      └── IllegalTransition      an incident lifecycle event that does not apply to its state
 """
 
@@ -71,3 +73,7 @@ class ChangeFeedError(SentinelError):
 
 class IllegalTransition(SentinelError):
     """A lifecycle event that does not apply to the incident's state (names both)."""
+
+
+class SimulationError(SentinelError):
+    """The simulator could not do its work (a live run whose daemon refused or vanished)."""

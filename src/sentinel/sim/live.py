@@ -40,7 +40,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from sentinel.adapters.otlp import encode_protobuf
 from sentinel.clock import Clock
-from sentinel.errors import SentinelError
+from sentinel.errors import SimulationError
 from sentinel.sim.faults import FaultSpec, plan_fault
 from sentinel.sim.output import METRIC_TYPES, simulate_case
 from sentinel.telemetry import Sample, Span
@@ -50,7 +50,7 @@ _RETRYABLE = frozenset({429, 502, 503, 504})
 _SUFFIXES = ("_total", "_bucket", "_count", "_sum")
 
 
-class LiveExportError(SentinelError):
+class LiveExportError(SimulationError):
     """The daemon refused spans, or stayed unreachable; ``report`` says what got through."""
 
     def __init__(self, message: str, report: LiveReport) -> None:
