@@ -17,7 +17,9 @@ import gc
 import signal
 import socket
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 
 import structlog
@@ -282,3 +284,63 @@ def run(settings: Settings, clock: Clock) -> None:
         loop_factory = None
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         runner.run(Daemon(settings, clock).serve())
+
+
+@dataclass
+class RunningDaemon:
+    """A daemon serving on its own thread (``daemon_thread``)."""
+
+    daemon: Daemon
+    url: str
+    loop: asyncio.AbstractEventLoop
+
+    @property
+    def store(self) -> SqlStore:
+        assert self.daemon.store is not None
+        return self.daemon.store
+
+
+@contextlib.contextmanager
+def daemon_thread(
+    settings: Settings,
+    clock: Clock,
+    *,
+    store: SqlStore | None = None,
+    start_timeout: float = 30.0,
+) -> Iterator[RunningDaemon]:
+    """Run a daemon on its own thread and event loop until the block ends (graceful stop,
+    as SIGTERM). For embedding: tests, benchmarks, the demo. Port 0 binds any free port;
+    ``url`` is where it listens. An error of the daemon is raised here."""
+    daemon = Daemon(settings, clock, store=store)
+    loop_box: list[asyncio.AbstractEventLoop] = []
+    errors: list[BaseException] = []
+
+    async def main() -> None:
+        loop_box.append(asyncio.get_running_loop())
+        await daemon.serve()
+
+    def target() -> None:
+        try:
+            asyncio.run(main())
+        except BaseException as e:  # noqa: BLE001  # re-raised in the caller's thread
+            errors.append(e)
+
+    thread = threading.Thread(target=target, name="sentinel-daemon", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + start_timeout
+    while daemon.port is None:
+        if errors:
+            raise errors[0]
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the daemon did not start")
+        time.sleep(0.01)
+    running = RunningDaemon(daemon, f"http://{settings.server.host}:{daemon.port}", loop_box[0])
+    try:
+        yield running
+    finally:
+        running.loop.call_soon_threadsafe(daemon.request_stop)
+        thread.join(settings.server.shutdown_timeout_seconds + 30)
+        if thread.is_alive():
+            raise RuntimeError("the daemon did not stop")
+        if errors:
+            raise errors[0]
