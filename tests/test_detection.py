@@ -192,11 +192,27 @@ def test_memory_utilisation_pages_on_a_rise_of_the_minimum_share_of_the_limit(
         assert found.onset == T0 + (N - 8) * STEP
 
 
-def test_a_blip_shorter_than_the_persistence_does_not_page() -> None:
+def test_a_blip_that_ended_does_not_page_however_strong() -> None:
     values = [0.2] * N
-    for i in range(N - S.persistence_points + 1, N):
-        values[i] = 2.0
+    for i in range(N - S.persistence_points, N - 1):
+        values[i] = 2.0  # three points ten times slower, then back to normal
     assert detect_series(series(SliKind.LATENCY_P50, values), at_end(), S) is None
+
+
+def test_a_shift_shorter_than_the_persistence_pages_only_on_overwhelming_evidence() -> None:
+    no_fast_path = S.model_copy(update={"fast_persistence_points": S.persistence_points})
+    fast = S.fast_persistence_points
+    assert fast < S.persistence_points
+    values = [0.2] * (N - fast) + [2.0] * fast  # the latest points, ten times slower
+    assert detect_series(series(SliKind.LATENCY_P50, values), at_end(), no_fast_path) is None
+    found = detect_series(series(SliKind.LATENCY_P50, values), at_end(), S)
+    assert isinstance(found, Anomaly)
+    assert found.onset == T0 + (N - fast) * STEP
+    # Barely beyond the minimum effect against a noisy baseline: the fast path's bar
+    # (min_z times fast_evidence_factor) is not met by one point.
+    rng = random.Random(3)
+    noisy = [0.2 + rng.gauss(0, 0.03) for _ in range(N - fast)] + [0.33] * fast
+    assert detect_series(series(SliKind.LATENCY_P50, noisy), at_end(), S) is None
 
 
 def test_an_error_type_never_seen_in_the_baseline_emerges() -> None:

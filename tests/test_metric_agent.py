@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,7 +20,7 @@ from sentinel.adapters.db import METADATA, SqlStore, open_store
 from sentinel.adapters.prometheus import FakeMetricSource
 from sentinel.agents.metric import MetricAgent, SliWindow
 from sentinel.cases import Case, FaultKind, ingest_case
-from sentinel.clock import FakeClock
+from sentinel.clock import FakeClock, ScaledClock
 from sentinel.errors import MetricSourceUnavailable, StoreError
 from sentinel.incidents import (
     EventAction,
@@ -32,6 +33,7 @@ from sentinel.incidents import (
 from sentinel.observability import SelfMetrics
 from sentinel.settings import Settings
 from sentinel.sim import FaultSpec, Topology, plan_fault, simulate_case
+from sentinel.sim.live import LiveRun
 from sentinel.sli import SliKey, SliKind, SliSeries
 from sentinel.telemetry import Sample, Series
 from tests.harness import make_settings, running_daemon
@@ -203,7 +205,11 @@ def test_the_sli_window_replaces_refreshed_steps_and_keeps_a_silent_component_at
 
 
 def test_the_daemon_runs_the_metric_agent_on_its_interval(tmp_path: Path) -> None:
-    s = make_settings(tmp_path, detection={"interval_seconds": 0.2})
+    # The first run waits for the end of an SLI step: a short step keeps the test short.
+    s = make_settings(
+        tmp_path,
+        detection={"interval_seconds": 0.2, "step_seconds": 1.0, "ingest_lag_seconds": 0.0},
+    )
     with running_daemon(s) as d:
         deadline = time.monotonic() + 20
         text = ""
@@ -293,3 +299,38 @@ def test_a_metric_source_outage_degrades_runs_and_never_resolves_an_incident(
         assert actions[0] == "incident_opened" and actions[-1] == "incident_resolved"
     finally:
         store.close()
+
+
+def test_live_the_daemon_opens_one_incident_for_a_simulated_fault_soon_after_it_starts(
+    tmp_path: Path,
+) -> None:
+    """End to end: the simulator's live mode exports OTLP to a real daemon whose Metric
+    Agent runs on its interval, all on one accelerated clock."""
+    speed = 60.0
+    clock = ScaledClock(datetime.now(UTC).replace(microsecond=0), speed)
+    spec = FaultSpec(
+        topology=Topology.SUPPORT,
+        fault=FaultKind.MODEL_PROVIDER_ERRORS,
+        seed=12,
+        minutes=40,
+        sample_ratio=1.0,
+    )
+    with running_daemon(make_settings(tmp_path), clock=clock) as d:
+        live = LiveRun(spec, clock, d.url, export_interval=5.0 / speed)
+        fault = live.truth.fault_start
+        runner = threading.Thread(target=live.run, daemon=True)
+        runner.start()
+        try:
+            incidents = []
+            while runner.is_alive() and clock.now() < fault + timedelta(minutes=5):
+                incidents = d.store.incidents()
+                if incidents:
+                    break
+                time.sleep(0.1)
+        finally:
+            live.stop()
+            runner.join(30)
+    assert len(incidents) == 1, "one incident, none before the fault"
+    (incident,) = incidents
+    assert fault <= incident.opened_at <= fault + timedelta(minutes=4)
+    assert live.target in incident.components

@@ -29,7 +29,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sentinel.adapters.db import SqlStore, open_store
 from sentinel.adapters.prometheus import PrometheusSource, prometheus_from_settings
 from sentinel.adapters.span_writer import SpanWriterProcess
-from sentinel.agents.metric import MetricAgent
+from sentinel.agents.metric import MetricAgent, floor_time
 from sentinel.api import AppDeps, create_app
 from sentinel.clock import Clock, SystemClock
 from sentinel.errors import SentinelError, StoreError
@@ -144,9 +144,22 @@ class Daemon:
             assert self.metric_agent is not None
             await self.metric_agent.run_once()
 
-        # Interval in the daemon's clock seconds (an accelerated simulation runs it faster).
+        # Interval in the daemon's clock seconds (an accelerated simulation runs it faster),
+        # first run just after a step of the SLI grid completes (plus the ingest lag): a
+        # run then judges a step as soon as it can, and detection delay is not wasted
+        # waiting for the next interval.
+        det = s.detection
+        now = self.clock.now()
+        grid = timedelta(seconds=det.step_seconds)
+        first = floor_time(now, grid) + grid + timedelta(seconds=det.ingest_lag_seconds)
+        while first - grid > now:
+            first -= grid
         self._schedule(
-            scheduler, "metric_agent", metric_agent, s.detection.interval_seconds / self.clock.speed
+            scheduler,
+            "metric_agent",
+            metric_agent,
+            det.interval_seconds / self.clock.speed,
+            first_in=(first - now).total_seconds() / self.clock.speed,
         )
         if s.changes.repos:
             # Imported only when repos are configured: gitpython refuses to import on a
@@ -242,6 +255,7 @@ class Daemon:
         name: str,
         job: Callable[[], Awaitable[None]],
         every_seconds: float,
+        first_in: float = 0.0,
     ) -> None:
         async def run() -> None:
             task = asyncio.current_task()
@@ -268,7 +282,7 @@ class Daemon:
             max_instances=1,
             coalesce=True,
             # APScheduler runs on real time, whatever clock the daemon judges by.
-            next_run_time=SystemClock().now(),
+            next_run_time=SystemClock().now() + timedelta(seconds=first_in),
         )
 
 

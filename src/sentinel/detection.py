@@ -23,6 +23,11 @@ How one series is judged at ``now`` (only steps complete at ``now`` are used):
   absolute deviations, or the binomial likelihood for shares), moved back over the
   points just before it that are already clearly beyond the baseline (so a ramp is dated
   from its start, not its middle);
+- a shift that has not held ``persistence_points`` yet is still an anomaly when its
+  evidence and effect are overwhelming (the fast path: ``fast_persistence_points``, with
+  ``min_z`` and the minimum effects times ``fast_evidence_factor``, ratios and
+  ``max_p_value`` to that power), so a hard failure
+  pages on its first complete step; a drop of traffic always needs the full persistence;
 - a share's baseline rate is tested at its upper confidence bound: a quiet component
   that showed no error in its baseline by chance does not page on a few errors;
 - an error type with no error in the whole baseline that shows ``emergence_min_errors``
@@ -272,13 +277,39 @@ def detect_series(
                 return short(NotEnoughDataReason.ZERO_TRAFFIC)
             return short(NotEnoughDataReason.TOO_FEW_OBSERVATIONS)
         return short(NotEnoughDataReason.GAP)
-    if len(recent) < s.persistence_points:
+    if len(recent) < min(s.persistence_points, s.fast_persistence_points):
         return short(NotEnoughDataReason.TOO_FEW_RECENT_POINTS)
-    if share:
-        return _detect_share(key, base, recent, s)
     if keep_zero:
+        # A lull of traffic is common and brief: drops always need the full persistence.
+        if len(recent) < s.persistence_points:
+            return short(NotEnoughDataReason.TOO_FEW_RECENT_POINTS)
         return _detect_traffic_drop(key, base, recent, s)
-    return _detect_level(key, base, recent, s)
+    detector = _detect_share if share else _detect_level
+    found = detector(key, base, recent, s) if len(recent) >= s.persistence_points else None
+    if found is None and s.fast_persistence_points < s.persistence_points:
+        found = detector(key, base, recent, _fast(s))
+    return found
+
+
+def _fast(s: DetectionSettings) -> DetectionSettings:
+    """The bar of the fast path: fewer points, much stronger evidence, and a bigger
+    effect (a 1.5x latency spike of two minutes is common noise; a 2.25x one is not)."""
+    f = s.fast_evidence_factor
+    return s.model_copy(
+        update={
+            "persistence_points": s.fast_persistence_points,
+            "min_z": s.min_z * f,
+            "max_p_value": s.max_p_value**f,
+            "error_rate_min_increase": min(1.0, s.error_rate_min_increase * f),
+            "error_rate_min_ratio": s.error_rate_min_ratio * f,
+            "latency_min_ratio": s.latency_min_ratio**f,
+            "latency_min_increase_seconds": s.latency_min_increase_seconds * f,
+            "usage_min_ratio": s.usage_min_ratio**f,
+            "steps_min_increase": s.steps_min_increase * f,
+            "eval_score_min_drop": s.eval_score_min_drop * f,
+            "memory_min_increase": min(1.0, s.memory_min_increase * f),
+        }
+    )
 
 
 def _detect_level(
@@ -393,8 +424,14 @@ def _located(
     among ``valid``, moved back to where the shift starts (the points ``beyond`` the
     baseline just before it), and the level observed since. ``pooled``: a share, whose
     level is errors over requests of the whole tail (and whose split is weighted)."""
-    k = _change_point(recent, valid, before, weighted=pooled)
-    k = _shift_start(recent, k, beyond)
+    split = _change_point(recent, valid, before, weighted=pooled)
+    k = _shift_start(recent, split, beyond)
+    if pooled:
+        err, n = _pool(recent[split:])
+        level = err / n
+    else:
+        level = _median([v for _, v, _ in recent[split:]])
+    k = _ramp_start(recent, k, split, baseline, level, weighted=pooled)
     if pooled:
         err, n = _pool(recent[k:])
         observed = err / n
@@ -471,6 +508,50 @@ def _shift_start(recent: Sequence[_Point], k: int, beyond: Callable[[float, int]
     while k > 0 and beyond(recent[k - 1][1], recent[k - 1][2]):
         k -= 1
     return k
+
+
+def _ramp_start(
+    recent: Sequence[_Point],
+    start: int,
+    split: int,
+    baseline: float,
+    level: float,
+    *,
+    weighted: bool,
+) -> int:
+    """Where a ramp leaves the baseline. The first point clearly beyond the noise is
+    already part-way up a slow ramp (a third of the way, for a shift of nine noise
+    widths): the points from there until the tail's level is reached are fitted with a
+    line (least squares, weighted by observations for shares), extended back to the
+    baseline. The extension never goes further back than the ramp's visible length,
+    and an abrupt step (no ramp points) stays where it is."""
+    up = level > baseline
+    # The ramp ends where it is nine tenths of the way (the plateau's noise would bend
+    # the line).
+    top = baseline + 0.9 * (level - baseline)
+    end = split
+    while end < len(recent) - 1 and (recent[end][1] < top if up else recent[end][1] > top):
+        end += 1
+    idx = list(range(start, end + 1))
+    if len(idx) < 3:
+        return start
+    w = [float(recent[i][2]) if weighted else 1.0 for i in idx]
+    ys = [recent[i][1] for i in idx]
+    sw = math.fsum(w)
+    if sw <= 0:
+        return start
+    mx = math.fsum(wi * x for wi, x in zip(w, idx, strict=True)) / sw
+    my = math.fsum(wi * y for wi, y in zip(w, ys, strict=True)) / sw
+    sxx = math.fsum(wi * (x - mx) ** 2 for wi, x in zip(w, idx, strict=True))
+    sxy = math.fsum(wi * (x - mx) * (y - my) for wi, x, y in zip(w, idx, ys, strict=True))
+    if sxx <= 0 or sxy == 0 or (sxy > 0) != up:
+        return start  # no rise (or fall) toward the level: nothing to extend
+    slope = sxy / sxx
+    at_baseline = mx + (baseline - my) / slope
+    earliest = max(0, start - (end - start))
+    # The first point the ramp has lifted by a quarter of its rise per point: a point on
+    # the crossing itself still sits at the baseline.
+    return max(earliest, min(start, math.ceil(at_baseline + 0.25)))
 
 
 def _pool(points: Sequence[_Point]) -> tuple[int, int]:

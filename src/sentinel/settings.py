@@ -199,6 +199,11 @@ class DetectionSettings(_Section):
     min_baseline_points: Annotated[int, Field(ge=3)] = 20
     # Consecutive recent points a shift must hold before it is an anomaly.
     persistence_points: Annotated[int, Field(ge=1)] = 4
+    # A shift whose evidence is overwhelming (min_z times this factor; max_p_value to
+    # this power) needs only fast_persistence_points: a hard failure pages within an
+    # interval or two, not after the full persistence. Equal persistences: no fast path.
+    fast_persistence_points: Annotated[int, Field(ge=1)] = 2
+    fast_evidence_factor: Annotated[float, Field(ge=1)] = 2.0
     # Points resting on fewer observations (requests, runs, scores) are ignored.
     min_point_count: Annotated[int, Field(ge=1)] = 3
     # Robust z (shift of the recent median over the baseline's MAD) required.

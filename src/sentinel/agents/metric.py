@@ -75,7 +75,8 @@ class AgentStore(TelemetryStore, IncidentStore, Protocol):
     """What the Metric Agent needs of the store."""
 
 
-def _floor(t: datetime, step: timedelta) -> datetime:
+def floor_time(t: datetime, step: timedelta) -> datetime:
+    """The start of the SLI grid step holding ``t`` (steps are aligned on the epoch)."""
     return _EPOCH + ((t - _EPOCH) // step) * step
 
 
@@ -249,8 +250,8 @@ class MetricAgent:
         now = self.clock.now()
         judged_at = now - timedelta(seconds=det.ingest_lag_seconds)
         end = now
-        oldest = _floor(now - self.keep, self.step)
-        recent = _floor(now - LATE_DATA, self.step)
+        oldest = floor_time(now - self.keep, self.step)
+        recent = floor_time(now - LATE_DATA, self.step)
         since = oldest if self._filled_to is None else max(oldest, min(recent, self._filled_to))
         failures: list[SentinelError] = []
         try:
