@@ -156,6 +156,17 @@ def test_a_ramp_is_dated_from_its_first_point_not_its_middle() -> None:
     assert found.onset == T0 + at * STEP
 
 
+def test_the_fast_path_ignores_points_resting_on_few_observations() -> None:
+    fast = S.fast_persistence_points
+    values = [0.2] * (N - fast) + [2.0] * fast  # ten times slower, for the last points
+    few = [20] * (N - fast) + [S.min_point_count] * fast  # ... each from three calls
+    assert detect_series(series(SliKind.LATENCY_P50, values, few), at_end(), S) is None
+    many = [20] * N
+    assert isinstance(
+        detect_series(series(SliKind.LATENCY_P50, values, many), at_end(), S), Anomaly
+    )
+
+
 def test_an_error_rate_step_is_dated_from_its_first_point_even_when_found_early() -> None:
     # Errors start in the last 3 points only; before, few requests and no error: the
     # onset is where the errors start, not persistence_points before now.

@@ -24,8 +24,9 @@ How one series is judged at ``now`` (only steps complete at ``now`` are used):
   points just before it that are already clearly beyond the baseline (so a ramp is dated
   from its start, not its middle);
 - a shift that has not held ``persistence_points`` yet is still an anomaly when its
-  evidence and effect are overwhelming (the fast path: ``fast_persistence_points``, with
-  ``min_z`` and the minimum effects times ``fast_evidence_factor``, ratios and
+  evidence and effect are overwhelming (the fast path: ``fast_persistence_points``, each
+  resting on ``min_point_count`` times ``fast_evidence_factor`` squared observations,
+  with ``min_z`` and the minimum effects times ``fast_evidence_factor``, ratios and
   ``max_p_value`` to that power), so a hard failure
   pages on its first complete step; a drop of traffic always needs the full persistence;
 - a share's baseline rate is tested at its upper confidence bound: a quiet component
@@ -287,7 +288,11 @@ def detect_series(
     detector = _detect_share if share else _detect_level
     found = detector(key, base, recent, s) if len(recent) >= s.persistence_points else None
     if found is None and s.fast_persistence_points < s.persistence_points:
-        found = detector(key, base, recent, _fast(s))
+        # The fast path trusts only points resting on many observations: a p50 of three
+        # calls, two of them timeouts, is a spike of noise however far it lands.
+        fast_min = max(min_count, round(s.min_point_count * s.fast_evidence_factor**2))
+        if all(c >= fast_min for _, _, c in recent[-s.fast_persistence_points :]):
+            found = detector(key, base, recent, _fast(s))
     return found
 
 
