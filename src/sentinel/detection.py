@@ -281,10 +281,13 @@ def detect_series(
     if len(recent) < min(s.persistence_points, s.fast_persistence_points):
         return short(NotEnoughDataReason.TOO_FEW_RECENT_POINTS)
     if keep_zero:
-        # A lull of traffic is common and brief: drops always need the full persistence.
-        if len(recent) < s.persistence_points:
+        # Lulls of traffic are common (an upstream that calls a service only for some
+        # runs halves its rate for minutes): a drop must hold twice the persistence, and
+        # never takes the fast path.
+        slow = s.model_copy(update={"persistence_points": 2 * s.persistence_points})
+        if len(recent) < slow.persistence_points:
             return short(NotEnoughDataReason.TOO_FEW_RECENT_POINTS)
-        return _detect_traffic_drop(key, base, recent, s)
+        return _detect_traffic_drop(key, base, recent, slow)
     detector = _detect_share if share else _detect_level
     found = detector(key, base, recent, s) if len(recent) >= s.persistence_points else None
     if found is None and s.fast_persistence_points < s.persistence_points:

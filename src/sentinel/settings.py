@@ -207,7 +207,7 @@ class DetectionSettings(_Section):
     # Points resting on fewer observations (requests, runs, scores) are ignored.
     min_point_count: Annotated[int, Field(ge=1)] = 3
     # Robust z (shift of the recent median over the baseline's MAD) required.
-    min_z: Annotated[float, Field(gt=0)] = 6.0
+    min_z: Annotated[float, Field(gt=0)] = 6.5
     # For shares (error rates): binomial tail probability of the recent errors.
     max_p_value: Annotated[float, Field(gt=0, lt=1)] = 1e-6
     # Minimum effects, so that real but harmless wiggles do not page.
