@@ -334,3 +334,18 @@ def test_live_the_daemon_opens_one_incident_for_a_simulated_fault_soon_after_it_
     (incident,) = incidents
     assert fault <= incident.opened_at <= fault + timedelta(minutes=4)
     assert live.target in incident.components
+
+
+def test_a_declared_request_rate_missing_from_a_refresh_is_a_gap_not_zero_traffic() -> None:
+    step = timedelta(seconds=30)
+    t0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+    declared = SliKey("service:api", SliKind.REQUEST_RATE)  # from [[prometheus.slis]]
+    window = SliWindow(step, keep=timedelta(minutes=5), declared=frozenset({declared}))
+    first = SliSeries(
+        key=declared,
+        points=tuple((t0 + i * step, 5.0) for i in range(4)),
+        counts=(150, 150, 150, 150),
+    )
+    window.refresh({declared: first}, t0, t0 + 4 * step)
+    window.refresh({}, t0 + 4 * step, t0 + 6 * step)  # Prometheus did not answer
+    assert [v for _, v in window.series()[declared].points] == [5.0] * 4

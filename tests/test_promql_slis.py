@@ -19,7 +19,7 @@ import pytest
 
 from sentinel.adapters.prometheus import FakeMetricSource, PrometheusSource
 from sentinel.agents.promql import MAX_CONCURRENT_QUERIES, fetch_promql_slis
-from sentinel.errors import ConfigError, MetricQueryError, MetricSourceUnavailable
+from sentinel.errors import MetricQueryError, MetricSourceUnavailable
 from sentinel.openmetrics import write_openmetrics
 from sentinel.ports import MetricSource
 from sentinel.settings import PromQLSli
@@ -309,12 +309,3 @@ async def test_queries_run_concurrently_but_bounded() -> None:
     got = await fetch_promql_slis(source, decls, T0, END, MIN)
     assert len(got.failures) == 10  # two pods each: every one is refused, none hides another
     assert source.most_in_flight == MAX_CONCURRENT_QUERIES
-
-
-async def test_a_repeated_declaration_is_a_config_failure_and_not_queried() -> None:
-    source = PartlyDown("none")
-    got = await fetch_promql_slis(source, [SHARE, SHARE], T0, END, MIN)
-    assert list(got.slis) == [SHARE_KEY]
-    (failure,) = got.failures
-    assert isinstance(failure, ConfigError)
-    assert "prometheus.slis[1]" in str(failure) and "prometheus.slis[0]" in str(failure)

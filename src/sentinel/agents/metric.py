@@ -55,7 +55,7 @@ from sentinel.incidents import (
 from sentinel.observability import SelfMetrics
 from sentinel.ports import IncidentStore, MetricSource, TelemetryStore
 from sentinel.settings import Settings
-from sentinel.sli import SliKey, SliKind, SliSeries, merge, metric_slis, span_slis
+from sentinel.sli import SliKey, SliKind, SliSeries, merge, metric_slis, promql_key, span_slis
 from sentinel.slo import evaluate_slos
 
 log = structlog.get_logger(__name__)
@@ -87,16 +87,21 @@ class SliWindow:
     component, which is 0: no request is an observation, and a component that stopped
     answering must show as a drop, not as a gap)."""
 
-    def __init__(self, step: timedelta, keep: timedelta) -> None:
+    def __init__(
+        self, step: timedelta, keep: timedelta, declared: frozenset[SliKey] = frozenset()
+    ) -> None:
+        """``declared``: SLIs read from a metric source. Their absence is a failed or
+        empty query, never zero traffic, so they are not zero-filled."""
         self.step = step
         self.keep = keep
+        self.declared = declared
         self._points: dict[SliKey, dict[datetime, tuple[float, int]]] = {}
 
     def refresh(self, fresh: Mapping[SliKey, SliSeries], since: datetime, end: datetime) -> None:
         for key, by_time in self._points.items():
             for t in [t for t in by_time if t >= since]:
                 del by_time[t]
-            if key.kind is SliKind.REQUEST_RATE and key not in fresh:
+            if key.kind is SliKind.REQUEST_RATE and key not in fresh and key not in self.declared:
                 t = since
                 while t < end:
                     by_time[t] = (0.0, 0)
@@ -171,7 +176,9 @@ class MetricAgent:
             )
             + 2 * self.step
         )
-        self.window = SliWindow(self.step, self.keep)
+        self.window = SliWindow(
+            self.step, self.keep, frozenset(promql_key(d) for d in settings.prometheus.slis)
+        )
         self._filled_to: datetime | None = None
         self._edges: set[Edge] = set()
         self._open: dict[str, TrackedIncident] | None = None

@@ -14,18 +14,17 @@ detection.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sentinel.errors import ConfigError, MetricQueryError, MetricSourceError, SentinelError
+from sentinel.errors import MetricQueryError, MetricSourceError, SentinelError
 from sentinel.ports import MetricSource
 from sentinel.settings import PromQLSli
 from sentinel.sli import (
     SliKey,
     SliSeries,
     describe_promql_sli,
-    promql_key,
     promql_series,
     whole_steps,
 )
@@ -58,9 +57,6 @@ async def fetch_promql_slis(
 ) -> PromqlFetch:
     """Every declaration of ``decls`` over ``[start, end)`` by ``step`` (see
     ``sentinel.sli.promql`` for how the query's instants map to the grid's steps).
-
-    A declaration repeating an earlier one's SLI is a ``ConfigError`` failure and is not
-    queried (one of the two would silently win otherwise).
     """
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency!r}")
@@ -87,20 +83,8 @@ async def fetch_promql_slis(
         except MetricQueryError as e:  # names the declaration already
             return e
 
-    # Repeats are refused before anything is queried; results keep declaration order.
-    outcomes: list[Awaitable[SliSeries | SentinelError]] = []
-    first: dict[SliKey, int] = {}
-    for n, decl in enumerate(decls):
-        key = promql_key(decl)
-        if key in first:
-            why = (
-                f"prometheus.slis[{n}]: {describe_promql_sli(decl)} is declared again "
-                f"(first at prometheus.slis[{first[key]}]); the repeat is ignored"
-            )
-            outcomes.append(_ready(ConfigError(why)))
-        else:
-            first[key] = n
-            outcomes.append(one(decl))
+    # Results keep declaration order. Settings refuse two declarations of one SLI.
+    outcomes = [one(decl) for decl in decls]
     slis: dict[SliKey, SliSeries] = {}
     failures: list[SentinelError] = []
     for result in await asyncio.gather(*outcomes):
@@ -109,7 +93,3 @@ async def fetch_promql_slis(
         else:
             failures.append(result)
     return PromqlFetch(slis=dict(sorted(slis.items())), failures=tuple(failures))
-
-
-async def _ready(error: SentinelError) -> SentinelError:
-    return error
