@@ -136,13 +136,12 @@ class Daemon:
             store_reachable = True
 
         self._schedule(scheduler, "ping_store", ping_store, STORE_PING_SECONDS)
-        self.metric_agent = MetricAgent(
+        agent = self.metric_agent = MetricAgent(
             s, store, self.clock, source=self.prometheus, metrics=self.metrics
         )
 
         async def metric_agent() -> None:
-            assert self.metric_agent is not None
-            await self.metric_agent.run_once()
+            await agent.run_once()
 
         # Interval in the daemon's clock seconds (an accelerated simulation runs it faster),
         # first run just after a step of the SLI grid completes (plus the ingest lag): a
@@ -151,9 +150,8 @@ class Daemon:
         det = s.detection
         now = self.clock.now()
         grid = timedelta(seconds=det.step_seconds)
-        first = floor_time(now, grid) + grid + timedelta(seconds=det.ingest_lag_seconds)
-        while first - grid > now:
-            first -= grid
+        lag = timedelta(seconds=det.ingest_lag_seconds)
+        first = floor_time(now - lag, grid) + grid + lag  # the next step end + lag
         self._schedule(
             scheduler,
             "metric_agent",

@@ -25,7 +25,7 @@ How one series is judged at ``now`` (only steps complete at ``now`` are used):
   from its start, not its middle);
 - a shift that has not held ``persistence_points`` yet is still an anomaly when its
   evidence and effect are overwhelming (the fast path: ``fast_persistence_points``, each
-  resting on ``min_point_count`` times ``fast_evidence_factor`` squared observations,
+  resting on ``min_point_count`` times ``fast_evidence_factor`` observations,
   with ``min_z`` and the minimum effects times ``fast_evidence_factor``, ratios and
   ``max_p_value`` to that power), so a hard failure
   pages on its first complete step; a drop of traffic always needs the full persistence;
@@ -293,7 +293,7 @@ def detect_series(
     if found is None and s.fast_persistence_points < s.persistence_points:
         # The fast path trusts only points resting on many observations: a p50 of three
         # calls, two of them timeouts, is a spike of noise however far it lands.
-        fast_min = max(min_count, round(s.min_point_count * s.fast_evidence_factor**2))
+        fast_min = max(min_count, round(s.min_point_count * s.fast_evidence_factor))
         if all(c >= fast_min for _, _, c in recent[-s.fast_persistence_points :]):
             found = detector(key, base, recent, _fast(s))
     return found

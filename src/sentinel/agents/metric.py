@@ -29,6 +29,7 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Protocol
 
 import structlog
@@ -129,6 +130,12 @@ class SliWindow:
                 counts=tuple(c for _, (_, c) in items),
             )
         return out
+
+
+class RunOutcome(StrEnum):
+    OK = "ok"
+    DEGRADED = "degraded"  # a metric source failed: stale SLIs, no resolution
+    FAILED = "failed"  # the store failed: nothing judged
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,7 +280,7 @@ class MetricAgent:
                 chunk_start = chunk_end
             changes = await asyncio.to_thread(self.store.changes, oldest, end)
         except SentinelError:
-            self._count("failed")
+            self._count(RunOutcome.FAILED)
             raise
         if not failures:
             # After an outage, the next complete run re-reads everything since the last
@@ -300,11 +307,11 @@ class MetricAgent:
                         ev = IncidentResolved(incident_id=state.id, time=now)
                         events.append(await asyncio.to_thread(self._persist, ev, open_))
         except SentinelError:
-            self._count("failed")
+            self._count(RunOutcome.FAILED)
             # What was not persisted is not known to have happened: reload next run.
             self._open = None
             raise
-        self._count("degraded" if failures else "ok")
+        self._count(RunOutcome.DEGRADED if failures else RunOutcome.OK)
         if self.metrics is not None:
             self.metrics.open_incidents.set(len(open_))
             self.metrics.slis_tracked.labels(verdict="judged").set(result.checked)
@@ -321,9 +328,9 @@ class MetricAgent:
             not_enough_data=len(result.not_enough_data),
         )
 
-    def _count(self, outcome: str) -> None:
+    def _count(self, outcome: RunOutcome) -> None:
         if self.metrics is not None:
-            self.metrics.metric_agent_runs.labels(outcome=outcome).inc()
+            self.metrics.metric_agent_runs.labels(outcome=outcome.value).inc()
 
     @property
     def open_incidents(self) -> Sequence[TrackedIncident]:
