@@ -29,13 +29,14 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sentinel.adapters.db import SqlStore, open_store
 from sentinel.adapters.prometheus import PrometheusSource, prometheus_from_settings
 from sentinel.adapters.span_writer import SpanWriterProcess
-from sentinel.agents.metric import MetricAgent, floor_time
+from sentinel.agents.metric import MetricAgent
 from sentinel.api import AppDeps, create_app
 from sentinel.clock import Clock, SystemClock
 from sentinel.errors import SentinelError, StoreError
 from sentinel.ingest import IngestQueue
 from sentinel.observability import SelfMetrics, configure_logging
 from sentinel.settings import Settings
+from sentinel.sli import step_start
 from sentinel.telemetry import ChangeEvent
 
 log = structlog.get_logger(__name__)
@@ -151,7 +152,7 @@ class Daemon:
         now = self.clock.now()
         grid = timedelta(seconds=det.step_seconds)
         lag = timedelta(seconds=det.ingest_lag_seconds)
-        first = floor_time(now - lag, grid) + grid + lag  # the next step end + lag
+        first = step_start(now - lag, grid) + grid + lag  # the next step end + lag
         self._schedule(
             scheduler,
             "metric_agent",

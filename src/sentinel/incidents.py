@@ -99,16 +99,12 @@ class EventAction(StrEnum):
     INCIDENT_RESOLVED = "incident_resolved"
 
 
-_ACTION_OF: dict[type[_Event], EventAction] = {
+_ACTION_OF: dict[type[LifecycleEvent], EventAction] = {
     IncidentOpened: EventAction.INCIDENT_OPENED,
     AnomalyMerged: EventAction.ANOMALY_MERGED,
     IncidentResolved: EventAction.INCIDENT_RESOLVED,
 }
-_EVENT_OF: dict[str, type[IncidentOpened] | type[AnomalyMerged] | type[IncidentResolved]] = {
-    EventAction.INCIDENT_OPENED.value: IncidentOpened,
-    EventAction.ANOMALY_MERGED.value: AnomalyMerged,
-    EventAction.INCIDENT_RESOLVED.value: IncidentResolved,
-}
+_EVENT_OF = {action.value: cls for cls, action in _ACTION_OF.items()}
 
 
 def audit_entry(event: LifecycleEvent, actor: str) -> AuditEntry:

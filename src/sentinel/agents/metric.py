@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
@@ -56,13 +56,21 @@ from sentinel.incidents import (
 from sentinel.observability import SelfMetrics
 from sentinel.ports import IncidentStore, MetricSource, TelemetryStore
 from sentinel.settings import Settings
-from sentinel.sli import SliKey, SliKind, SliSeries, merge, metric_slis, promql_key, span_slis
+from sentinel.sli import (
+    SliKey,
+    SliKind,
+    SliSeries,
+    merge,
+    metric_slis,
+    promql_key,
+    span_slis,
+    step_start,
+)
 from sentinel.slo import evaluate_slos
 
 log = structlog.get_logger(__name__)
 
 ACTOR = "metric-agent"
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # The first run reads the window in chunks of this much telemetry (memory stays bounded).
 _FILL_CHUNK = timedelta(minutes=30)
 # Each run recomputes the steps of this last stretch: a span is counted in the step it
@@ -74,11 +82,6 @@ LATE_DATA = timedelta(minutes=3)
 
 class AgentStore(TelemetryStore, IncidentStore, Protocol):
     """What the Metric Agent needs of the store."""
-
-
-def floor_time(t: datetime, step: timedelta) -> datetime:
-    """The start of the SLI grid step holding ``t`` (steps are aligned on the epoch)."""
-    return _EPOCH + ((t - _EPOCH) // step) * step
 
 
 class SliWindow:
@@ -149,10 +152,6 @@ class MetricRun:
     failures: tuple[SentinelError, ...]  # metric sources that did not answer
     judged: int
     not_enough_data: int
-
-    @property
-    def degraded(self) -> bool:
-        return bool(self.failures)
 
 
 class MetricAgent:
@@ -264,8 +263,8 @@ class MetricAgent:
         now = self.clock.now()
         judged_at = now - timedelta(seconds=det.ingest_lag_seconds)
         end = now
-        oldest = floor_time(now - self.keep, self.step)
-        recent = floor_time(now - LATE_DATA, self.step)
+        oldest = step_start(now - self.keep, self.step)
+        recent = step_start(now - LATE_DATA, self.step)
         since = oldest if self._filled_to is None else max(oldest, min(recent, self._filled_to))
         failures: list[SentinelError] = []
         try:

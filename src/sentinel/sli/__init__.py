@@ -20,7 +20,7 @@ Conventions: latencies in seconds; rates per second; costs in USD per request; a
 bucket is a gap (no point), never a made-up zero, except that a component with no request
 in a step really had a request rate of 0.
 
-Modules: ``records`` (the records, the time grid and helpers both sources share,
+Modules: ``records`` (the records, the time grid (``step_start``) and helpers both sources share,
 ``merge``), ``spans`` (``span_slis``), ``metrics`` (``metric_slis``, the ``_FAMILY``
 constants, ``DEFAULT_MAX_GAP``), ``promql`` (``promql_series``: the answer of a query
 declared in ``[[prometheus.slis]]``, placed on the grid). Import from ``sentinel.sli``, not
@@ -53,7 +53,7 @@ from sentinel.sli.promql import (
     promql_series,
     whole_steps,
 )
-from sentinel.sli.records import SliKey, SliKind, SliSeries, merge
+from sentinel.sli.records import SliKey, SliKind, SliSeries, merge, step_start
 from sentinel.sli.spans import span_slis
 
 __all__ = [
@@ -79,5 +79,6 @@ __all__ = [
     "promql_key",
     "promql_series",
     "span_slis",
+    "step_start",
     "whole_steps",
 ]

@@ -57,6 +57,12 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NS_PER_S = 1_000_000_000
 
 
+def step_start(t: datetime, step: timedelta) -> datetime:
+    """The start of the grid step holding ``t``, steps aligned on the epoch (so a grid
+    built at any time puts its points on the same instants)."""
+    return _EPOCH + ((t - _EPOCH) // step) * step
+
+
 def _td_ns(d: timedelta) -> int:
     return (d.days * 86_400 + d.seconds) * _NS_PER_S + d.microseconds * 1_000
 
