@@ -296,3 +296,57 @@ def test_no_wall_clock_or_global_random_in_the_simulator() -> None:
     assert "datetime.now" not in text
     assert "random.random(" not in text and "random.choice(" not in text
     assert isinstance(system(Topology.RAG).node("service:reranker"), ServiceNode)
+
+
+@pytest.mark.parametrize("topology", list(Topology), ids=str)
+def test_expected_call_rates_match_the_simulated_traffic(
+    topology: Topology, cases: dict[tuple[Topology, FaultKind], Case]
+) -> None:
+    # The fault-free part of a case, counted by the simulator's own request counters.
+    fault = next(f for t, f in FITTING if t is topology)
+    case = cases[(topology, fault)]
+    series = Series(case)
+    w = Windows(case, series, ramp=0.0)
+    seconds = (series.times[w.before[1]] - series.times[w.before[0]]).total_seconds()
+    expected = system(topology).calls_per_second()
+    checked = 0
+    for comp, rate in expected.items():
+        if not series.matching("component_requests_total", component=comp) or rate < 0.2:
+            continue  # not metered (external), or too few calls to count precisely
+        seen = series.increase("component_requests_total", *w.before, component=comp) / seconds
+        assert seen == pytest.approx(rate, rel=0.3), comp
+        checked += 1
+    assert checked >= 3
+
+
+def test_subtle_faults_reach_the_default_minimum_effects() -> None:
+    from sentinel.settings import DetectionSettings
+    from sentinel.sim import Magnitude
+    from sentinel.sim.faults import SUBTLE_MIN_ERRORS_PER_10_MIN
+
+    det = DetectionSettings()
+    error_faults = 0
+    for (topology, fault), seed in itertools.product(FITTING, range(6)):
+        spec = FaultSpec(topology, fault, seed, Magnitude.SUBTLE)
+        plan = plan_fault(spec, random.Random(seed))
+        mech = plan.mechanism
+        strong = plan_fault(
+            FaultSpec(topology, fault, seed, Magnitude.STRONG), random.Random(seed)
+        ).mechanism
+        if fault is FaultKind.MODEL_PROVIDER_LATENCY:
+            assert mech.latency_mult >= det.latency_min_ratio
+        if fault is FaultKind.MODEL_VERSION_CHANGE:
+            assert mech.score_drop >= det.eval_score_min_drop
+        if mech.effect is Effect.ERRORS and not mech.retries:
+            error_faults += 1
+            # Enough failures to be told from chance in ten minutes, unless the subtle
+            # rate is already the strong one's ceiling.
+            rate = plan.system.calls_per_second()[plan.target]
+            floor = SUBTLE_MIN_ERRORS_PER_10_MIN / (rate * 600)
+            assert mech.error_rate >= min(floor, strong.error_rate / 1.15**2) * 0.999, (
+                topology,
+                fault,
+                plan.target,
+            )
+            assert mech.error_rate <= strong.error_rate * 1.15 / 0.85
+    assert error_faults > 20

@@ -247,11 +247,30 @@ def remediation_for(fault: FaultKind) -> Remediation:
     return Remediation.ESCALATE
 
 
-def _mechanism(fault: FaultKind, target: str, strong: bool, rng: random.Random) -> Mechanism:
+# A subtle error fault leaves at least this many failed calls, on average, in its first
+# ten minutes at full intensity: on a tool called four times a minute, 7 % errors is
+# one failure every three minutes, which no detector can tell from chance (see
+# docs/performance.md, "How the suite is calibrated").
+SUBTLE_MIN_ERRORS_PER_10_MIN = 15.0
+
+
+def _mechanism(
+    fault: FaultKind, target: str, strong: bool, rng: random.Random, calls_per_second: float
+) -> Mechanism:
+    """What the fault does. Subtle values are the weakest a detector on default settings
+    is meant to catch: after the +-15 % jitter, at least the minimum effect of the SLI
+    they move (``DetectionSettings``: latency x1.5, score -0.05, error rate +0.05 and
+    x2), and an error rate that leaves ``SUBTLE_MIN_ERRORS_PER_10_MIN`` failures."""
     s = 1.0 if strong else 0.0  # picks the strong or the subtle value below
 
     def pick(hi: float, lo: float) -> float:
         return (hi if s else lo) * rng.uniform(0.85, 1.15)
+
+    def errors_pick(hi: float, lo: float) -> float:
+        value = pick(hi, lo)
+        if s or calls_per_second <= 0:
+            return value
+        return min(hi, max(value, SUBTLE_MIN_ERRORS_PER_10_MIN / (calls_per_second * 600.0)))
 
     match fault:
         case FaultKind.PROMPT_REGRESSION:
@@ -267,12 +286,12 @@ def _mechanism(fault: FaultKind, target: str, strong: bool, rng: random.Random) 
                 Effect.QUALITY,
                 latency_mult=pick(1.8, 1.25),
                 tokens_mult=pick(1.45, 1.15),
-                score_drop=pick(0.16, 0.06),
+                score_drop=pick(0.16, 0.08),
             )
         case FaultKind.MODEL_PROVIDER_LATENCY:
-            return Mechanism(Effect.LATENCY, latency_mult=pick(3.5, 1.6))
+            return Mechanism(Effect.LATENCY, latency_mult=pick(3.5, 2.0))
         case FaultKind.MODEL_PROVIDER_ERRORS:
-            return Mechanism(Effect.ERRORS, error_rate=pick(0.35, 0.08), errors=MODEL_ERRORS)
+            return Mechanism(Effect.ERRORS, error_rate=errors_pick(0.35, 0.08), errors=MODEL_ERRORS)
         case FaultKind.TOOL_RATE_LIMIT:
             return Mechanism(
                 Effect.ERRORS, error_rate=pick(0.6, 0.3), errors=(RATE_LIMITED,), retries=True
@@ -280,9 +299,11 @@ def _mechanism(fault: FaultKind, target: str, strong: bool, rng: random.Random) 
         case FaultKind.TOOL_LATENCY:
             return Mechanism(Effect.LATENCY, latency_add=pick(2.5, 0.7))
         case FaultKind.TOOL_ERRORS:
-            return Mechanism(Effect.ERRORS, error_rate=pick(0.3, 0.07), errors=TOOL_ERRORS)
+            return Mechanism(Effect.ERRORS, error_rate=errors_pick(0.3, 0.07), errors=TOOL_ERRORS)
         case FaultKind.TOOL_SCHEMA_CHANGE:
-            return Mechanism(Effect.ERRORS, error_rate=pick(0.4, 0.1), errors=(INVALID_TOOL_CALL,))
+            return Mechanism(
+                Effect.ERRORS, error_rate=errors_pick(0.4, 0.1), errors=(INVALID_TOOL_CALL,)
+            )
         case FaultKind.RETRIEVAL_DEGRADATION:
             return Mechanism(Effect.QUALITY, rows_mult=pick(0.25, 0.6), score_drop=pick(0.35, 0.12))
         case FaultKind.AGENT_LOOP:
@@ -291,14 +312,16 @@ def _mechanism(fault: FaultKind, target: str, strong: bool, rng: random.Random) 
             agent = target.startswith("agent:")
             if rng.random() < 0.5:
                 errors = AGENT_ERRORS if agent else SERVICE_ERRORS
-                return Mechanism(Effect.ERRORS, error_rate=pick(0.3, 0.07), errors=errors)
+                return Mechanism(Effect.ERRORS, error_rate=errors_pick(0.3, 0.07), errors=errors)
             if agent:  # e.g. max_tokens raised: longer answers, slower runs
                 return Mechanism(Effect.LATENCY, tokens_mult=pick(3.0, 1.6))
             return Mechanism(Effect.LATENCY, latency_mult=pick(8.0, 2.2))
         case FaultKind.SERVICE_LATENCY:
             return Mechanism(Effect.LATENCY, latency_mult=pick(8.0, 2.2))
         case FaultKind.SERVICE_ERRORS:
-            return Mechanism(Effect.ERRORS, error_rate=pick(0.3, 0.06), errors=SERVICE_ERRORS)
+            return Mechanism(
+                Effect.ERRORS, error_rate=errors_pick(0.3, 0.06), errors=SERVICE_ERRORS
+            )
         case FaultKind.RESOURCE_EXHAUSTION:
             return Mechanism(
                 Effect.SATURATION,
@@ -478,7 +501,13 @@ def plan_fault(spec: FaultSpec, rng: random.Random) -> FaultPlan:
     before_end = min(rng.uniform(15 * 60, 25 * 60), duration * 0.45)
     fault_start = float(int(duration - before_end))
     ramp = rng.uniform(180, 480) if spec.onset is Onset.RAMPED else 0.0
-    mechanism = _mechanism(spec.fault, target, spec.magnitude is Magnitude.STRONG, rng)
+    mechanism = _mechanism(
+        spec.fault,
+        target,
+        spec.magnitude is Magnitude.STRONG,
+        rng,
+        sys_.calls_per_second()[target],
+    )
     change = _root_change(sys_, spec, root, target, fault_start - rng.uniform(10, 90), rng)
     herrings = _red_herrings(sys_, spec, root, target, fault_start, rng)
     return FaultPlan(

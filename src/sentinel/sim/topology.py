@@ -142,6 +142,40 @@ class System:
         """The components that call ``component``, in node order."""
         return tuple(k for k in self.nodes if any(c.callee == component for c in self.calls_of(k)))
 
+    def calls_per_second(self) -> dict[str, float]:
+        """The mean calls each component receives per second, from the root rate and
+        the call probabilities (retries and failed runs' missing steps ignored): how much
+        evidence a fault at that component leaves per minute."""
+        rates: dict[str, float] = {k: 0.0 for k in self.nodes}
+
+        def visit(component: str, rate: float, depth: int = 0) -> None:
+            if depth > 8:  # call graphs are acyclic; this only guards a bad topology
+                return
+            rates[component] += rate
+            n = self.nodes[component]
+            if isinstance(n, AgentNode):
+                share_calls(n.prelude, rate, depth, choice=False)
+                # ``steps`` tool steps, each followed by a model call, plus the final one.
+                share_calls(n.models, rate * (n.steps + 1), depth, choice=True)
+                if n.tools:
+                    share_calls(n.tools, rate * n.steps, depth, choice=True)
+                else:  # re-queries: the first two calls of the prelude, once per step
+                    share_calls(n.prelude[:2], rate * n.steps, depth, choice=False)
+            elif isinstance(n, ServiceNode):
+                share_calls(n.calls, rate, depth, choice=n.choice)
+            elif isinstance(n, ToolNode):
+                share_calls(n.calls, rate, depth, choice=False)
+            elif isinstance(n, IndexNode):
+                visit(n.store, rate, depth + 1)
+
+        def share_calls(calls: tuple[Call, ...], rate: float, depth: int, *, choice: bool) -> None:
+            total = sum(c.p for c in calls) if choice else 1.0
+            for c in calls:
+                visit(c.callee, rate * c.p / total, depth + 1)
+
+        visit(self.entry, self.rate)
+        return rates
+
     def hosts(self) -> tuple[str, ...]:
         """Service names that run as containers of ours: owned services and agent runtimes."""
         names: list[str] = []
