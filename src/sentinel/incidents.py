@@ -242,6 +242,13 @@ def _require_live(state: TrackedIncident | None, event: LifecycleEvent) -> Track
 Edge = tuple[str, str]  # (caller, callee), or (change component, affected component)
 
 
+def call_peer(span: Span) -> str | None:
+    """The component a CLIENT span calls (a bare peer name is a service), or None."""
+    if span.kind is not SpanKind.CLIENT or not span.peer:
+        return None
+    return span.peer if ":" in span.peer else f"service:{span.peer}"
+
+
 def component_edges(
     spans: Iterable[Span] = (),
     topology: Iterable[TopologyEdge] = (),
@@ -257,10 +264,9 @@ def component_edges(
             parent = by_id.get((s.trace_id, s.parent_span_id))
             if parent is not None and parent != s.component:
                 edges.add((parent, s.component))
-        if s.kind is SpanKind.CLIENT and s.peer:
-            peer = s.peer if ":" in s.peer else f"service:{s.peer}"
-            if peer != s.component:
-                edges.add((s.component, peer))
+        peer = call_peer(s)
+        if peer is not None and peer != s.component:
+            edges.add((s.component, peer))
     edges.update((e.caller, e.callee) for e in topology if e.caller != e.callee)
     for c in changes:
         edges.update((c.component, a) for a in c.affects if a != c.component)

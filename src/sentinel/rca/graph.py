@@ -27,8 +27,8 @@ from enum import StrEnum
 import networkx as nx
 
 from sentinel.detection import Anomaly, Detector
-from sentinel.incidents import Edge, component_edges
-from sentinel.telemetry import ChangeEvent, Span, SpanKind, TopologyEdge
+from sentinel.incidents import Edge, call_peer, component_edges
+from sentinel.telemetry import ChangeEvent, Span, TopologyEdge
 
 DEFAULT_EXEMPLARS = 5
 
@@ -113,13 +113,6 @@ def build_graph(
     return graph
 
 
-def _callee(span: Span) -> str | None:
-    """The component a CLIENT span calls, as ``component_edges`` names it."""
-    if span.kind is not SpanKind.CLIENT or not span.peer:
-        return None
-    return span.peer if ":" in span.peer else f"service:{span.peer}"
-
-
 def _edge_counts(spans: list[Span]) -> tuple[Counter[Edge], Counter[Edge], Counter[Edge]]:
     """Calls, failed calls and failed calls whose caller span failed too, per edge.
 
@@ -147,7 +140,7 @@ def _edge_counts(spans: list[Span]) -> tuple[Counter[Edge], Counter[Edge], Count
         parent = by_id.get((s.trace_id, s.parent_span_id)) if s.parent_span_id else None
         if parent is not None and parent.component != s.component:
             count((parent.component, s.component), s.is_error, parent.is_error)
-        callee = _callee(s)
+        callee = call_peer(s)
         if (
             callee is not None
             and callee != s.component
