@@ -226,6 +226,53 @@ def test_a_shift_shorter_than_the_persistence_pages_only_on_overwhelming_evidenc
     assert detect_series(series(SliKind.LATENCY_P50, noisy), at_end(), S) is None
 
 
+def test_a_component_that_bursts_must_beat_its_own_bursts() -> None:
+    # Errors of a busy service: 0.1 % with a 2-point burst of 10 % in its baseline (as a
+    # provider's hiccup every quarter hour), then the latest two points at 20 %.
+    values = [0.001] * N
+    values[N - 40], values[N - 39] = 0.10, 0.10
+    values[-2:] = [0.20, 0.20]
+    bursty = series(SliKind.ERROR_RATE, values, [1000] * N)
+    # 20 % is twice the baseline's burst: the fast path (4x its effects) waits for the
+    # persistence, which a 2-point burst never reaches.
+    assert detect_series(bursty, at_end(), S) is None
+    # The same two points against a baseline without the burst are a hard failure.
+    values[N - 40], values[N - 39] = 0.001, 0.001
+    assert isinstance(
+        detect_series(series(SliKind.ERROR_RATE, values, [1000] * N), at_end(), S), Anomaly
+    )
+    # A burst of the persistence's length in the baseline: the same again is not news, a
+    # shift well beyond it is.
+    values = [0.001] * N
+    values[N - 40 : N - 36] = [0.08] * 4
+    values[-4:] = [0.09] * 4
+    assert detect_series(series(SliKind.ERROR_RATE, values, [1000] * N), at_end(), S) is None
+    values[-4:] = [0.25] * 4
+    found = detect_series(series(SliKind.ERROR_RATE, values, [1000] * N), at_end(), S)
+    assert isinstance(found, Anomaly)
+    assert found.onset == T0 + (N - 4) * STEP
+
+
+def test_one_spike_of_errors_is_not_a_persistent_shift() -> None:
+    # Eight errors in one point, then clean points: pooled over the persistence window it
+    # is above 5 %, but no point after the spike carries the shift.
+    counts = [40] * N
+    values = [0.0] * N
+    values[N - 30] = 1 / 40  # the baseline's rare error
+    values[N - 3] = 8 / 50
+    counts[N - 3] = 50
+    values[N - 2] = 1 / 30
+    counts[N - 2] = 30
+    counts[N - 1] = 50
+    assert detect_series(series(SliKind.ERROR_RATE, values, counts), at_end(), S) is None
+    # The same errors spread over the last four points are a shift.
+    values[-4:] = [3 / 40, 3 / 40, 3 / 50, 3 / 30]
+    counts[-4:] = [40, 40, 50, 30]
+    assert isinstance(
+        detect_series(series(SliKind.ERROR_RATE, values, counts), at_end(), S), Anomaly
+    )
+
+
 def test_an_error_type_never_seen_in_the_baseline_emerges() -> None:
     values = [0.0] * (N - 6) + [0.02] * 6
     s = SliSeries(

@@ -31,6 +31,13 @@ How one series is judged at ``now`` (only steps complete at ``now`` are used):
   pages on its first complete step; a drop of traffic always needs the full persistence;
 - a share's baseline rate is tested at its upper confidence bound: a quiet component
   that showed no error in its baseline by chance does not page on a few errors;
+- a component whose baseline shows short bursts must beat its worst burst of as many
+  points by the minimum effect (the fast path's, on the fast path; shares on the full
+  path too), so the next burst of a bursty provider is not a page;
+- a share's shift must not rest on one point: without its most erroneous point the rest
+  of the persistence window must still be consistent with the minimum effect, and the
+  onset found must leave the persistence behind it (a spike after quiet points is not
+  a shift that held);
 - an error type with no error in the whole baseline that shows ``emergence_min_errors``
   recent errors is an emergence, whatever its baseline share;
 - too few baseline or recent points, a gap at the end, zero traffic or too few
@@ -138,6 +145,7 @@ _GAUGES = frozenset({SliKind.MEMORY_UTILISATION})
 _QUANTILE_MIN_COUNT = {SliKind.LATENCY_P95: 20, SliKind.LATENCY_P99: 100}
 # A point whose errors are this unlikely under the minimum effect contradicts the shift.
 _CONSISTENT = 0.01
+_SPIKE_ONLY = 0.01
 _MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution times this is its sigma
 _MEDIAN_EFFICIENCY = 1.2533  # sd of a sample median / (sigma / sqrt(n)), normal data
 # Noise never taken below this share of the baseline level: a flat baseline (MAD 0)
@@ -289,14 +297,50 @@ def detect_series(
             return short(NotEnoughDataReason.TOO_FEW_RECENT_POINTS)
         return _detect_traffic_drop(key, base, recent, slow)
     detector = _detect_share if share else _detect_level
-    found = detector(key, base, recent, s) if len(recent) >= s.persistence_points else None
+    found = (
+        detector(key, base, recent, s)
+        if len(recent) >= s.persistence_points
+        and (not share or _beats_bursts(kind, base, recent, s))
+        else None
+    )
     if found is None and s.fast_persistence_points < s.persistence_points:
         # The fast path trusts only points resting on many observations: a p50 of three
         # calls, two of them timeouts, is a spike of noise however far it lands.
         fast_min = max(min_count, round(s.min_point_count * s.fast_evidence_factor))
-        if all(c >= fast_min for _, _, c in recent[-s.fast_persistence_points :]):
-            found = detector(key, base, recent, _fast(s))
+        fast = _fast(s)
+        if all(c >= fast_min for _, _, c in recent[-s.fast_persistence_points :]) and _beats_bursts(
+            kind, base, recent, fast
+        ):
+            found = detector(key, base, recent, fast)
     return found
+
+
+def _beats_bursts(
+    kind: SliKind, base: list[_Point], recent: list[_Point], fast: DetectionSettings
+) -> bool:
+    """Whether the fast path's last points beat, by the fast path's minimum effect, the
+    worst run of as many points the baseline itself showed. A component whose baseline
+    has short bursts (a provider's minute of 10 % errors every quarter hour) does not
+    page on the next burst before the full persistence says it lasts."""
+    n = fast.persistence_points
+    if len(base) < n:
+        return True
+
+    def level(points: Sequence[_Point]) -> float:
+        if kind in _SHARES:
+            err, req = _pool(points)
+            return err / req if req else 0.0
+        values = [v for _, v, _ in points]
+        # the run's least bad point: a run is as bad as it stays throughout
+        return min(values) if direction_of(kind) is Direction.UP else max(values)
+
+    runs = [level(base[i : i + n]) for i in range(len(base) - n + 1)]
+    up = direction_of(kind) is Direction.UP
+    worst = max(runs) if up else min(runs)
+    typical = level(base) if kind in _SHARES else _median([v for _, v, _ in base])
+    if (worst <= typical) if up else (worst >= typical):
+        return True  # no burst (an error type the baseline never showed, say)
+    return _big_enough(kind, worst, level(recent[-n:]), fast)
 
 
 def _fast(s: DetectionSettings) -> DetectionSettings:
@@ -598,6 +642,13 @@ def _detect_share(
             below = 1.0 - 10 ** _log10_binomial_tail(round(v * c) + 1, c, p_effect)
             if below < _CONSISTENT:
                 return None
+        # Nor may one point carry the shift alone: without its most erroneous point, the
+        # others together must still be consistent with the minimum effect (one spike of
+        # 8 errors then three clean points of 50 requests is a spike, not a shift).
+        rest = sorted(last, key=lambda p: p[1] * p[2])[:-1]
+        r_err, r_n = _pool(rest)
+        if r_n and 1.0 - 10 ** _log10_binomial_tail(r_err + 1, r_n, p_effect) < _SPIKE_ONLY:
+            return None
     valid: list[int] = []
     best: tuple[float, int, float] | None = None
     for k in range(len(recent) - s.persistence_points + 1):
@@ -617,7 +668,7 @@ def _detect_share(
                 best = (score, k, observed)
     if best is None:
         return None
-    return _located(
+    found = _located(
         key,
         recent,
         valid,
@@ -630,6 +681,11 @@ def _detect_share(
         pooled=True,
         detector=Detector.EMERGENCE if emerging else Detector.LEVEL_SHIFT,
     )
+    # The errors may sit in the last points only, after a quiet start of the persistence
+    # window: the shift dated there has not held the persistence yet.
+    if found.onset > recent[-s.persistence_points][0]:
+        return None
+    return found
 
 
 def detect(
