@@ -466,6 +466,64 @@ def detect(
             )
 
 
+@app.command()
+def rca(
+    case_dir: Annotated[Path, typer.Argument(help="A case folder (CASE_FORMAT.md).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    top: Annotated[int, typer.Option(help="Hypotheses to print (JSON: all).", min=1)] = 5,
+    config: ConfigOption = None,
+) -> None:
+    """Find a case's incident and rank its root-cause hypotheses.
+
+    The case's [truth] is never read: the onset and the causes come from the telemetry
+    alone. JSON is CASE_FORMAT.md's "What an engine returns".
+    """
+
+    from sentinel.cases import read_case
+    from sentinel.rca.engine import diagnose
+
+    settings = _settings(config, serving=False)
+    try:
+        case = read_case(case_dir)
+    except SentinelError as e:
+        raise _fail(e) from e
+    found = diagnose(case, settings.detection, settings.pricing, settings.slo)
+    if as_json:
+        doc = {
+            "case": found.case,
+            "onset": _rfc3339(found.onset) if found.onset else None,
+            "hypotheses": [
+                {
+                    "component": h.component,
+                    "fault": h.fault,
+                    "confidence": h.confidence,
+                    **({"change": h.change} if h.change else {}),
+                    "evidence": list(h.evidence),
+                }
+                for h in found.hypotheses
+            ],
+        }
+        sys.stdout.write(json.dumps(doc) + "\n")
+        return
+    if found.onset is None:
+        out.print(f"{found.case}: no incident found; nothing to diagnose", markup=False)
+        return
+    out.print(
+        f"{found.case}: incident {found.incident}, onset {_rfc3339(found.onset)}",
+        highlight=False,
+        markup=False,
+    )
+    for n, h in enumerate(found.hypotheses[:top], 1):
+        change = f", change {h.change}" if h.change else ""
+        out.print(
+            f"  {n}. {h.component} ({h.fault}{change}): confidence {h.confidence:.0%}",
+            highlight=False,
+            markup=False,
+        )
+        for line in h.evidence:
+            out.print(f"       - {line}", highlight=False, markup=False)
+
+
 def main() -> None:
     app()
 
