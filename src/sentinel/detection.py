@@ -297,32 +297,30 @@ def detect_series(
             return short(NotEnoughDataReason.TOO_FEW_RECENT_POINTS)
         return _detect_traffic_drop(key, base, recent, slow)
     detector = _detect_share if share else _detect_level
-    found = (
-        detector(key, base, recent, s)
-        if len(recent) >= s.persistence_points
-        and (not share or _beats_bursts(kind, base, recent, s))
-        else None
-    )
+    found = detector(key, base, recent, s) if len(recent) >= s.persistence_points else None
+    # Judged only once a shift is found: most series at most steps have none.
+    if found is not None and share and not _beats_bursts(kind, base, recent, s):
+        found = None
     if found is None and s.fast_persistence_points < s.persistence_points:
         # The fast path trusts only points resting on many observations: a p50 of three
         # calls, two of them timeouts, is a spike of noise however far it lands.
         fast_min = max(min_count, round(s.min_point_count * s.fast_evidence_factor))
         fast = _fast(s)
-        if all(c >= fast_min for _, _, c in recent[-s.fast_persistence_points :]) and _beats_bursts(
-            kind, base, recent, fast
-        ):
+        if all(c >= fast_min for _, _, c in recent[-s.fast_persistence_points :]):
             found = detector(key, base, recent, fast)
+            if found is not None and not _beats_bursts(kind, base, recent, fast):
+                found = None
     return found
 
 
 def _beats_bursts(
-    kind: SliKind, base: list[_Point], recent: list[_Point], fast: DetectionSettings
+    kind: SliKind, base: list[_Point], recent: list[_Point], s: DetectionSettings
 ) -> bool:
-    """Whether the fast path's last points beat, by the fast path's minimum effect, the
-    worst run of as many points the baseline itself showed. A component whose baseline
-    has short bursts (a provider's minute of 10 % errors every quarter hour) does not
-    page on the next burst before the full persistence says it lasts."""
-    n = fast.persistence_points
+    """Whether the last ``s.persistence_points`` points beat, by ``s``' minimum effect,
+    the worst run of as many points the baseline itself showed. A component whose
+    baseline has short bursts (a provider's minute of 10 % errors every quarter hour)
+    does not page on the next burst (``s`` is the fast path's bar, or the full one)."""
+    n = s.persistence_points
     if len(base) < n:
         return True
 
@@ -340,7 +338,7 @@ def _beats_bursts(
     typical = level(base) if kind in _SHARES else _median([v for _, v, _ in base])
     if (worst <= typical) if up else (worst >= typical):
         return True  # no burst (an error type the baseline never showed, say)
-    return _big_enough(kind, worst, level(recent[-n:]), fast)
+    return _big_enough(kind, worst, level(recent[-n:]), s)
 
 
 def _fast(s: DetectionSettings) -> DetectionSettings:
