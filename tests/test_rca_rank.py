@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from sentinel.cases import FaultKind, write_case
+from sentinel.cases import Case, FaultKind, write_case
 from sentinel.cli import app
 from sentinel.detection import Anomaly
 from sentinel.rca import build_graph
@@ -171,30 +172,28 @@ def test_priors_move_a_hypothesis_and_nothing_anomalous_gives_nothing() -> None:
 
 
 @pytest.fixture(scope="module")
-def case_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("rca") / "tool-latency"
+def tool_case() -> Case:
     spec = FaultSpec(topology=Topology.SUPPORT, fault=FaultKind.TOOL_LATENCY, seed=255985076)
-    write_case(simulate_case(spec), folder)
+    return simulate_case(spec)
+
+
+@pytest.fixture(scope="module")
+def case_dir(tmp_path_factory: pytest.TempPathFactory, tool_case: Case) -> Path:
+    folder = tmp_path_factory.mktemp("rca") / "tool-latency"
+    write_case(tool_case, folder)
     return folder
 
 
-def test_the_engine_finds_a_simulated_tool_fault_first_with_its_onset() -> None:
-    spec = FaultSpec(topology=Topology.SUPPORT, fault=FaultKind.TOOL_LATENCY, seed=255985076)
-    case = simulate_case(spec)
-    assert case.truth is not None
-    found = diagnose(case, DetectionSettings(), PricingSettings())
-    assert found.hypotheses[0].component == case.truth.root_cause
+def test_the_engine_finds_a_simulated_tool_fault_first_with_its_onset(tool_case: Case) -> None:
+    truth = tool_case.truth
+    assert truth is not None
+    found = diagnose(tool_case, DetectionSettings(), PricingSettings())
+    assert found.hypotheses[0].component == truth.root_cause
     assert found.onset is not None
-    assert abs(found.onset - case.truth.fault_start) <= timedelta(seconds=90)
-    # No telemetry window with a fault in it: nothing to diagnose, not a guess.
-    quiet = simulate_case(
-        FaultSpec(topology=Topology.SUPPORT, fault=FaultKind.TOOL_LATENCY, seed=3)
-    )
-    assert quiet.truth is not None
-    early = quiet.truth.fault_start - timedelta(minutes=1)
-    from dataclasses import replace
-
-    calm = replace(quiet, meta=quiet.meta.model_copy(update={"end": early}))
+    assert abs(found.onset - truth.fault_start) <= timedelta(seconds=90)
+    # The same window cut before the fault: nothing to diagnose, not a guess.
+    early = truth.fault_start - timedelta(minutes=1)
+    calm = replace(tool_case, meta=tool_case.meta.model_copy(update={"end": early}))
     nothing = diagnose(calm, DetectionSettings(), PricingSettings())
     assert nothing.onset is None and nothing.hypotheses == ()
 

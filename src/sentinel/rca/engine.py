@@ -25,6 +25,7 @@ from sentinel.rca.rank import (
     Calibration,
     Hypothesis,
     Weights,
+    anomaly_weight,
     rank,
 )
 from sentinel.settings import DetectionSettings, PricingSettings, SloSettings
@@ -52,7 +53,7 @@ def main_incident(incidents: Sequence[TrackedIncident]) -> TrackedIncident | Non
         return None
 
     def weight(i: TrackedIncident) -> float:
-        return math.fsum(math.log10(1.0 + min(a.score, 1e6)) for a in i.anomalies)
+        return math.fsum(anomaly_weight(a) for a in i.anomalies)
 
     return max(incidents, key=lambda i: (weight(i), -i.onset.timestamp()))
 

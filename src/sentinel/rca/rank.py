@@ -1,20 +1,23 @@
 """Ranking root-cause hypotheses on the causal graph (``sentinel.rca.graph``), with a
 confidence meant to be a calibrated probability.
 
-Every component with anomalies is a candidate, and so is every changed component of a
-change event near the onset (a prompt or a config, which no span names). Each candidate
-is scored from five signals, all read off the graph:
+Every component with anomalies is a candidate; so is the changed component of a change
+event near the onset (a prompt or config that no span names, or a model whose new version
+shows no symptom of its own stands for what the change affects, and the affected
+component keeps no credit for the change, so the change ranks above it); and so are the
+indexes and models under an agent whose answers got worse ("silent" suspects: fewer
+documents retrieved shows in no latency or error). Anomalies travel along call edges by
+their flow: supply (latency, errors) up to callers, demand (tokens, steps, cost) down to
+callees, quality (evaluator scores) up, and drops of traffic down. Each candidate is
+scored from five signals read off the graph:
 
-- **strength**: its strongest anomaly (robust z, or -log10 p for shares), on a log scale;
-- **coverage**: the share of anomalous components it can explain, itself and everything
-  that calls it, transitively (a slow service explains a slow tool and a slow agent);
-- **symptom**: whether something it calls is anomalous no later than it is (then it is
-  more likely a victim than a cause; a drop of traffic downstream does not count, it is
-  what a failing caller does to its callees);
+- **strength**: its strongest anomaly (``anomaly_weight``);
+- **coverage**: the weighted share of all anomalies a fault at it could have produced,
+  along those flows (a slow service explains a slow tool and a slow agent);
+- **symptom**: the weighted share of its own anomalies that another anomalous component,
+  no later, explains (then it is more likely a victim than a cause);
 - **precedence**: how long after the incident's first onset its own anomalies began;
-- **change**: a change event of this very component shortly before its onset. A prompt
-  or config change stands for the agent or service it affects (its evidence is theirs);
-  the affected component then keeps no credit for it, so the change ranks above it.
+- **change**: a change linked to it shortly before its onset, fading with age.
 
 Priors (log-odds per component, from the Learning Agent) are added to the score. The
 confidences are a softmax of the scores at a fitted temperature, next to a fitted
@@ -28,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -47,6 +50,7 @@ __all__ = [
     "Calibration",
     "Hypothesis",
     "Weights",
+    "anomaly_weight",
     "rank",
 ]
 
@@ -155,9 +159,9 @@ def rank(
         return ()
     first = min(a.onset for found in anomalous.values() for a in found)
     changes = [d["change"] for _, d in graph.nodes(data=True) if d.get("kind") is NodeKind.CHANGE]
-    calls = _Calls(_reach(graph, reverse=True), _reach(graph, reverse=False))
+    calls = _call_reach(graph)
     everything = [a for found in anomalous.values() for a in found]
-    total = math.fsum(_weight(a) for a in everything)
+    total = math.fsum(anomaly_weight(a) for a in everything)
     scored: list[tuple[float, _Candidate, list[str]]] = []
     for cand in _candidates(anomalous, changes, calls):
         score, evidence = _score(cand, anomalous, everything, total, calls, first, weights, graph)
@@ -200,8 +204,7 @@ def _candidates(
             continue
         if ch.component in anomalous and not ch.component.startswith(_OUTSIDE_CALL_GRAPH):
             if _recent(ch, onset[ch.component]):
-                prev = out[ch.component]
-                out[ch.component] = _Candidate(prev.component, prev.anomalies, prev.nodes, ch)
+                out[ch.component] = replace(out[ch.component], change=ch)
             continue
         # A changed component without symptoms of its own (a prompt, a config, a model
         # whose new version answers worse) stands for what the change affects.
@@ -217,18 +220,21 @@ def _recent(change: ChangeEvent, onset: datetime) -> bool:
     return onset - CHANGE_WINDOW <= change.time <= onset + CHANGE_LATE
 
 
-def _reach(graph: nx.DiGraph, *, reverse: bool) -> dict[str, set[str]]:
-    """Per component, every component it reaches along call edges (callees), or that
-    reaches it (callers, ``reverse``)."""
+def _call_reach(graph: nx.DiGraph) -> _Calls:
+    """Per component, every component that calls it and every one it calls, along call
+    edges, transitively."""
     calls = nx.DiGraph()
     calls.add_nodes_from(n for n, k in graph.nodes(data="kind") if k is NodeKind.COMPONENT)
     calls.add_edges_from((a, b) for a, b, k in graph.edges(data="kind") if k is EdgeKind.CALL)
-    if reverse:
-        calls = calls.reverse(copy=False)
-    return {n: nx.descendants(calls, n) for n in calls.nodes}
+    return _Calls(
+        callers={n: nx.ancestors(calls, n) for n in calls.nodes},
+        callees={n: nx.descendants(calls, n) for n in calls.nodes},
+    )
 
 
-def _weight(a: Anomaly) -> float:
+def anomaly_weight(a: Anomaly) -> float:
+    """How much evidence an anomaly is: its score (robust z, or -log10 p) on a log scale,
+    so that a p of 1e-300 does not drown everything else."""
     return math.log10(1.0 + min(a.score, 1e6))
 
 
@@ -272,26 +278,30 @@ def _score(
         # it failed or slowed, its own spans would say so.
         and (not cand.silent or _flow(a) is _Flow.QUALITY)
     ]
-    coverage = math.fsum(_weight(a) for a in explained) / total if total else 0.0
+    coverage = math.fsum(anomaly_weight(a) for a in explained) / total if total else 0.0
     own = cand.anomalies if cand.anomalies else tuple(explained)
     onset = min((a.onset for a in own), default=first)
-    strength = max((_weight(a) for a in own), default=0.0)
+    strength = max((anomaly_weight(a) for a in own), default=0.0)
     if cand.silent:
         strength *= w.silent
     # Its own anomalies another anomalous component explains better: a victim's symptoms.
     others = [c for c in anomalous if c not in cand.nodes]
-    covered = [
-        a
-        for a in cand.anomalies
-        if any(
-            _explains((d,), a, calls, anomalous)
-            and min(b.onset for b in anomalous[d]) <= a.onset + SYMPTOM_SLACK
-            and _can_cause(anomalous[d], a)
-            for d in others
+    explainers = [
+        (
+            a,
+            [
+                d
+                for d in others
+                if _explains((d,), a, calls, anomalous)
+                and min(b.onset for b in anomalous[d]) <= a.onset + SYMPTOM_SLACK
+                and _can_cause(anomalous[d], a)
+            ],
         )
+        for a in cand.anomalies
     ]
-    own_weight = math.fsum(_weight(a) for a in cand.anomalies)
-    symptom = math.fsum(_weight(a) for a in covered) / own_weight if own_weight else 0.0
+    covered = [a for a, by in explainers if by]
+    own_weight = math.fsum(anomaly_weight(a) for a in cand.anomalies)
+    symptom = math.fsum(anomaly_weight(a) for a in covered) / own_weight if own_weight else 0.0
     late = max(0.0, (onset - first).total_seconds() / 60.0)
     change = 0.0
     if cand.change is not None:
@@ -322,8 +332,8 @@ def _score(
             + ", ".join(others_explained[:6])
         )
     if covered:
-        by = sorted({d for d in others for a in covered if _explains((d,), a, calls, anomalous)})
-        evidence.append("its symptoms may come from: " + ", ".join(by[:6]))
+        sources = sorted({d for _, by in explainers for d in by})
+        evidence.append("its symptoms may come from: " + ", ".join(sources[:6]))
     for n in cand.nodes:
         traces = graph.nodes[n].get("exemplars", ()) if n in graph else ()
         if traces:
