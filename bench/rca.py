@@ -5,6 +5,10 @@ with the number of spans.
 How it measures:
 - suite: `sentinel.sim.suite(N, seed)` (every fault kind, all topologies, strong/subtle,
   abrupt/ramped, 1-3 red-herring changes each) plus the public cases in ../shared/cases;
+- metrics only: 16 more cases of the simulated metrics-only microservice system (every
+  fault kind it fits, strong/subtle, abrupt/ramped; `--metrics-only N`), and every
+  metrics-only case once more without its topology.jsonl (`*-no-topology`): the engine
+  then infers the call structure from the metrics;
 - sentinel: `sentinel.rca.engine.diagnose` on each case, exactly what `sentinel rca`
   runs: it finds the incident and onset itself and never reads `[truth]`. Scores: AC@k
   (truth among the first k hypotheses), Avg@5 (mean of AC@1..AC@5), ECE of the top-1
@@ -22,7 +26,7 @@ How it measures:
   spans (and 50k), timing graph building + ranking for the same anomalies.
 
 Usage: `.venv/bin/python bench/rca.py [--cases 60] [--seed 2026] [--no-baselines]
-[--methods baro,pagerank] [--scaling] [--fit-seed 7]`
+[--methods baro,pagerank] [--metrics-only 16] [--scaling] [--fit-seed 7]`
 """
 
 from __future__ import annotations
@@ -73,6 +77,40 @@ def cases(n: int, seed: int, with_public: bool) -> list[tuple[str, Case]]:
             if (p / "case.toml").exists():
                 out.append(("public", read_case(p, with_truth=True)))
     return out
+
+
+def metrics_only_cases(n: int, seed: int) -> list[tuple[str, Case]]:
+    """``n`` more cases of the metrics-only microservice system (RE1-style: no traces, a
+    topology.jsonl), every fault kind it fits in turn, strong/subtle and abrupt/ramped."""
+    from sentinel.cases import FaultKind
+    from sentinel.sim import FaultSpec, Topology
+    from sentinel.sim.faults import Magnitude, Onset, fits
+
+    kinds = [f for f in FaultKind if fits(Topology.MICROSERVICES, f)]
+    difficulties = [(m, o) for m in Magnitude for o in Onset]
+    out = []
+    for i in range(n):
+        m, o = difficulties[(i // len(kinds)) % len(difficulties)]
+        spec = FaultSpec(Topology.MICROSERVICES, kinds[i % len(kinds)], seed + i, m, o)
+        out.append(("metrics-only", simulate_case(spec)))
+    return out
+
+
+def without_topology(suite_cases: Sequence[tuple[str, Case]]) -> list[tuple[str, Case]]:
+    """The metrics-only cases (no spans) once more with their topology.jsonl taken away:
+    the engine must then infer the call structure from the metrics (sentinel.rca.infer)."""
+    return [
+        (
+            f"{topology}-no-topology",
+            replace(
+                case,
+                topology=(),
+                meta=case.meta.model_copy(update={"id": f"{case.meta.id}-no-topology"}),
+            ),
+        )
+        for topology, case in suite_cases
+        if not case.spans and case.topology
+    ]
 
 
 def ac(rows: Sequence[Row], k: int) -> float:
@@ -130,7 +168,7 @@ def table(name: str, rows: Sequence[Row], topologies: Sequence[str]) -> None:
     )
 
 
-def accuracy(n: int, seed: int, methods: Sequence[str]) -> None:
+def accuracy(n: int, seed: int, methods: Sequence[str], metrics_only: int) -> None:
     det, pricing = DetectionSettings(), PricingSettings()
     ours: list[Row] = []
     theirs: dict[str, list[Row]] = {m: [] for m in methods}
@@ -141,6 +179,9 @@ def accuracy(n: int, seed: int, methods: Sequence[str]) -> None:
         if missing:
             raise SystemExit(f"baselines unavailable: {missing} (or pass --no-baselines)")
     suite_cases = cases(n, seed, with_public=True)
+    extra = metrics_only_cases(metrics_only, seed)
+    extra += without_topology([*suite_cases, *extra])
+    suite_cases += extra
     for i, (topology, case) in enumerate(suite_cases, 1):
         assert case.truth is not None
         truth = case.truth.root_cause
@@ -160,7 +201,12 @@ def accuracy(n: int, seed: int, methods: Sequence[str]) -> None:
         say(f"  [{i}/{len(suite_cases)}] {case.meta.id:<50} {case.truth.fault:<24} {note}")
     topologies = sorted({r.topology for r in ours})
     say()
-    say(f"cases: {len(ours)} ({n} simulated, suite seed {seed}; {len(ours) - n} public)")
+    say(
+        f"cases: {len(ours)} ({n} simulated, suite seed {seed}; "
+        f"{len(ours) - n - len(extra)} public; {metrics_only} more of the metrics-only "
+        f"system; {len(extra) - metrics_only} metrics-only ones again without their "
+        "topology.jsonl)"
+    )
     table("sentinel", ours, topologies)
     for m, rows in theirs.items():
         table(m, rows, topologies)
@@ -220,6 +266,9 @@ def main() -> None:
     ap.add_argument("--cases", type=int, default=60)
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--methods", default="baro,pagerank")
+    ap.add_argument(
+        "--metrics-only", type=int, default=16, help="extra cases of the metrics-only system"
+    )
     ap.add_argument("--no-baselines", action="store_true")
     ap.add_argument("--scaling", action="store_true", help="only the span scaling figures")
     ap.add_argument("--fit-seed", type=int, default=None, help="fit the calibration and exit")
@@ -231,7 +280,7 @@ def main() -> None:
         scaling()
     else:
         methods = [] if args.no_baselines else [m for m in args.methods.split(",") if m]
-        accuracy(args.cases, args.seed, methods)
+        accuracy(args.cases, args.seed, methods, args.metrics_only)
     say(f"total wall time {time.perf_counter() - t:.0f} s")
 
 

@@ -75,6 +75,8 @@ QUIET = {
     SliKind.EVAL_SCORE: (0.80, 0.84),
     SliKind.GUARDRAIL_TRIGGERS: (0.0, 0.04),
     SliKind.MEMORY_UTILISATION: (0.40, 0.48),
+    SliKind.MEMORY_WORKING_SET: (1.0e9, 1.15e9),
+    SliKind.CPU_USAGE: (0.40, 0.55),
 }
 
 
@@ -201,6 +203,24 @@ def test_memory_utilisation_pages_on_a_rise_of_the_minimum_share_of_the_limit(
     if pages:
         assert isinstance(found, Anomaly)
         assert found.onset == T0 + (N - 8) * STEP
+
+
+@pytest.mark.parametrize(
+    ("kind", "before", "after", "pages"),
+    [
+        (SliKind.CPU_USAGE, 0.3, 0.9, True),
+        (SliKind.CPU_USAGE, 0.3, 0.4, False),  # 1.33x: under the ratio
+        (SliKind.CPU_USAGE, 0.02, 0.08, False),  # 4x, but 0.06 cores
+        (SliKind.MEMORY_WORKING_SET, 1e9, 1.5e9, True),  # no limit: bytes, by ratio
+        (SliKind.MEMORY_WORKING_SET, 1e9, 1.1e9, False),
+    ],
+)
+def test_cpu_and_unlimited_memory_page_past_their_minimum_effect(
+    kind: SliKind, before: float, after: float, pages: bool
+) -> None:
+    values = step_change(before, after, N - 8, 0.01)
+    found = detect_series(series(kind, values, [2] * N), at_end(), S)
+    assert isinstance(found, Anomaly) is pages
 
 
 def test_a_blip_that_ended_does_not_page_however_strong() -> None:

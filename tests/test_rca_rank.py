@@ -94,6 +94,48 @@ def test_a_slow_service_explains_the_slow_tool_and_agent_above_it() -> None:
     assert any("explains the anomalies of 3 other" in e for e in found[0].evidence)
 
 
+def test_where_direction_is_unknown_a_saturated_service_is_the_cause_not_a_victim() -> None:
+    # Two services linked both ways (an inferred topology): the frontend's errors are
+    # louder, but only the shipping service saturates, and no neighbour's latency or
+    # errors can raise a service's CPU.
+    front, ship = "service:frontend", "service:shipping"
+    both = (TopologyEdge(caller=front, callee=ship), TopologyEdge(caller=ship, callee=front))
+    anomalies = [
+        anomaly(front, SliKind.ERROR_RATE, score=7600, at=30),
+        anomaly(front, SliKind.LATENCY_P50, score=340, at=30),
+        anomaly(ship, SliKind.ERROR_RATE, score=2760, at=30),
+        anomaly(ship, SliKind.LATENCY_P50, score=210, at=30),
+        anomaly(ship, SliKind.CPU_USAGE, score=16, at=0),
+    ]
+    found = rank(build_graph((), (), anomalies, both))
+    assert [h.component for h in found] == [ship, front]
+    assert found[0].fault == FaultKind.RESOURCE_EXHAUSTION.value
+    assert "its symptoms may come from: service:shipping" in found[1].evidence
+
+
+def test_where_direction_is_unknown_the_source_is_the_one_whose_errors_rose_most() -> None:
+    # The frontend serves more requests, so its smaller rise scores higher; but a
+    # caller's error share is its callee's diluted by the requests that skip the callee.
+    front, checkout = "service:frontend", "service:checkout"
+    both = (
+        TopologyEdge(caller=front, callee=checkout),
+        TopologyEdge(caller=checkout, callee=front),
+    )
+    loud = anomaly(front, SliKind.ERROR_RATE, score=27).model_copy(
+        update={"baseline": 0.011, "observed": 0.054}
+    )
+    deep = anomaly(checkout, SliKind.ERROR_RATE, score=7.4).model_copy(
+        update={"baseline": 0.012, "observed": 0.126}
+    )
+    assert [h.component for h in rank(build_graph((), (), [loud, deep], both))] == [
+        checkout,
+        front,
+    ]
+    # Known direction (the frontend calls the checkout): the same holds, from the graph.
+    known = rank(build_graph((), (), [loud, deep], both[:1]))
+    assert known[0].component == checkout
+
+
 def test_a_prompt_change_stands_for_the_agent_it_affects() -> None:
     found = ranked(
         [

@@ -443,7 +443,7 @@ def test_an_uninstrumented_callee_is_seen_through_its_callers(
 
 
 # Kinds only metric samples (container gauges) can give: tested on samples below.
-METRIC_ONLY = {SliKind.MEMORY_UTILISATION}
+METRIC_ONLY = {SliKind.MEMORY_UTILISATION, SliKind.MEMORY_WORKING_SET, SliKind.CPU_USAGE}
 
 
 def test_every_kind_has_a_known_answer_above(fleet_slis: dict[SliKey, SliSeries]) -> None:
@@ -919,6 +919,19 @@ def test_memory_utilisation_is_the_working_set_over_the_limit_per_service() -> N
     mem = get(slis, "service:reranker", SliKind.MEMORY_UTILISATION)
     assert values(mem) == pytest.approx([1.5 / 5, 1.9 / 5])
     assert mem.counts == (8, 8)
+    # with a limit known, no byte series besides the utilisation
+    assert not any(k.kind is SliKind.MEMORY_WORKING_SET for k in slis)
+
+    # No container of the service has a limit: its working set in bytes, summed.
+    unlimited = [
+        s
+        for s in samples
+        if s.metric == "container_memory_working_set_bytes" and dict(s.labels).get("pod") != "x"
+    ]
+    bytes_ = get(
+        metric_slis(unlimited, NOW, END, MINUTE), "service:reranker", SliKind.MEMORY_WORKING_SET
+    )
+    assert values(bytes_) == pytest.approx([1.5 * gib, 1.9 * gib])
 
 
 def test_a_held_evaluator_gauge_is_not_a_new_score() -> None:
@@ -936,3 +949,24 @@ def test_a_held_evaluator_gauge_is_not_a_new_score() -> None:
     assert values(score) == pytest.approx([0.9, 0.5])
     # a score gauge rests on the agent's requests of the step, not on its samples
     assert score.counts == (20, 20)
+
+
+def test_cpu_usage_is_cores_in_use_summed_over_a_services_containers() -> None:
+    # Two containers of one service: 0.5 then 2 cores, and 0.25 throughout; the second
+    # restarts (its counter drops to 0) at 120 s without a spike.
+    a = counter(
+        [(t, 0.5 * t) for t in range(0, 61, 15)]
+        + [(t, 30 + 2.0 * (t - 60)) for t in range(75, 181, 15)],
+        "container_cpu_usage_seconds_total",
+        component="service:api",
+        pod="api-1",
+    )
+    b = counter(
+        [(t, 0.25 * t) for t in range(0, 106, 15)]
+        + [(t, 0.25 * (t - 105)) for t in range(120, 181, 15)],
+        "container_cpu_usage_seconds_total",
+        component="service:api",
+        pod="api-2",
+    )
+    cpu = get(metric_slis(a + b, NOW, END, MINUTE), "service:api", SliKind.CPU_USAGE)
+    assert values(cpu) == pytest.approx([0.75, 2.25, 2.25])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -408,17 +408,22 @@ def detect(
 ) -> None:
     """Replay a case's telemetry through detection as if live and print its incidents.
 
-    The case's [truth] is never read: onsets come from the telemetry alone.
+    The case's [truth] is never read: onsets come from the telemetry alone. A
+    metrics-only case without a topology.jsonl gets its call structure inferred from its
+    metrics, as `sentinel rca` does, so that one problem is one incident.
     """
 
     from sentinel.cases import read_case
     from sentinel.incidents import replay_case
+    from sentinel.rca.engine import with_inferred_topology
 
     settings = _settings(config, serving=False)
     try:
         case = read_case(case_dir)
     except SentinelError as e:
         raise _fail(e) from e
+    step = timedelta(seconds=settings.detection.step_seconds)
+    case = with_inferred_topology(case, step)
     incidents = replay_case(case, settings.detection, settings.pricing)
 
     if as_json:

@@ -141,7 +141,7 @@ _USAGE = frozenset(
     }
 )
 # Resource gauges: each sample measures the whole process, not one request.
-_GAUGES = frozenset({SliKind.MEMORY_UTILISATION})
+_GAUGES = frozenset({SliKind.MEMORY_UTILISATION, SliKind.MEMORY_WORKING_SET, SliKind.CPU_USAGE})
 _QUANTILE_MIN_COUNT = {SliKind.LATENCY_P95: 20, SliKind.LATENCY_P99: 100}
 # A point whose errors are this unlikely under the minimum effect contradicts the shift.
 _CONSISTENT = 0.01
@@ -195,6 +195,13 @@ def _big_enough(kind: SliKind, baseline: float, observed: float, s: DetectionSet
         return baseline > 0 and observed <= baseline * (1.0 - s.request_rate_min_drop)
     if kind is SliKind.MEMORY_UTILISATION:
         return observed - baseline >= s.memory_min_increase
+    if kind is SliKind.MEMORY_WORKING_SET:
+        return observed >= baseline * s.memory_min_ratio
+    if kind is SliKind.CPU_USAGE:
+        return (
+            observed >= baseline * s.cpu_min_ratio
+            and observed - baseline >= s.cpu_min_increase_cores
+        )
     return False  # a kind without a declared minimum effect never pages
 
 
@@ -358,6 +365,9 @@ def _fast(s: DetectionSettings) -> DetectionSettings:
             "steps_min_increase": s.steps_min_increase * f,
             "eval_score_min_drop": s.eval_score_min_drop * f,
             "memory_min_increase": min(1.0, s.memory_min_increase * f),
+            "memory_min_ratio": s.memory_min_ratio**f,
+            "cpu_min_ratio": s.cpu_min_ratio**f,
+            "cpu_min_increase_cores": s.cpu_min_increase_cores * f,
         }
     )
 

@@ -221,6 +221,12 @@ class DetectionSettings(_Section):
     request_rate_min_drop: Annotated[float, Field(gt=0, le=1)] = 0.5
     # Memory utilisation (working set / limit): up by this share of the limit.
     memory_min_increase: Annotated[float, Field(gt=0, le=1)] = 0.1
+    # Memory without a limit (working-set bytes): up by this ratio.
+    memory_min_ratio: Annotated[float, Field(ge=1)] = 1.2
+    # CPU in use (cores): this many times the baseline, and by at least this many cores
+    # (a service idling at 0.01 cores doubles on a few busy requests).
+    cpu_min_ratio: Annotated[float, Field(ge=1)] = 1.5
+    cpu_min_increase_cores: Annotated[float, Field(ge=0)] = 0.1
     # An error type absent from the baseline needs this many recent errors.
     emergence_min_errors: Annotated[int, Field(ge=1)] = 5
     # Anomalies this close in time and this close in the component graph: one incident.

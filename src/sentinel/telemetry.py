@@ -543,6 +543,8 @@ class SliKind(StrEnum):
     EVAL_SCORE = "eval_score"  # mean evaluator score; qualifier = evaluator
     GUARDRAIL_TRIGGERS = "guardrail_triggers"  # share of requests that tripped a guardrail
     MEMORY_UTILISATION = "memory_utilisation"  # working set / memory limit, [0, 1+]
+    MEMORY_WORKING_SET = "memory_working_set"  # bytes, where no container has a limit
+    CPU_USAGE = "cpu_usage"  # CPU cores used (CPU seconds per second), all containers
 
     @property
     def share(self) -> bool:

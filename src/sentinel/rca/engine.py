@@ -10,8 +10,10 @@ What must not live here: reading files (``sentinel.cases``), printing, the LLM.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 
 from pydantic import BaseModel, ConfigDict
 
@@ -19,6 +21,7 @@ from sentinel.cases import Case
 from sentinel.detection import Anomaly
 from sentinel.incidents import TrackedIncident, replay_case
 from sentinel.rca.graph import build_graph
+from sentinel.rca.infer import infer_topology
 from sentinel.rca.rank import (
     DEFAULT_CALIBRATION,
     DEFAULT_WEIGHTS,
@@ -29,9 +32,20 @@ from sentinel.rca.rank import (
     rank,
 )
 from sentinel.settings import DetectionSettings, PricingSettings, SloSettings
+from sentinel.sli import metric_slis
 from sentinel.telemetry import AwareDatetime, ChangeEvent, Span, TopologyEdge
 
-__all__ = ["Diagnosis", "diagnose", "diagnose_incident", "main_incident"]
+__all__ = [
+    "Diagnosis",
+    "diagnose",
+    "diagnose_incident",
+    "main_incident",
+    "sensitive",
+    "with_inferred_topology",
+]
+
+# Said of every hypothesis found only on the second, more sensitive pass.
+BELOW_PAGING = "below the paging thresholds: found with the minimum effect sizes relaxed"
 
 
 class Diagnosis(BaseModel):
@@ -73,6 +87,33 @@ def diagnose_incident(
     return rank(graph, priors=priors, weights=weights, calibration=calibration)
 
 
+def with_inferred_topology(case: Case, step: timedelta) -> Case:
+    """The case, with call edges inferred from its metrics (``sentinel.rca.infer``) when
+    neither its spans nor a topology show any: a metrics-only system without a service
+    catalog."""
+    if case.spans or case.topology:
+        return case
+    slis = metric_slis(case.samples, case.meta.start, case.meta.end, step)
+    return dataclasses.replace(case, topology=infer_topology(slis))
+
+
+def sensitive(s: DetectionSettings) -> DetectionSettings:
+    """The detection bar for a window known to hold a fault: statistical significance is
+    kept (noise must still not count), the minimum effect sizes, which exist so that
+    small real shifts do not page anyone, are dropped or lowered, and half the baseline
+    will do (a case cut 10 minutes before its fault)."""
+    return s.model_copy(
+        update={
+            "min_baseline_points": max(10, s.min_baseline_points // 2),
+            "latency_min_increase_seconds": 0.0,
+            "cpu_min_increase_cores": 0.0,
+            "error_rate_min_increase": s.error_rate_min_increase / 5,
+            "memory_min_increase": s.memory_min_increase / 2,
+            "eval_score_min_drop": s.eval_score_min_drop / 2,
+        }
+    )
+
+
 def diagnose(
     case: Case,
     detection: DetectionSettings,
@@ -83,8 +124,18 @@ def diagnose(
     weights: Weights = DEFAULT_WEIGHTS,
     calibration: Calibration = DEFAULT_CALIBRATION,
 ) -> Diagnosis:
-    """Detection, then ranking, on a case's telemetry (never its truth)."""
+    """Detection, then ranking, on a case's telemetry (never its truth).
+
+    A case is a window someone chose because something went wrong: when nothing there
+    crosses the paging bar, detection runs again with ``sensitive`` settings, and the
+    hypotheses say so. A metrics-only case without a topology gets one inferred from its
+    metrics (``with_inferred_topology``)."""
+    case = with_inferred_topology(case, timedelta(seconds=detection.step_seconds))
+    note: tuple[str, ...] = ()
     incident = main_incident(replay_case(case, detection, pricing, slos))
+    if incident is None:
+        incident = main_incident(replay_case(case, sensitive(detection), pricing, slos))
+        note = (BELOW_PAGING,)
     if incident is None:
         return Diagnosis(case=case.meta.id, onset=None)
     hypotheses = diagnose_incident(
@@ -96,6 +147,10 @@ def diagnose(
         weights=weights,
         calibration=calibration,
     )
+    if note:
+        hypotheses = tuple(
+            h.model_copy(update={"evidence": (*h.evidence, *note)}) for h in hypotheses
+        )
     return Diagnosis(
         case=case.meta.id, onset=incident.onset, hypotheses=hypotheses, incident=incident.id
     )

@@ -8,7 +8,9 @@ component keeps no credit for the change, so the change ranks above it); and so 
 indexes and models under an agent whose answers got worse ("silent" suspects: fewer
 documents retrieved shows in no latency or error). Anomalies travel along call edges by
 their flow: supply (latency, errors) up to callers, demand (tokens, steps, cost) down to
-callees, quality (evaluator scores) up, and drops of traffic down. Each candidate is
+callees, quality (evaluator scores) up, and drops of traffic down. Saturation (CPU,
+memory) is a cause like supply, but only more demand from a caller explains it, never a
+neighbour's latency or errors. Each candidate is
 scored from five signals read off the graph:
 
 - **strength**: its strongest anomaly (``anomaly_weight``);
@@ -106,10 +108,17 @@ DEFAULT_CALIBRATION = Calibration(temperature=0.4, other=-3.0)
 class _Flow(StrEnum):
     """Which way an anomaly travels along a call edge."""
 
-    SUPPLY = "supply"  # latency, errors, saturation: from a callee to its callers
+    SUPPLY = "supply"  # latency, errors: from a callee to its callers
+    # CPU, memory: a component's own saturation. It slows its callers (a cause, like
+    # SUPPLY), but nothing a callee does raises it: a caller waiting on a slow callee
+    # does not compute more. Only more demand from its callers does.
+    SATURATION = "saturation"
     DEMAND = "demand"  # tokens, cost, steps: asked for by a caller, seen at its callees
     QUALITY = "quality"  # evaluator scores, guardrails: a callee's output spoils the caller's
     TRAFFIC = "traffic"  # a drop of requests: a failing caller calls its callees less
+
+
+_SATURATION = frozenset({SliKind.CPU_USAGE, SliKind.MEMORY_UTILISATION, SliKind.MEMORY_WORKING_SET})
 
 
 def _flow(a: Anomaly) -> _Flow:
@@ -124,6 +133,8 @@ def _flow(a: Anomaly) -> _Flow:
         return _Flow.DEMAND
     if a.sli in (SliKind.EVAL_SCORE, SliKind.GUARDRAIL_TRIGGERS):
         return _Flow.QUALITY
+    if a.sli in _SATURATION:
+        return _Flow.SATURATION
     return _Flow.SUPPLY
 
 
@@ -249,14 +260,41 @@ def _explains(
     below = any(x in calls.callees.get(n, set()) for n in nodes)
     match _flow(a):
         case _Flow.SUPPLY:
+            if above and below:
+                return _moved_as_far(nodes, a, anomalous)
             # Below: a callee slowed by the longer requests its caller now sends.
             return above or (below and any(_flow(b) is _Flow.DEMAND for b in anomalous.get(x, ())))
-        case _Flow.DEMAND:
+        case _Flow.DEMAND | _Flow.SATURATION:
             return below
         case _Flow.QUALITY:
             return above
         case _Flow.TRAFFIC:
             return below
+
+
+def _moved_as_far(
+    nodes: Sequence[str], a: Anomaly, anomalous: Mapping[str, tuple[Anomaly, ...]]
+) -> bool:
+    """For components linked both ways (a call cycle, or an inferred topology, whose
+    direction is unknown): whether a fault at ``nodes`` explains ``a`` by its effects. A
+    source saturates, or moves the same SLI at least as far: a caller's error share is
+    its callee's diluted by the requests that never reach it, and a caller's latency
+    adds its own work to its callee's, so its ratio is smaller. Nothing to compare with:
+    either end may be the source."""
+    own = [b for n in nodes for b in anomalous.get(n, ())]
+    if any(_flow(b) is _Flow.SATURATION for b in own):
+        return True
+    same = [b for b in own if b.sli is a.sli]
+    return not same or max(_relative_effect(b) for b in same) >= _relative_effect(a)
+
+
+def _relative_effect(a: Anomaly) -> float:
+    """How far an anomaly moved, comparably across components: a share's rise in
+    percentage points, a ratio (either way) otherwise."""
+    if a.sli.share:
+        return a.observed - a.baseline
+    lo, hi = sorted((abs(a.baseline), abs(a.observed)))
+    return hi / lo if lo > 0 else math.inf
 
 
 def _score(
@@ -347,8 +385,8 @@ def _can_cause(cause: Sequence[Anomaly], a: Anomaly) -> bool:
     flows = {_flow(b) for b in cause}
     match _flow(a):
         case _Flow.SUPPLY:
-            return bool(flows & {_Flow.SUPPLY, _Flow.DEMAND})
-        case _Flow.DEMAND:
+            return bool(flows & {_Flow.SUPPLY, _Flow.DEMAND, _Flow.SATURATION})
+        case _Flow.DEMAND | _Flow.SATURATION:
             return _Flow.DEMAND in flows
         case _Flow.QUALITY:
             return bool(flows - {_Flow.TRAFFIC})
@@ -412,7 +450,7 @@ def _fault(cand: _Candidate) -> str:
                 return FaultKind.AGENT_LOOP.value
             return FaultKind.PROMPT_REGRESSION.value
         case _:
-            if SliKind.MEMORY_UTILISATION in slis:
+            if slis & _SATURATION:
                 return FaultKind.RESOURCE_EXHAUSTION.value
             if cand.change is not None:
                 return FaultKind.CONFIG_CHANGE.value

@@ -46,6 +46,7 @@ TOOL_CALLS_FAMILY = "gen_ai_tool_calls_total"
 EVAL_FAMILY = "gen_ai_evaluation_score"
 COST_FAMILY = "agent_cost_usd_per_hour"
 MEMORY_FAMILY = "container_memory_working_set_bytes"
+CPU_FAMILY = "container_cpu_usage_seconds_total"
 MEMORY_LIMIT_FAMILY = "container_spec_memory_limit_bytes"
 
 _FAMILIES = frozenset(
@@ -61,6 +62,7 @@ _FAMILIES = frozenset(
         COST_FAMILY,
         MEMORY_FAMILY,
         MEMORY_LIMIT_FAMILY,
+        CPU_FAMILY,
     }
 )
 
@@ -381,6 +383,16 @@ def metric_slis(
                 values[i] = (_mean(xs) / 3600.0 / r, den.count(i))
         put(SliKey(c, SliKind.COST_PER_REQUEST), values)
 
+    # CPU: cores in use, the CPU-seconds counter's rate added up over a component's
+    # containers. Absolute, not a share of a quota: quotas are often unset, and a
+    # saturated service shows as a rise either way. Counts: samples in the step (the
+    # counter's increase is CPU time, not events).
+    for c, cpu in family(CPU_FAMILY).items():
+        put(
+            SliKey(c, SliKind.CPU_USAGE),
+            {i: (r, 1) for i, r in enumerate(cpu.rate) if r is not None},
+        )
+
     # Memory utilisation: the working set over the limit of the same container (the
     # same labels), added up over a component's containers; containers without a limit
     # (0 or absent: unlimited) do not count. Counts: working-set samples.
@@ -403,6 +415,17 @@ def metric_slis(
             SliKey(c, SliKind.MEMORY_UTILISATION),
             {i: (ws / cap, k) for i, (ws, cap, k) in mem_steps.items()},
         )
+    # A component none of whose containers has a limit (many clusters set none; exported
+    # datasets often drop it) still leaks memory: its working set in bytes, added up.
+    unlimited: dict[str, dict[int, tuple[float, int]]] = defaultdict(dict)
+    for (c, _), by_step in used.items():
+        if c in memory:
+            continue
+        for i, xs in by_step.items():
+            total, k = unlimited[c].get(i, (0.0, 0))
+            unlimited[c][i] = (total + _mean(xs), k + len(xs))
+    for c, byte_steps in unlimited.items():
+        put(SliKey(c, SliKind.MEMORY_WORKING_SET), byte_steps)
     return dict(sorted(out.items()))
 
 
