@@ -9,20 +9,23 @@ import dataclasses
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
 from sentinel.adapters.db import METADATA, SqlStore, open_store
 from sentinel.adapters.prometheus import FakeMetricSource
 from sentinel.agents.metric import MetricAgent, SliWindow
 from sentinel.cases import Case, FaultKind, ingest_case
 from sentinel.clock import FakeClock, ScaledClock
+from sentinel.detection import Anomaly
 from sentinel.errors import MetricSourceUnavailable, StoreError
 from sentinel.incidents import (
+    AnomalyMerged,
     EventAction,
     IncidentOpened,
     IncidentStatus,
@@ -31,11 +34,13 @@ from sentinel.incidents import (
     replay_case,
 )
 from sentinel.observability import SelfMetrics
+from sentinel.ports import AuditAction
+from sentinel.rca import Hypothesis
 from sentinel.settings import Settings
 from sentinel.sim import FaultSpec, Topology, plan_fault, simulate_case
 from sentinel.sim.live import LiveRun
 from sentinel.sli import SliKey, SliKind, SliSeries
-from sentinel.telemetry import Sample, Series
+from sentinel.telemetry import ChangeEvent, Sample, Series, Span, TopologyEdge
 from tests.harness import make_settings, running_daemon
 
 # Every trace kept: the agent then works from spans alone (no metric samples).
@@ -121,8 +126,10 @@ def test_walking_a_case_opens_the_incident_the_replay_finds_and_persists_its_eve
     assert {a.key for a in rebuilt.anomalies} == {a.key for a in expected[0].anomalies}
     target = plan_fault(SPEC, random.Random(SPEC.seed)).target
     assert target in rebuilt.components
-    assert all(e.actor == "metric-agent" for e in store.audit(stored[0].id))
-    assert {e.action for e in store.audit(stored[0].id)} <= {a.value for a in EventAction}
+    lifecycle = {a.value for a in EventAction}
+    trail = store.audit(stored[0].id)
+    assert all(e.actor == "metric-agent" for e in trail if e.action in lifecycle)
+    assert {e.action for e in trail} <= {*lifecycle, AuditAction.DIAGNOSED.value}
     assert metrics.metric_agent_runs.labels(outcome="ok")._value.get() > 0
     assert metrics.open_incidents._value.get() == 1
 
@@ -169,6 +176,127 @@ def test_a_store_failure_fails_the_run_is_counted_and_the_next_run_recovers(
         assert metrics.metric_agent_runs.labels(outcome="ok")._value.get() == 1
     finally:
         store.close()
+
+
+def test_an_incident_the_agent_opens_is_diagnosed_with_the_faulty_component_first(
+    tmp_path: Path, case: Case, store: SqlStore
+) -> None:
+    s = settings(tmp_path)
+    clock = FakeClock(fault_start(case) - timedelta(minutes=5))
+    metrics = SelfMetrics()
+    agent = MetricAgent(s, store, clock, metrics=metrics)
+
+    walk(agent, clock, timedelta(minutes=12))
+
+    (incident,) = store.incidents()
+    hypotheses = store.hypotheses(incident.id)
+    target = plan_fault(SPEC, random.Random(SPEC.seed)).target
+    assert hypotheses[0].component == target
+    assert [h.confidence for h in hypotheses] == sorted(
+        (h.confidence for h in hypotheses), reverse=True
+    )
+    # One diagnosis per run that opened the incident or merged anomalies into it, made at
+    # that run's time, by the Root Cause agent.
+    trail = store.audit(incident.id)
+    changed_at = sorted(
+        {e.time for e in lifecycle_events(trail) if isinstance(e, IncidentOpened | AnomalyMerged)}
+    )
+    diagnosed = [e for e in trail if e.action == AuditAction.DIAGNOSED.value]
+    assert [e.time for e in diagnosed] == changed_at
+    assert {e.actor for e in diagnosed} == {"root-cause-agent"}
+    assert diagnosed[-1].detail["top"]["component"] == target
+    assert diagnosed[-1].detail["hypotheses"] == len(hypotheses)
+    assert metrics.rca_failures.labels(reason="engine")._value.get() == 0
+
+
+def broken_engine(
+    anomalies: Sequence[Anomaly],
+    spans: Sequence[Span],
+    changes: Sequence[ChangeEvent],
+    /,
+    *,
+    topology: Sequence[TopologyEdge] = (),
+) -> tuple[Hypothesis, ...]:
+    raise RuntimeError(f"ranking bug on {len(anomalies)} anomalies")
+
+
+def test_a_failing_diagnosis_is_logged_and_counted_and_the_run_keeps_the_incident(
+    tmp_path: Path, case: Case, sqlite_store: SqlStore
+) -> None:
+    store = sqlite_store
+    clock = FakeClock(fault_start(case) - timedelta(minutes=5))
+    metrics = SelfMetrics()
+    agent = MetricAgent(settings(tmp_path), store, clock, metrics=metrics, diagnose=broken_engine)
+
+    with capture_logs() as logs:
+        walk(agent, clock, timedelta(minutes=10))
+
+    (incident,) = store.incidents()
+    assert incident.status is IncidentStatus.OPEN
+    assert [i.id for i in agent.open_incidents] == [incident.id]
+    assert store.hypotheses(incident.id) == []
+    failed = [e for e in logs if e["event"] == "root-cause diagnosis failed"]
+    assert failed
+    assert all(e["incident"] == incident.id and e["log_level"] == "error" for e in failed)
+    assert "RuntimeError: ranking bug" in failed[0]["error"]
+    assert metrics.rca_failures.labels(reason="engine")._value.get() == len(failed)
+    # Every run completed; none failed because ranking did.
+    assert metrics.metric_agent_runs.labels(outcome="failed")._value.get() == 0
+    assert metrics.metric_agent_runs.labels(outcome="ok")._value.get() == 20
+    assert AuditAction.DIAGNOSED.value not in {e.action for e in store.audit(incident.id)}
+
+
+class HypothesesDown:
+    """The store, except that writing hypotheses fails while ``down``: the database lost
+    between persisting an incident's event and storing its diagnosis."""
+
+    def __init__(self, inner: SqlStore) -> None:
+        self.inner = inner
+        self.down = True
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def put_hypotheses(
+        self, incident_id: str, hypotheses: Sequence[Hypothesis], at: datetime, *, actor: str
+    ) -> None:
+        if self.down:
+            raise StoreError(f"store {self.inner.url}: connection lost")
+        self.inner.put_hypotheses(incident_id, hypotheses, at, actor=actor)
+
+
+def test_a_diagnosis_the_store_could_not_take_is_retried_on_the_next_run(
+    tmp_path: Path, case: Case, sqlite_store: SqlStore
+) -> None:
+    store = HypothesesDown(sqlite_store)
+    clock = FakeClock(fault_start(case) - timedelta(minutes=5))
+    metrics = SelfMetrics()
+    agent = MetricAgent(settings(tmp_path), store, clock, metrics=metrics)  # type: ignore[arg-type]
+    walk(agent, clock, timedelta(minutes=10))
+    (incident,) = sqlite_store.incidents()
+    assert sqlite_store.hypotheses(incident.id) == []
+    assert metrics.rca_failures.labels(reason="store")._value.get() > 0
+
+    store.down = False
+    walk(agent, clock, timedelta(seconds=30))  # one run, nothing new in it
+
+    target = plan_fault(SPEC, random.Random(SPEC.seed)).target
+    assert sqlite_store.hypotheses(incident.id)[0].component == target
+
+
+def test_a_restarted_agent_diagnoses_an_open_incident_left_without_hypotheses(
+    tmp_path: Path, case: Case, sqlite_store: SqlStore
+) -> None:
+    s = settings(tmp_path)
+    clock = FakeClock(fault_start(case) - timedelta(minutes=5))
+    walk(MetricAgent(s, sqlite_store, clock, diagnose=broken_engine), clock, timedelta(minutes=10))
+    (incident,) = sqlite_store.incidents()
+    assert sqlite_store.hypotheses(incident.id) == []
+
+    walk(MetricAgent(s, sqlite_store, clock), clock, timedelta(seconds=30))
+
+    target = plan_fault(SPEC, random.Random(SPEC.seed)).target
+    assert sqlite_store.hypotheses(incident.id)[0].component == target
 
 
 def test_the_sli_window_replaces_refreshed_steps_and_keeps_a_silent_component_at_zero(

@@ -22,7 +22,9 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from hypothesis import HealthCheck, Phase, given, settings
@@ -32,9 +34,10 @@ import sentinel.migrations
 from sentinel.adapters.db import METADATA, SqlStore, open_store
 from sentinel.adapters.otlp import decode_json_object
 from sentinel.clock import FakeClock
-from sentinel.errors import StoreError
+from sentinel.errors import StoreError, UnknownIncident
 from sentinel.incidents import AuditEntry, Incident, IncidentStatus
-from sentinel.ports import ComponentSummary
+from sentinel.ports import AuditAction, ComponentSummary
+from sentinel.rca import Hypothesis
 from sentinel.telemetry import (
     ChangeEvent,
     ChangeKind,
@@ -61,6 +64,7 @@ TABLES = {
     "incidents",
     "audit_log",
     "cursors",
+    "hypotheses",
 }
 
 
@@ -405,6 +409,44 @@ def test_auto_migrate_false_leaves_the_database_alone(store_url: str) -> None:
         s.close()
 
 
+def _alembic(url: str, upgrade_to: str | None = None, downgrade_to: str | None = None) -> None:
+    """Move the database at ``url`` to a revision, as ``alembic upgrade/downgrade`` does."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            if upgrade_to is not None:
+                command.upgrade(cfg, upgrade_to)
+            if downgrade_to is not None:
+                command.downgrade(cfg, downgrade_to)
+    finally:
+        engine.dispose()
+
+
+def test_a_database_at_0001_gains_the_hypotheses_table_and_loses_it_on_downgrade(
+    store_url: str,
+) -> None:
+    _alembic(store_url, upgrade_to="0001")
+    assert _tables(store_url) == TABLES - {"hypotheses"}
+
+    s = open_store(store_url, FakeClock(NOW))  # upgrades to head
+    try:
+        assert _versions(store_url) == [HEAD]
+        assert _tables(store_url) == TABLES
+        incident = sample_incidents()[0]
+        s.put_incident(incident)
+        s.put_hypotheses(incident.id, sample_hypotheses(), NOW)
+        assert s.hypotheses(incident.id) == sample_hypotheses()
+    finally:
+        s.close()
+
+    _alembic(store_url, downgrade_to="0001")
+    assert _tables(store_url) == TABLES - {"hypotheses"}
+    assert _versions(store_url) == ["0001"]
+
+
 def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
     path = tmp_path / "wal.db"
     s = open_store("sqlite:///" + str(path), FakeClock(NOW))
@@ -470,6 +512,19 @@ def test_spans_are_selected_by_time_window_and_component(store: SqlStore) -> Non
     # Any timezone, as long as it is one.
     plus2 = timezone(timedelta(hours=2))
     assert store.spans(at(1_500).astimezone(plus2), at(1_500).astimezone(plus2)) == [by_id[BILLING]]
+
+
+def test_a_span_limit_keeps_the_oldest_of_the_window(store: SqlStore) -> None:
+    spans = fleet_spans()
+    store.add_spans(spans)
+    ordered = in_store_order(spans)
+
+    assert store.spans(*EVERYTHING, limit=2) == ordered[:2]
+    assert store.spans(*EVERYTHING, limit=len(spans) + 1) == ordered
+    assert (
+        store.spans(*EVERYTHING, component="service:support-svc", limit=1)
+        == [s for s in ordered if s.component == "service:support-svc"][:1]
+    )
 
 
 def test_adding_the_same_spans_twice_keeps_one_copy(store: SqlStore) -> None:
@@ -890,6 +945,102 @@ def test_audit_log_keeps_order_and_filters_by_incident(store: SqlStore) -> None:
     assert store.audit() == [e5, e1, e3, e2, e4]
 
 
+def sample_hypotheses() -> list[Hypothesis]:
+    return [
+        Hypothesis(
+            component="prompt:support-agent",
+            fault="prompt_regression",
+            confidence=0.71,
+            change="c1f2e3",
+            evidence=("change c1f2e3 12 min before onset", "relevance −31 % — 相关性"),
+            score=3.25,
+        ),
+        Hypothesis(component="model:gpt-4o-mini", fault="model_quality", confidence=0.12),
+        Hypothesis(
+            component="tool:faq_search",
+            fault="tool_latency",
+            confidence=1 / 3,  # not a short decimal: stored as the same double
+            evidence=("p95 latency x3",),
+            score=-0.25,
+        ),
+    ]
+
+
+def _diagnosed(at: datetime, top: Hypothesis | None, n: int) -> AuditEntry:
+    return AuditEntry(
+        time=at,
+        actor="root-cause-agent",
+        action=AuditAction.DIAGNOSED.value,
+        incident_id="inc-1",
+        detail={
+            "top": None
+            if top is None
+            else {
+                "component": top.component,
+                "fault": top.fault,
+                "confidence": top.confidence,
+                "change": top.change,
+            },
+            "hypotheses": n,
+        },
+    )
+
+
+def test_hypotheses_round_trip_best_first_and_a_new_diagnosis_replaces_them(
+    store: SqlStore,
+) -> None:
+    one, two, _ = sample_incidents()
+    store.put_incident(one)
+    store.put_incident(two)
+    assert store.hypotheses("inc-1") == []  # known, not yet diagnosed
+
+    first = sample_hypotheses()
+    store.put_hypotheses("inc-1", first, NOW + timedelta(minutes=1))
+    assert store.hypotheses("inc-1") == first
+    assert store.hypotheses("inc-2") == []
+
+    # Fewer hypotheses, in another order: nothing of the first diagnosis is left.
+    second = [first[2], first[0]]
+    store.put_hypotheses("inc-1", second, NOW + timedelta(minutes=2))
+    assert store.hypotheses("inc-1") == second
+    store.put_hypotheses("inc-1", [], NOW + timedelta(minutes=3))
+    assert store.hypotheses("inc-1") == []
+
+    assert store.audit("inc-1") == [
+        _diagnosed(NOW + timedelta(minutes=1), first[0], 3),
+        _diagnosed(NOW + timedelta(minutes=2), first[2], 2),
+        _diagnosed(NOW + timedelta(minutes=3), None, 0),
+    ]
+    assert store.audit("inc-2") == []
+
+
+def test_a_diagnosis_that_fails_to_be_written_leaves_the_previous_one_whole(
+    store: SqlStore,
+) -> None:
+    store.put_incident(sample_incidents()[0])
+    first = sample_hypotheses()
+    store.put_hypotheses("inc-1", first, NOW)
+
+    # A row the database refuses (NOT NULL), inserted after the old rows were deleted in
+    # the same transaction.
+    broken = Hypothesis.model_construct(
+        component="tool:faq_search", fault="tool_latency", confidence=None, evidence=()
+    )
+    with pytest.raises(StoreError, match="writing the hypotheses of incident 'inc-1'"):
+        store.put_hypotheses("inc-1", [first[1], broken], NOW + timedelta(minutes=1))
+
+    assert store.hypotheses("inc-1") == first
+    assert store.audit("inc-1") == [_diagnosed(NOW, first[0], 3)]
+
+
+def test_hypotheses_of_an_unknown_incident_are_refused(store: SqlStore) -> None:
+    with pytest.raises(UnknownIncident, match="'inc-404'"):
+        store.put_hypotheses("inc-404", sample_hypotheses(), NOW)
+    with pytest.raises(UnknownIncident, match="'inc-404'"):
+        store.hypotheses("inc-404")
+    assert store.audit() == []
+
+
 def test_cursors_are_upserted(store: SqlStore) -> None:
     assert store.get_cursor("git:agent-config") is None
 
@@ -912,6 +1063,7 @@ NAIVE_USES: dict[str, Callable[[SqlStore], object]] = {
     "samples-start": lambda s: s.samples(NAIVE, NOW),
     "samples-end": lambda s: s.samples(NOW - timedelta(hours=1), NAIVE),
     "add_samples": lambda s: s.add_samples([Sample("m", (), "service:x", NAIVE, 1.0)]),
+    "put_hypotheses": lambda s: s.put_hypotheses("inc-1", [], NAIVE),
 }
 
 

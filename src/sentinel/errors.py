@@ -16,7 +16,8 @@ it came from (a file and key, a query, a URL). Nothing else lives here.
      ├── ChangeFeedError        a git repository or change webhook payload that failed
      ├── SimulationError        the simulator's live run could not deliver its telemetry
      │    └── LiveExportError   (sim/live.py: carries the run's LiveReport)
-     └── IllegalTransition      an incident lifecycle event that does not apply to its state
+     ├── IllegalTransition      an incident lifecycle event that does not apply to its state
+     └── UnknownIncident        an incident id the store does not hold
 """
 
 from __future__ import annotations
@@ -77,3 +78,7 @@ class IllegalTransition(SentinelError):
 
 class SimulationError(SentinelError):
     """The simulator could not do its work (a live run whose daemon refused or vanished)."""
+
+
+class UnknownIncident(SentinelError):
+    """An incident id the store does not hold (names the id and the store)."""

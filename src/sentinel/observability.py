@@ -140,6 +140,15 @@ class SelfMetrics:
             ["action"],
             registry=r,
         )
+        self.rca_failures = Counter(
+            "sentinel_rca_failures",
+            "Root-cause diagnoses of an incident that failed, by reason: engine (the "
+            "ranking raised; retried when the incident changes), store (reading its "
+            "evidence or writing its hypotheses failed; retried next run), gone (the "
+            "incident is no longer stored). The incident itself is kept either way.",
+            ["reason"],
+            registry=r,
+        )
         self.open_incidents = Gauge(
             "sentinel_open_incidents", "Incidents open after the last Metric Agent run.", registry=r
         )

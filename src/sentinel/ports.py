@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
 from sentinel.errors import ChangeFeedError
@@ -19,6 +20,7 @@ from sentinel.telemetry import ChangeEvent, Sample, Series, Span
 
 if TYPE_CHECKING:  # incidents imports cases, which imports this module
     from sentinel.incidents import AuditEntry, Incident
+    from sentinel.rca import Hypothesis
 
 
 class MetricSource(Protocol):
@@ -87,7 +89,17 @@ class TelemetryStore(Protocol):
         Returns how many were new."""
         ...
 
-    def spans(self, start: datetime, end: datetime, component: str | None = None) -> list[Span]: ...
+    def spans(
+        self,
+        start: datetime,
+        end: datetime,
+        component: str | None = None,
+        *,
+        limit: int | None = None,
+    ) -> list[Span]:
+        """Spans that started in [start, end], oldest first; at most ``limit`` of them
+        (the oldest) when given."""
+        ...
 
     def add_changes(self, changes: Sequence[ChangeEvent]) -> int: ...
 
@@ -102,8 +114,20 @@ class TelemetryStore(Protocol):
     def components(self) -> list[ComponentSummary]: ...
 
 
+class AuditAction(StrEnum):
+    """Audit actions an ``IncidentStore`` writes itself (a lifecycle event's action is
+    ``incidents.EventAction``)."""
+
+    DIAGNOSED = "diagnosed"  # put_hypotheses: detail names the top hypothesis
+
+
+# Who a diagnosis is attributed to in the audit log unless the caller says otherwise.
+DIAGNOSIS_ACTOR = "root-cause-agent"
+
+
 class IncidentStore(Protocol):
-    """Incidents and the audit log. Blocking: call from a worker thread."""
+    """Incidents, their hypotheses and the audit log. Blocking: call from a worker
+    thread."""
 
     def put_incident(self, incident: Incident, audit: Sequence[AuditEntry] = ()) -> None:
         """Write the incident and the audit entries of its new state atomically."""
@@ -114,3 +138,21 @@ class IncidentStore(Protocol):
     def incidents(self, *, open_only: bool = False) -> list[Incident]: ...
 
     def audit(self, incident_id: str | None = None) -> list[AuditEntry]: ...
+
+    def put_hypotheses(
+        self,
+        incident_id: str,
+        hypotheses: Sequence[Hypothesis],
+        at: datetime,
+        *,
+        actor: str = DIAGNOSIS_ACTOR,
+    ) -> None:
+        """Replace the incident's hypotheses (best first) with those of a diagnosis made at
+        ``at``, and write its ``AuditAction.DIAGNOSED`` entry, atomically. Raises
+        ``UnknownIncident`` for an id the store does not hold."""
+        ...
+
+    def hypotheses(self, incident_id: str) -> list[Hypothesis]:
+        """The hypotheses of the incident's latest diagnosis, best first ([] before its
+        first). Raises ``UnknownIncident`` for an id the store does not hold."""
+        ...

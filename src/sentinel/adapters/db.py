@@ -36,9 +36,10 @@ from sqlmodel import Field, SQLModel
 
 from sentinel.adapters.otlp import raw_details, span_to_raw
 from sentinel.clock import Clock
-from sentinel.errors import StoreError
+from sentinel.errors import StoreError, UnknownIncident
 from sentinel.incidents import AuditEntry, Incident, IncidentStatus
-from sentinel.ports import ComponentSummary
+from sentinel.ports import DIAGNOSIS_ACTOR, AuditAction, ComponentSummary
+from sentinel.rca import Hypothesis
 from sentinel.settings import mask_url
 from sentinel.telemetry import (
     ChangeEvent,
@@ -171,6 +172,22 @@ class AuditRow(SQLModel, table=True):
     detail: str = "{}"  # JSON
 
 
+class HypothesisRow(SQLModel, table=True):
+    # An incident's latest diagnosis, one row per hypothesis; a new diagnosis replaces
+    # them all (the audit log keeps what each diagnosis concluded).
+    __tablename__ = "hypotheses"
+
+    incident_id: str = Field(primary_key=True, foreign_key="incidents.id", ondelete="CASCADE")
+    rank: int = Field(primary_key=True)  # 1 is the most likely cause
+    component: str
+    fault: str
+    confidence: float
+    score: float
+    change_id: str | None = None
+    evidence: str = "[]"  # JSON list of strings
+    diagnosed_at: datetime = Field(sa_type=UTCDateTime)
+
+
 class CursorRow(SQLModel, table=True):
     __tablename__ = "cursors"
 
@@ -187,6 +204,7 @@ SAMPLES: sa.Table = SampleRow.__table__  # type: ignore[attr-defined]
 INCIDENTS: sa.Table = IncidentRow.__table__  # type: ignore[attr-defined]
 AUDIT: sa.Table = AuditRow.__table__  # type: ignore[attr-defined]
 CURSORS: sa.Table = CursorRow.__table__  # type: ignore[attr-defined]
+HYPOTHESES: sa.Table = HypothesisRow.__table__  # type: ignore[attr-defined]
 
 
 # --- JSON helpers -----------------------------------------------------------------------
@@ -370,6 +388,7 @@ class SqlStore:
         component: str | None = None,
         *,
         trace_id: str | None = None,
+        limit: int | None = None,
     ) -> list[Span]:
         t = SPANS
         q = (
@@ -381,6 +400,8 @@ class SqlStore:
             q = q.where(t.c.component == component)
         if trace_id is not None:
             q = q.where(t.c.trace_id == trace_id)
+        if limit is not None:
+            q = q.limit(limit)
         with self._read("reading spans") as conn:
             rows = conn.execute(q).mappings().all()
         return [_span_from_row(r) for r in rows]
@@ -596,6 +617,67 @@ class SqlStore:
         with self._read("listing incidents") as conn:
             return [_incident_from_row(r) for r in conn.execute(q).mappings().all()]
 
+    def put_hypotheses(
+        self,
+        incident_id: str,
+        hypotheses: Sequence[Hypothesis],
+        at: datetime,
+        *,
+        actor: str = DIAGNOSIS_ACTOR,
+    ) -> None:
+        """Replace the incident's hypotheses with ``hypotheses`` (best first), diagnosed at
+        ``at``, and write the "diagnosed" audit entry naming the top one, in one
+        transaction: readers see the old diagnosis or the new one, never a mix."""
+        if at.tzinfo is None:
+            raise StoreError(f"naive datetime {at!r} given to the store; use aware UTC")
+        rows = [
+            {
+                "incident_id": incident_id,
+                "rank": n,
+                "component": h.component,
+                "fault": h.fault,
+                "confidence": h.confidence,
+                "score": h.score,
+                "change_id": h.change,
+                "evidence": _dumps(list(h.evidence)),
+                "diagnosed_at": at,
+            }
+            for n, h in enumerate(hypotheses, start=1)
+        ]
+        entry = _diagnosed_entry(incident_id, hypotheses, at, actor)
+        t = HYPOTHESES
+        with self._tx(f"writing the hypotheses of incident {incident_id!r}") as conn:
+            self._require_incident(conn, incident_id)
+            conn.execute(sa.delete(t).where(t.c.incident_id == incident_id))
+            if rows:
+                conn.execute(sa.insert(t), rows)
+            conn.execute(_audit_insert(entry))
+
+    def hypotheses(self, incident_id: str) -> list[Hypothesis]:
+        """The incident's hypotheses of its latest diagnosis, best first; [] if it has not
+        been diagnosed."""
+        t = HYPOTHESES
+        with self._read(f"reading the hypotheses of incident {incident_id!r}") as conn:
+            self._require_incident(conn, incident_id)
+            q = sa.select(t).where(t.c.incident_id == incident_id).order_by(t.c.rank)
+            rows = conn.execute(q).mappings().all()
+        return [
+            Hypothesis(
+                component=r["component"],
+                fault=r["fault"],
+                confidence=r["confidence"],
+                change=r["change_id"],
+                evidence=tuple(_loads(r["evidence"])),
+                score=r["score"],
+            )
+            for r in rows
+        ]
+
+    def _require_incident(self, conn: Connection, incident_id: str) -> None:
+        t = INCIDENTS
+        if conn.execute(sa.select(t.c.id).where(t.c.id == incident_id)).first() is None:
+            raise UnknownIncident(f"store {self.url}: no incident {incident_id!r}")
+
     def append_audit(self, entry: AuditEntry) -> None:
         with self._tx("writing the audit log") as conn:
             conn.execute(_audit_insert(entry))
@@ -809,6 +891,31 @@ def _audit_insert(entry: AuditEntry) -> sa.Insert:
         action=entry.action,
         incident_id=entry.incident_id,
         detail=_dumps(entry.detail),
+    )
+
+
+def _diagnosed_entry(
+    incident_id: str, hypotheses: Sequence[Hypothesis], at: datetime, actor: str
+) -> AuditEntry:
+    """The audit record of a diagnosis: the top hypothesis (None when the engine found no
+    candidate) and how many there were; the full list is in the hypotheses table."""
+    top = hypotheses[0] if hypotheses else None
+    return AuditEntry(
+        time=at,
+        actor=actor,
+        action=AuditAction.DIAGNOSED.value,
+        incident_id=incident_id,
+        detail={
+            "top": None
+            if top is None
+            else {
+                "component": top.component,
+                "fault": top.fault,
+                "confidence": top.confidence,
+                "change": top.change,
+            },
+            "hypotheses": len(hypotheses),
+        },
     )
 
 

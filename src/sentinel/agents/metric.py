@@ -14,6 +14,9 @@ How a run goes (``MetricAgent.run_once``):
    lifecycle events when the agent starts (a restart forgets nothing, opens nothing
    twice).
 4. Resolution, only on a run where every source answered: stale SLIs are not recovery.
+5. Diagnosis: each open incident that was opened or gained anomalies is (re)diagnosed by
+   the Root Cause engine and its hypotheses stored (``agents/root_cause.py``), off the
+   event loop. A failed diagnosis is logged and counted there, never fails the run.
 
 Failures: a store failure fails the run (``StoreError``; the daemon logs and counts it,
 and the next interval retries); a failing metric source makes the run *degraded*: logged,
@@ -35,10 +38,12 @@ from typing import Protocol
 import structlog
 
 from sentinel.agents.promql import fetch_promql_slis
+from sentinel.agents.root_cause import DiagnoseFn, DiagnosisOutcome, diagnose_stored
 from sentinel.clock import Clock
 from sentinel.detection import Anomaly, detect
 from sentinel.errors import IllegalTransition, SentinelError
 from sentinel.incidents import (
+    AnomalyMerged,
     Edge,
     IncidentOpened,
     IncidentResolved,
@@ -55,6 +60,7 @@ from sentinel.incidents import (
 )
 from sentinel.observability import SelfMetrics
 from sentinel.ports import IncidentStore, MetricSource, TelemetryStore
+from sentinel.rca import diagnose_incident
 from sentinel.settings import Settings
 from sentinel.sli import (
     SliKey,
@@ -163,7 +169,9 @@ class MetricAgent:
         *,
         source: MetricSource | None = None,
         metrics: SelfMetrics | None = None,
+        diagnose: DiagnoseFn = diagnose_incident,
     ) -> None:
+        """``diagnose``: the Root Cause engine run on the incidents a run changed."""
         self.settings = settings
         self.store = store
         self.clock = clock
@@ -188,6 +196,9 @@ class MetricAgent:
         self._filled_to: datetime | None = None
         self._edges: set[Edge] = set()
         self._open: dict[str, TrackedIncident] | None = None
+        self.diagnose = diagnose
+        # Open incidents whose stored hypotheses do not reflect their anomalies yet.
+        self._undiagnosed: set[str] = set()
 
     # --- state ------------------------------------------------------------------------
 
@@ -203,6 +214,9 @@ class MetricAgent:
                 continue
             if state is not None and state.incident.status is not IncidentStatus.RESOLVED:
                 out[state.id] = state
+                # A crash between an event and its diagnosis left none: diagnose it now.
+                if not self.store.hypotheses(state.id):
+                    self._undiagnosed.add(state.id)
         return out
 
     def _persist(self, event: LifecycleEvent, open_: dict[str, TrackedIncident]) -> LifecycleEvent:
@@ -211,6 +225,8 @@ class MetricAgent:
         state = transition(open_.get(event.incident_id), event)
         entry = audit_entry(event, ACTOR)
         self.store.put_incident(state.incident, [entry])
+        if isinstance(event, IncidentOpened | AnomalyMerged):
+            self._undiagnosed.add(state.id)
         if state.incident.status is IncidentStatus.RESOLVED:
             open_.pop(state.id, None)
         else:
@@ -310,6 +326,7 @@ class MetricAgent:
             # What was not persisted is not known to have happened: reload next run.
             self._open = None
             raise
+        await self._diagnose_changed(open_, now)
         self._count(RunOutcome.DEGRADED if failures else RunOutcome.OK)
         if self.metrics is not None:
             self.metrics.open_incidents.set(len(open_))
@@ -326,6 +343,25 @@ class MetricAgent:
             judged=result.checked,
             not_enough_data=len(result.not_enough_data),
         )
+
+    async def _diagnose_changed(self, open_: dict[str, TrackedIncident], now: datetime) -> None:
+        for incident_id in sorted(self._undiagnosed):
+            state = open_.get(incident_id)
+            if state is None:  # resolved: its last diagnosis stands
+                self._undiagnosed.discard(incident_id)
+                continue
+            outcome = await asyncio.to_thread(
+                diagnose_stored,
+                self.store,
+                state,
+                now,
+                diagnose=self.diagnose,
+                metrics=self.metrics,
+            )
+            # A store failure is retried next run; an engine failure waits for new
+            # anomalies (the same evidence would fail the same way).
+            if outcome is not DiagnosisOutcome.STORE_FAILED:
+                self._undiagnosed.discard(incident_id)
 
     def _count(self, outcome: RunOutcome) -> None:
         if self.metrics is not None:
