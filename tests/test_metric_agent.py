@@ -209,6 +209,26 @@ def test_an_incident_the_agent_opens_is_diagnosed_with_the_faulty_component_firs
     assert metrics.rca_failures.labels(reason="engine")._value.get() == 0
 
 
+def test_a_metrics_only_system_is_one_incident_and_diagnosed_on_its_inferred_structure(
+    tmp_path: Path,
+) -> None:
+    # No spans and no topology: only the metrics say which services go together.
+    spec = FaultSpec(Topology.MICROSERVICES, FaultKind.RESOURCE_EXHAUSTION, seed=103)
+    case = simulate_case(spec)
+    assert case.truth is not None and not case.spans
+    store = open_store("sqlite:///" + str(tmp_path / "s.db"), FakeClock(case.meta.start))
+    ingest_case(store, dataclasses.replace(case, topology=()))
+    clock = FakeClock(case.truth.fault_start - timedelta(minutes=5))
+    agent = MetricAgent(settings(tmp_path), store, clock)
+    try:
+        walk(agent, clock, timedelta(minutes=12))
+        (incident,) = store.incidents()
+        assert len(incident.components) > 1  # the saturated service and its callers
+        assert store.hypotheses(incident.id)[0].component == case.truth.root_cause
+    finally:
+        store.close()
+
+
 def broken_engine(
     anomalies: Sequence[Anomaly],
     spans: Sequence[Span],

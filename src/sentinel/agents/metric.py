@@ -61,6 +61,7 @@ from sentinel.incidents import (
 from sentinel.observability import SelfMetrics
 from sentinel.ports import IncidentStore, MetricSource, TelemetryStore
 from sentinel.rca import diagnose_incident
+from sentinel.rca.infer import infer_topology
 from sentinel.settings import Settings
 from sentinel.sli import (
     SliKey,
@@ -73,6 +74,7 @@ from sentinel.sli import (
     step_start,
 )
 from sentinel.slo import evaluate_slos
+from sentinel.telemetry import TopologyEdge
 
 log = structlog.get_logger(__name__)
 
@@ -195,6 +197,10 @@ class MetricAgent:
         )
         self._filled_to: datetime | None = None
         self._edges: set[Edge] = set()
+        # No span has shown a call yet: a metrics-only system, whose structure is
+        # inferred from its load metrics on every run (``rca.infer``).
+        self._calls_seen = False
+        self._inferred: tuple[TopologyEdge, ...] = ()
         self._open: dict[str, TrackedIncident] | None = None
         self.diagnose = diagnose
         # Open incidents whose stored hypotheses do not reflect their anomalies yet.
@@ -261,7 +267,9 @@ class MetricAgent:
         early = since - 2 * step
         spans = await asyncio.to_thread(self.store.spans, since, end)
         samples = await asyncio.to_thread(self.store.samples, early, end)
-        self._edges |= component_edges(spans)
+        calls = component_edges(spans)
+        self._edges |= calls
+        self._calls_seen = self._calls_seen or bool(calls)
         fresh = merge(
             span_slis(spans, since, end, step, s.pricing),
             metric_slis(samples, early, end, step),
@@ -311,7 +319,9 @@ class MetricAgent:
         result = detect(slis, judged_at, det)
         anomalies = (*result.anomalies, *evaluate_slos(s.slo, slis, judged_at, self.step))
         open_ = self._open
-        found = correlate(anomalies, self._edges, list(open_.values()), now, det)
+        self._inferred = () if self._calls_seen else infer_topology(slis)
+        edges = self._edges | {(e.caller, e.callee) for e in self._inferred}
+        found = correlate(anomalies, edges, list(open_.values()), now, det)
         events: list[LifecycleEvent] = []
         try:
             for ev in found:
@@ -357,6 +367,7 @@ class MetricAgent:
                 now,
                 diagnose=self.diagnose,
                 metrics=self.metrics,
+                topology=self._inferred,
             )
             # A store failure is retried next run; an engine failure waits for new
             # anomalies (the same evidence would fail the same way).

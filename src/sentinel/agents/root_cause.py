@@ -78,11 +78,13 @@ def diagnose_stored(
     diagnose: DiagnoseFn = diagnose_incident,
     metrics: SelfMetrics | None = None,
     max_spans: int = MAX_SPANS,
+    topology: Sequence[TopologyEdge] = (),
 ) -> DiagnosisOutcome:
     """Diagnose the incident ``state`` on the store's spans from ``SPAN_LOOKBACK`` before
     its onset to ``now`` (at most ``max_spans``) and its changes since ``CHANGE_LOOKBACK``
     before it, and store the hypotheses. Blocking: call from a worker thread. Never
-    raises; what went wrong is logged, counted and returned."""
+    raises; what went wrong is logged, counted and returned. ``topology``: call edges
+    known besides the spans' (inferred from metrics, for a metrics-only system)."""
     incident = state.id
     try:
         spans = store.spans(state.onset - SPAN_LOOKBACK, now, limit=max_spans)
@@ -97,7 +99,7 @@ def diagnose_stored(
             until=spans[-1].start.isoformat(),
         )
     try:
-        hypotheses = tuple(diagnose(state.anomalies, spans, changes, topology=()))
+        hypotheses = tuple(diagnose(state.anomalies, spans, changes, topology=topology))
     except Exception as e:  # a bug in ranking must not stop detection: catch all
         log.error(
             "root-cause diagnosis failed",

@@ -36,6 +36,9 @@ from sentinel.sli import SliKey, SliKind, SliSeries
 from sentinel.telemetry import TopologyEdge
 
 DEFAULT_MIN_CORRELATION = 0.5
+# Pairs grow with the square of the components: beyond this many, only the busiest are
+# linked (a daemon infers on every run; 100 components take a fraction of a second).
+DEFAULT_MAX_COMPONENTS = 100
 # Fewer common steps than this say nothing about co-movement (about 5 minutes at 15 s).
 MIN_COMMON_POINTS = 20
 _LOAD_KINDS = (SliKind.REQUEST_RATE, SliKind.CPU_USAGE)
@@ -63,11 +66,18 @@ def _pearson(xs: list[float], ys: list[float]) -> float:
 
 
 def infer_topology(
-    slis: Mapping[SliKey, SliSeries], *, min_correlation: float = DEFAULT_MIN_CORRELATION
+    slis: Mapping[SliKey, SliSeries],
+    *,
+    min_correlation: float = DEFAULT_MIN_CORRELATION,
+    max_components: int = DEFAULT_MAX_COMPONENTS,
 ) -> tuple[TopologyEdge, ...]:
     """Edges (both ways) between components whose load moves together; see the module
-    docstring. Sorted, so the same metrics give the same graph."""
+    docstring. Sorted, so the same metrics give the same graph. Of more than
+    ``max_components`` components, the busiest (most load summed) are linked."""
     load = _load_series(slis)
+    if len(load) > max_components:
+        busiest = sorted(load, key=lambda c: (-math.fsum(load[c].values()), c))
+        load = {c: load[c] for c in busiest[:max_components]}
     edges: list[TopologyEdge] = []
     for a, b in combinations(sorted(load), 2):
         common = sorted(load[a].keys() & load[b].keys())
