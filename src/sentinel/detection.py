@@ -49,9 +49,12 @@ What must not live here: I/O, the clock, reading config (settings come in), inci
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from operator import attrgetter, itemgetter
 
 from pydantic import BaseModel, ConfigDict
 
@@ -240,31 +243,92 @@ def _log10_binomial_tail(k: int, n: int, p: float) -> float:
 
 
 _Point = tuple[datetime, float, int]
+_time = itemgetter(0)  # of a point (a C function: bisection calls it for every probe)
+_fields = attrgetter("component", "kind", "qualifier")  # an SliKey's, in its sort order
 
 
-def _split_points(
-    series: SliSeries, now: datetime, s: DetectionSettings
-) -> tuple[list[_Point], list[_Point]]:
-    step = timedelta(seconds=s.step_seconds)
-    recent_from = now - timedelta(minutes=s.recent_minutes)
-    baseline_from = recent_from - timedelta(minutes=s.baseline_minutes)
-    baseline: list[_Point] = []
-    recent: list[_Point] = []
-    for (t, v), c in zip(series.points, series.counts, strict=True):
-        if t + step > now:
-            break  # not complete yet: a live run would not have it
-        if t >= recent_from:
-            recent.append((t, v, c))
-        elif t >= baseline_from:
-            baseline.append((t, v, c))
-    return baseline, recent
+@dataclass(frozen=True, slots=True)
+class _At:
+    """What judging at one ``now`` needs that is the same for every series: the bounds
+    of the windows, and the settings of each path (``detect`` builds it once per call,
+    not once per series)."""
+
+    # The last start of a step complete at now: t + step <= now is t <= now - step (time
+    # arithmetic on aware datetimes is exact).
+    complete_until: datetime
+    recent_from: datetime
+    baseline_from: datetime
+    fresh_from: datetime
+    full: DetectionSettings
+    fast: DetectionSettings
+    slow: DetectionSettings
+
+    @classmethod
+    def of(cls, now: datetime, s: DetectionSettings) -> _At:
+        step = timedelta(seconds=s.step_seconds)
+        recent_from = now - timedelta(minutes=s.recent_minutes)
+        return cls(
+            complete_until=now - step,
+            recent_from=recent_from,
+            baseline_from=recent_from - timedelta(minutes=s.baseline_minutes),
+            fresh_from=now - step * (s.persistence_points + 1),
+            full=s,
+            fast=_fast(s),
+            slow=_slow(s),
+        )
+
+
+def _split_points(series: SliSeries, at: _At) -> tuple[tuple[_Point, ...], tuple[_Point, ...]]:
+    """The baseline's and the recent window's points, among those complete at ``now``
+    (a live run would not have the rest)."""
+    rows = series.rows
+    # Points are in time order (SliSeries checks it), so the windows are found by
+    # bisection: a replay judges every series at every step, and a scan from the first
+    # point made each judgement cost the whole series.
+    end = bisect_right(rows, at.complete_until, key=_time)
+    mid = bisect_left(rows, at.recent_from, hi=end, key=_time)
+    lo = bisect_left(rows, at.baseline_from, hi=mid, key=_time)
+    return rows[lo:mid], rows[mid:end]
+
+
+class _Baseline:
+    """The baseline's points, and their statistics computed when first asked for: the
+    full and the fast path judge a series against the same baseline, at every step."""
+
+    __slots__ = ("_level", "_pooled", "points")
+
+    def __init__(self, points: list[_Point]) -> None:
+        self.points = points
+        self._level: tuple[float, float] | None = None
+        self._pooled: tuple[int, int] | None = None
+
+    def level(self) -> tuple[float, float]:
+        """The median of the values, and the noise around it: the MAD as a sigma, never
+        below the floors."""
+        if self._level is None:
+            values = [v for _, v, _ in self.points]
+            m = _median(values)
+            mad = _median([abs(v - m) for v in values])
+            sigma = max(_MAD_TO_SIGMA * mad, _REL_NOISE_FLOOR * abs(m), _ABS_NOISE_FLOOR)
+            self._level = (m, sigma)
+        return self._level
+
+    def pooled(self) -> tuple[int, int]:
+        """(errors, requests) of share points (``_pool``)."""
+        if self._pooled is None:
+            self._pooled = _pool(self.points)
+        return self._pooled
 
 
 def detect_series(
     series: SliSeries, now: datetime, settings: DetectionSettings
 ) -> Anomaly | NotEnoughData | None:
     """Judge one series at ``now``: an anomaly, not enough data, or None (normal)."""
-    s = settings
+    return _judge(series, _At.of(now, settings))
+
+
+def _judge(series: SliSeries, at: _At) -> Anomaly | NotEnoughData | None:
+    s = at.full
     key = series.key
     kind = key.kind
 
@@ -273,20 +337,23 @@ def detect_series(
             component=key.component, sli=kind, qualifier=key.qualifier, reason=reason
         )
 
-    raw_base, raw_recent = _split_points(series, now, s)
+    raw_base, raw_recent = _split_points(series, at)
+    if len(raw_base) < s.min_baseline_points:
+        # Fewer points than needed, whatever their counts (the common verdict in the
+        # first steps of a replay): said before any filtering.
+        return short(NotEnoughDataReason.TOO_FEW_BASELINE_POINTS)
     share = kind in _SHARES
     keep_zero = kind is SliKind.REQUEST_RATE
     min_count = 0 if keep_zero else (1 if share or kind in _GAUGES else s.min_point_count)
     # A quantile q needs 1/(1-q) observations to be more than the maximum of a few.
     min_count = max(min_count, _QUANTILE_MIN_COUNT.get(kind, 0))
-    base = [p for p in raw_base if p[2] >= min_count]
+    base = _Baseline([p for p in raw_base if p[2] >= min_count])
     recent = [p for p in raw_recent if p[2] >= min_count]
-    if len(base) < s.min_baseline_points:
+    if len(base.points) < s.min_baseline_points:
         if len(raw_base) >= s.min_baseline_points:
             return short(NotEnoughDataReason.TOO_FEW_OBSERVATIONS)
         return short(NotEnoughDataReason.TOO_FEW_BASELINE_POINTS)
-    step = timedelta(seconds=s.step_seconds)
-    fresh_from = now - step * (s.persistence_points + 1)
+    fresh_from = at.fresh_from
     if not recent or recent[-1][0] < fresh_from:
         if any(t >= fresh_from for t, _, _ in raw_recent):
             if all(c == 0 for t, _, c in raw_recent if t >= fresh_from):
@@ -299,23 +366,23 @@ def detect_series(
         # Lulls of traffic are common (an upstream that calls a service only for some
         # runs halves its rate for minutes): a drop must hold twice the persistence, and
         # never takes the fast path.
-        slow = s.model_copy(update={"persistence_points": 2 * s.persistence_points})
+        slow = at.slow
         if len(recent) < slow.persistence_points:
             return short(NotEnoughDataReason.TOO_FEW_RECENT_POINTS)
         return _detect_traffic_drop(key, base, recent, slow)
     detector = _detect_share if share else _detect_level
     found = detector(key, base, recent, s) if len(recent) >= s.persistence_points else None
     # Judged only once a shift is found: most series at most steps have none.
-    if found is not None and share and not _beats_bursts(kind, base, recent, s):
+    if found is not None and share and not _beats_bursts(kind, base.points, recent, s):
         found = None
     if found is None and s.fast_persistence_points < s.persistence_points:
         # The fast path trusts only points resting on many observations: a p50 of three
         # calls, two of them timeouts, is a spike of noise however far it lands.
         fast_min = max(min_count, round(s.min_point_count * s.fast_evidence_factor))
-        fast = _fast(s)
+        fast = at.fast
         if all(c >= fast_min for _, _, c in recent[-s.fast_persistence_points :]):
             found = detector(key, base, recent, fast)
-            if found is not None and not _beats_bursts(kind, base, recent, fast):
+            if found is not None and not _beats_bursts(kind, base.points, recent, fast):
                 found = None
     return found
 
@@ -348,6 +415,11 @@ def _beats_bursts(
     return _big_enough(kind, worst, level(recent[-n:]), s)
 
 
+def _slow(s: DetectionSettings) -> DetectionSettings:
+    """The bar of a traffic drop: twice the persistence."""
+    return s.model_copy(update={"persistence_points": 2 * s.persistence_points})
+
+
 def _fast(s: DetectionSettings) -> DetectionSettings:
     """The bar of the fast path: fewer points, much stronger evidence, and a bigger
     effect (a 1.5x latency spike of two minutes is common noise; a 2.25x one is not)."""
@@ -373,20 +445,17 @@ def _fast(s: DetectionSettings) -> DetectionSettings:
 
 
 def _detect_level(
-    key: SliKey, base: list[_Point], recent: list[_Point], s: DetectionSettings
+    key: SliKey, base: _Baseline, recent: list[_Point], s: DetectionSettings
 ) -> Anomaly | None:
     kind = key.kind
     sign = 1.0 if direction_of(kind) is Direction.UP else -1.0
-    values = [v for _, v, _ in base]
-    m = _median(values)
-    mad = _median([abs(v - m) for v in values])
-    sigma = max(_MAD_TO_SIGMA * mad, _REL_NOISE_FLOOR * abs(m), _ABS_NOISE_FLOOR)
+    m, sigma = base.level()
     if not all(_big_enough(kind, m, v, s) for _, v, _ in recent[-s.persistence_points :]):
         return None  # not (or no longer) beyond the minimum effect: nothing persists
     # A point resting on fewer observations than the baseline's typical point is noisier
     # (a p50 of 4 calls against one of 20): its deviation is scaled down by the square
     # root of the ratio, never up (a busy point is not trusted more than the baseline).
-    c_ref = _median([float(c) for _, _, c in base])
+    c_ref = _median([float(c) for _, _, c in base.points])
     devs = [sign * (v - m) / (sigma * max(1.0, math.sqrt(c_ref / max(c, 1)))) for _, v, c in recent]
     valid: list[int] = []
     best: tuple[float, int, float] | None = None
@@ -424,19 +493,16 @@ def _log10_poisson_lower(k: int, lam: float) -> float:
 
 
 def _detect_traffic_drop(
-    key: SliKey, base: list[_Point], recent: list[_Point], s: DetectionSettings
+    key: SliKey, base: _Baseline, recent: list[_Point], s: DetectionSettings
 ) -> Anomaly | None:
     """A drop of the request rate: the requests since the split against a Poisson count
     at the baseline's median rate (so a quiet component's natural lulls do not page)."""
     kind = key.kind
-    values = [v for _, v, _ in base]
-    m = _median(values)
+    # Calls come in bursts (an agent run makes several), so counts vary more than a
+    # Poisson count: the tail must also stand out of the baseline's own spread (sigma).
+    m, sigma = base.level()
     if m <= 0:
         return None
-    # Calls come in bursts (an agent run makes several), so counts vary more than a
-    # Poisson count: the tail must also stand out of the baseline's own spread.
-    mad = _median([abs(v - m) for v in values])
-    sigma = max(_MAD_TO_SIGMA * mad, _REL_NOISE_FLOOR * m, _ABS_NOISE_FLOOR)
     if not all(_big_enough(kind, m, v, s) for _, v, _ in recent[-s.persistence_points :]):
         return None
     step = s.step_seconds
@@ -616,15 +682,23 @@ def _ramp_start(
 
 def _pool(points: Sequence[_Point]) -> tuple[int, int]:
     """(errors, requests) of share points, each weighted by its requests."""
-    errors = sum(v * c for _, v, c in points)
-    return round(errors), sum(c for _, _, c in points)
+    # Lists, not generators: the same sums in the same order, faster (called on the
+    # baseline of every share series at every step).
+    errors = sum([v * c for _, v, c in points])
+    return round(errors), sum([c for _, _, c in points])
 
 
 def _detect_share(
-    key: SliKey, base: list[_Point], recent: list[_Point], s: DetectionSettings
+    key: SliKey, base: _Baseline, recent: list[_Point], s: DetectionSettings
 ) -> Anomaly | None:
     kind = key.kind
-    b_err, b_n = _pool(base)
+    # No error in the last points is no shift whatever the baseline: checked first, as
+    # most share series at most steps have none.
+    last = recent[-s.persistence_points :]
+    l_err, l_n = _pool(last)
+    if l_n == 0 or l_err == 0:
+        return None
+    b_err, b_n = base.pooled()
     if b_n <= 0:
         return None
     p0 = b_err / b_n
@@ -633,10 +707,6 @@ def _detect_share(
     # errors look impossible.
     p_null = _upper_rate(b_err, b_n)
     emerging = kind is SliKind.ERROR_RATE_BY_TYPE and b_err == 0
-    last = recent[-s.persistence_points :]
-    l_err, l_n = _pool(last)
-    if l_n == 0 or l_err == 0:
-        return None
     if not emerging:
         if not _big_enough(kind, p0, l_err / l_n, s):
             return None
@@ -659,8 +729,12 @@ def _detect_share(
             return None
     valid: list[int] = []
     best: tuple[float, int, float] | None = None
+    # What _pool sums for each point, built once for all the splits (summing slices of
+    # these in the same order gives exactly _pool's numbers).
+    errors = [v * c for _, v, c in recent]
+    counts = [c for _, _, c in recent]
     for k in range(len(recent) - s.persistence_points + 1):
-        err, n = _pool(recent[k:])
+        err, n = round(sum(errors[k:])), sum(counts[k:])
         if n == 0:
             continue
         observed = err / n
@@ -705,8 +779,11 @@ def detect(
     anomalies: list[Anomaly] = []
     missing: list[NotEnoughData] = []
     checked = 0
-    for key in sorted(slis):
-        verdict = detect_series(slis[key], now, settings)
+    at = _At.of(now, settings)
+    # Key order, with the keys' fields compared in C (SliKey's own comparison runs in
+    # Python, and a replay sorts at every step).
+    for key in sorted(slis, key=_fields):
+        verdict = _judge(slis[key], at)
         if isinstance(verdict, NotEnoughData):
             missing.append(verdict)
             continue

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 
@@ -37,10 +37,16 @@ class SliSeries:
     key: SliKey
     points: tuple[tuple[datetime, float], ...]
     counts: tuple[int, ...]
+    # Each point with its count, (time, value, count): derived, built once here because
+    # detection slices it at every step of a replay (zipping anew each time was most of
+    # a replay's cost).
+    rows: tuple[tuple[datetime, float, int], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.points) != len(self.counts):
             raise ValueError(f"{self.key}: {len(self.points)} points but {len(self.counts)} counts")
+        rows = tuple((t, v, c) for (t, v), c in zip(self.points, self.counts, strict=True))
+        object.__setattr__(self, "rows", rows)  # frozen: the one assignment, at creation
         for (t0, _), (t1, _) in pairwise(self.points):
             if t1 <= t0:
                 raise ValueError(f"{self.key}: points not in time order at {t1.isoformat()!r}")

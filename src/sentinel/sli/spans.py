@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from operator import attrgetter
+from typing import NamedTuple
 
 from sentinel.settings import ModelPrice, PricingSettings
 from sentinel.sli.records import (
@@ -51,9 +53,8 @@ def _quantile(xs: Sequence[float], q: float) -> float:
 _GUARDRAIL_EVENTS = frozenset({"gen_ai.guardrail", "guardrail.triggered"})
 
 
-@dataclass(frozen=True, slots=True)
-class _Request:
-    """What the request SLIs need of one span."""
+class _Request(NamedTuple):
+    """What the request SLIs need of one span (a tuple: one is made per span)."""
 
     seconds: float
     error_type: str | None
@@ -75,7 +76,7 @@ def _is_request(s: Span) -> bool:
 def _tripped_guardrail(s: Span) -> bool:
     if s.error_type is not None and "guardrail" in s.error_type.lower():
         return True
-    return any(e.name.lower() in _GUARDRAIL_EVENTS for e in s.events)
+    return bool(s.events) and any(e.name.lower() in _GUARDRAIL_EVENTS for e in s.events)
 
 
 def _tokens(n: int | None) -> int | None:
@@ -103,17 +104,19 @@ class _Trees:
             if s.parent_span_id is not None:
                 self.children[(s.trace_id, s.parent_span_id)].append(s)
 
-    def subtree(self, root: Span) -> Iterator[Span]:
+    def subtree(self, root: Span) -> list[Span]:
         """The root and all its descendants (cycles in bad data are cut)."""
         seen = {root.span_id}
         stack = [root]
+        out: list[Span] = []
         while stack:
             s = stack.pop()
-            yield s
+            out.append(s)
             for c in self.children.get((s.trace_id, s.span_id), ()):
                 if c.span_id not in seen:
                     seen.add(c.span_id)
                     stack.append(c)
+        return out
 
     def enclosing_agents(self, s: Span) -> set[str]:
         """Components of the agent runs (invoke_agent spans) the span is inside."""
@@ -144,19 +147,21 @@ class _Run:
 
 
 def _run(tree: _Trees, root: Span, prices: Mapping[str, ModelPrice]) -> _Run:
-    spans = list(tree.subtree(root))
+    spans = tree.subtree(root)
     models = [s for s in spans if s.operation in MODEL_OPERATIONS]
     tools = [s for s in spans if s.operation is GenAIOperation.EXECUTE_TOOL]
+    inputs = [_tokens(s.input_tokens) for s in models]
+    outputs = [_tokens(s.output_tokens) for s in models]
 
-    def total(get: Callable[[Span], int | None]) -> float | None:
+    def total(tokens: list[int | None]) -> float | None:
         # A run without model calls used no tokens; one whose calls report none: unknown.
-        known = [n for n in (get(s) for s in models) if n is not None]
+        known = [n for n in tokens if n is not None]
         return float(sum(known)) if known or not models else None
 
     priced = [
         s
-        for s in models
-        if _tokens(s.input_tokens) is not None or _tokens(s.output_tokens) is not None
+        for s, inp, out in zip(models, inputs, outputs, strict=True)
+        if inp is not None or out is not None
     ]
     costs = [_model_call_cost(s, prices) for s in priced]
     cost: float | None
@@ -166,8 +171,8 @@ def _run(tree: _Trees, root: Span, prices: Mapping[str, ModelPrice]) -> _Run:
         cost = math.fsum(c for c in costs if c is not None)
     return _Run(
         steps=len(models) + len(tools),
-        input_tokens=total(lambda s: _tokens(s.input_tokens)),
-        output_tokens=total(lambda s: _tokens(s.output_tokens)),
+        input_tokens=total(inputs),
+        output_tokens=total(outputs),
         cost=cost,
         guardrail=any(_tripped_guardrail(s) for s in spans),
     )
@@ -176,15 +181,18 @@ def _run(tree: _Trees, root: Span, prices: Mapping[str, ModelPrice]) -> _Run:
 def _unique(spans: Iterable[Span]) -> list[Span]:
     """Spans in a canonical order, one per (trace, span id): the result must not depend on
     the order the spans arrived in."""
+    # attrgetter: the same key tuples as a lambda's, built in C (one per span).
     ordered = sorted(
-        spans,
-        key=lambda s: (s.trace_id, s.span_id, s.start_ns, s.end_ns, s.component, s.name),
+        spans, key=attrgetter("trace_id", "span_id", "start_ns", "end_ns", "component", "name")
     )
     out: list[Span] = []
     for s in ordered:
         if not out or (out[-1].trace_id, out[-1].span_id) != (s.trace_id, s.span_id):
             out.append(s)
     return out
+
+
+_MeanKey = tuple[str, SliKind, str]  # an SliKey's fields, while span_slis accumulates
 
 
 def span_slis(
@@ -212,7 +220,9 @@ def span_slis(
 
     requests: dict[str, dict[int, list[_Request]]] = defaultdict(lambda: defaultdict(list))
     seen_by_callers: dict[str, dict[int, list[_Request]]] = defaultdict(lambda: defaultdict(list))
-    means: dict[SliKey, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    # Keyed by plain (component, kind, qualifier) tuples, SliKeys only at the end: a
+    # dataclass key hashes and compares in Python, for each of a span's values.
+    means: dict[_MeanKey, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
 
     for s in ordered:
         i = grid.index(s.start_ns)
@@ -230,7 +240,7 @@ def span_slis(
             seen_by_callers[s.peer][i].append(_Request(seconds, s.error_type, guardrail=False))
 
         if run is not None:
-            means[SliKey(s.component, SliKind.STEPS_PER_RUN)][i].append(float(run.steps))
+            means[(s.component, SliKind.STEPS_PER_RUN, "")][i].append(float(run.steps))
             _add(means, s.component, SliKind.INPUT_TOKENS_PER_REQUEST, i, run.input_tokens)
             _add(means, s.component, SliKind.OUTPUT_TOKENS_PER_REQUEST, i, run.output_tokens)
             _add(means, s.component, SliKind.COST_PER_REQUEST, i, run.cost)
@@ -240,6 +250,8 @@ def span_slis(
             _add(means, s.component, SliKind.OUTPUT_TOKENS_PER_REQUEST, i, outp)
             _add(means, s.component, SliKind.COST_PER_REQUEST, i, _model_call_cost(s, prices))
 
+        if not s.evaluations:
+            continue  # most spans: no list built for nothing
         scores = [
             (e.name, e.score)
             for e in s.evaluations
@@ -249,14 +261,15 @@ def span_slis(
             targets = [s.component, *sorted(tree.enclosing_agents(s))]
             for name, score in scores:
                 for c in targets:
-                    means[SliKey(c, SliKind.EVAL_SCORE, name)][i].append(score)
+                    means[(c, SliKind.EVAL_SCORE, name)][i].append(score)
 
     out: dict[SliKey, SliSeries] = {}
     for component, by_step in requests.items():
         out.update(_request_slis(component, by_step, grid, with_guardrails=True))
     for component, by_step in seen_by_callers.items():
         out.update(_request_slis(component, by_step, grid, with_guardrails=False))
-    for key, values in means.items():
+    for (component, kind, qualifier), values in means.items():
+        key = SliKey(component, kind, qualifier)
         series = _build(key, grid, {i: (_mean(xs), len(xs)) for i, xs in values.items()})
         if series is not None:
             out[key] = series
@@ -264,14 +277,14 @@ def span_slis(
 
 
 def _add(
-    means: dict[SliKey, dict[int, list[float]]],
+    means: dict[_MeanKey, dict[int, list[float]]],
     component: str,
     kind: SliKind,
     i: int,
     value: float | None,
 ) -> None:
     if value is not None:
-        means[SliKey(component, kind)][i].append(float(value))
+        means[(component, kind, "")][i].append(float(value))
 
 
 def _request_slis(
