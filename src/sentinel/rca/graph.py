@@ -66,8 +66,11 @@ def build_graph(
     for a in anomalies:
         by_component.setdefault(a.component, []).append(a)
 
-    edges = component_edges(spans, topology, ())
     calls, errors, propagated = _edge_counts(spans)
+    # The counted calls are exactly ``component_edges``' edges of the spans (a CLIENT
+    # span's peer that answered is counted through its own span, the same edge): one
+    # pass over the spans, not two. The topology's edges are added as that function does.
+    edges = set(calls) | component_edges((), topology, ())
     span_counts = Counter(s.component for s in spans)
     error_counts = Counter(s.component for s in spans if s.is_error)
     exemplars = _exemplars(spans, exemplars_per_node)
