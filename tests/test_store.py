@@ -966,24 +966,13 @@ def sample_hypotheses() -> list[Hypothesis]:
     ]
 
 
-def _diagnosed(at: datetime, top: Hypothesis | None, n: int) -> AuditEntry:
-    return AuditEntry(
-        time=at,
-        actor="root-cause-agent",
-        action=AuditAction.DIAGNOSED.value,
-        incident_id="inc-1",
-        detail={
-            "top": None
-            if top is None
-            else {
-                "component": top.component,
-                "fault": top.fault,
-                "confidence": top.confidence,
-                "change": top.change,
-            },
-            "hypotheses": n,
-        },
-    )
+def _diagnoses(entries: list[AuditEntry]) -> list[tuple[object, ...]]:
+    """Each "diagnosed" entry as (time, actor, top component, number of hypotheses)."""
+    return [
+        (e.time, e.actor, (e.detail["top"] or {}).get("component"), e.detail["hypotheses"])
+        for e in entries
+        if e.action == AuditAction.DIAGNOSED.value
+    ]
 
 
 def test_hypotheses_round_trip_best_first_and_a_new_diagnosis_replaces_them(
@@ -1006,11 +995,20 @@ def test_hypotheses_round_trip_best_first_and_a_new_diagnosis_replaces_them(
     store.put_hypotheses("inc-1", [], NOW + timedelta(minutes=3))
     assert store.hypotheses("inc-1") == []
 
-    assert store.audit("inc-1") == [
-        _diagnosed(NOW + timedelta(minutes=1), first[0], 3),
-        _diagnosed(NOW + timedelta(minutes=2), first[2], 2),
-        _diagnosed(NOW + timedelta(minutes=3), None, 0),
+    trail = store.audit("inc-1")
+    assert _diagnoses(trail) == [
+        (NOW + timedelta(minutes=1), "root-cause-agent", "prompt:support-agent", 3),
+        (NOW + timedelta(minutes=2), "root-cause-agent", "tool:faq_search", 2),
+        (NOW + timedelta(minutes=3), "root-cause-agent", None, 0),
     ]
+    assert len(trail) == 3
+    assert trail[0].incident_id == "inc-1"
+    assert trail[0].detail["top"] == {
+        "component": "prompt:support-agent",
+        "fault": "prompt_regression",
+        "confidence": 0.71,
+        "change": "c1f2e3",
+    }
     assert store.audit("inc-2") == []
 
 
@@ -1030,7 +1028,9 @@ def test_a_diagnosis_that_fails_to_be_written_leaves_the_previous_one_whole(
         store.put_hypotheses("inc-1", [first[1], broken], NOW + timedelta(minutes=1))
 
     assert store.hypotheses("inc-1") == first
-    assert store.audit("inc-1") == [_diagnosed(NOW, first[0], 3)]
+    assert _diagnoses(store.audit("inc-1")) == [
+        (NOW, "root-cause-agent", "prompt:support-agent", 3)
+    ]
 
 
 def test_hypotheses_of_an_unknown_incident_are_refused(store: SqlStore) -> None:
