@@ -101,7 +101,7 @@ def sensitive(s: DetectionSettings) -> DetectionSettings:
     """The detection bar for a window known to hold a fault: statistical significance is
     kept (noise must still not count), the minimum effect sizes, which exist so that
     small real shifts do not page anyone, are dropped or lowered, and half the baseline
-    will do (a case cut 10 minutes before its fault)."""
+    will do (a case that begins only some 10 minutes before its fault)."""
     return s.model_copy(
         update={
             "min_baseline_points": max(10, s.min_baseline_points // 2),
