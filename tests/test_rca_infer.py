@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from sentinel.cases import Case, FaultKind
-from sentinel.incidents import replay_case
+from sentinel.incidents import case_slis, replay_case
 from sentinel.rca.engine import BELOW_PAGING, diagnose, main_incident, with_inferred_topology
 from sentinel.rca.infer import MIN_COMMON_POINTS, infer_topology
 from sentinel.settings import DetectionSettings, PricingSettings
@@ -75,7 +75,8 @@ def test_a_metrics_only_case_without_topology_is_one_incident_with_the_cause_on_
     assert case.truth is not None
     # Without any call edge, each service's anomalies would be an incident of its own.
     assert len(replay_case(bare, DET, PRICING)) > 1
-    inferred = with_inferred_topology(bare, timedelta(seconds=DET.step_seconds))
+    step = timedelta(seconds=DET.step_seconds)
+    inferred = with_inferred_topology(bare, case_slis(bare, step, PRICING))
     assert inferred.topology
     incidents = replay_case(inferred, DET, PRICING)
     assert len(incidents) == 1
@@ -92,9 +93,10 @@ def test_a_metrics_only_case_without_topology_is_one_incident_with_the_cause_on_
 def test_a_known_topology_or_traces_are_never_replaced_by_an_inferred_one() -> None:
     case = microservices(FaultKind.RESOURCE_EXHAUSTION, seed=103)
     step = timedelta(seconds=DET.step_seconds)
-    assert with_inferred_topology(case, step) is case
+    slis = case_slis(case, step, PRICING)
+    assert with_inferred_topology(case, slis) is case
     one = (TopologyEdge(caller="service:frontend", callee="service:cartservice"),)
-    assert with_inferred_topology(replace(case, topology=one), step).topology == one
+    assert with_inferred_topology(replace(case, topology=one), slis).topology == one
 
 
 @pytest.mark.parametrize("seed", [101, 103])

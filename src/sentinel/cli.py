@@ -414,7 +414,7 @@ def detect(
     """
 
     from sentinel.cases import read_case
-    from sentinel.incidents import replay_case
+    from sentinel.incidents import case_slis, replay_case
     from sentinel.rca.engine import with_inferred_topology
 
     settings = _settings(config, serving=False)
@@ -423,8 +423,9 @@ def detect(
     except SentinelError as e:
         raise _fail(e) from e
     step = timedelta(seconds=settings.detection.step_seconds)
-    case = with_inferred_topology(case, step)
-    incidents = replay_case(case, settings.detection, settings.pricing)
+    slis = case_slis(case, step, settings.pricing)
+    case = with_inferred_topology(case, slis)
+    incidents = replay_case(case, settings.detection, settings.pricing, slis=slis)
 
     if as_json:
         doc = {

@@ -439,21 +439,31 @@ def replay(
     return tuple(incidents.values()), tuple(events)
 
 
+def case_slis(case: Case, step: timedelta, pricing: PricingSettings) -> dict[SliKey, SliSeries]:
+    """A case's SLIs on its window: spans and metric samples merged (metrics win where
+    both measure an SLI)."""
+    start, end = case.meta.start, case.meta.end
+    return merge(
+        span_slis(case.spans, start, end, step, pricing),
+        metric_slis(case.samples, start, end, step),
+    )
+
+
 def replay_case(
     case: Case,
     detection: DetectionSettings,
     pricing: PricingSettings,
     slos: Sequence[SloSettings] = (),
+    *,
+    slis: Mapping[SliKey, SliSeries] | None = None,
 ) -> tuple[TrackedIncident, ...]:
     """A case's telemetry (never its truth) through SLIs, detection and correlation, as
-    live: the incidents ``sentinel detect`` reports. Spans and metric samples are merged
-    (metrics win where both measure an SLI); the graph is every edge the case shows."""
+    live: the incidents ``sentinel detect`` reports. The graph is every edge the case
+    shows. ``slis``: the case's ``case_slis`` at the detection step, when the caller
+    has them already (they are most of a replay's cost)."""
     step = timedelta(seconds=detection.step_seconds)
-    start, end = case.meta.start, case.meta.end
-    slis = merge(
-        span_slis(case.spans, start, end, step, pricing),
-        metric_slis(case.samples, start, end, step),
-    )
+    if slis is None:
+        slis = case_slis(case, step, pricing)
     edges = component_edges(case.spans, case.topology, case.changes)
-    incidents, _ = replay(slis, edges, start, end, detection, slos)
+    incidents, _ = replay(slis, edges, case.meta.start, case.meta.end, detection, slos)
     return incidents

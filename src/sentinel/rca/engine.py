@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from sentinel.cases import Case
 from sentinel.detection import Anomaly
-from sentinel.incidents import TrackedIncident, replay_case
+from sentinel.incidents import TrackedIncident, case_slis, replay_case
 from sentinel.rca.graph import build_graph
 from sentinel.rca.infer import infer_topology
 from sentinel.rca.rank import (
@@ -32,7 +32,7 @@ from sentinel.rca.rank import (
     rank,
 )
 from sentinel.settings import DetectionSettings, PricingSettings, SloSettings
-from sentinel.sli import metric_slis
+from sentinel.sli import SliKey, SliSeries
 from sentinel.telemetry import AwareDatetime, ChangeEvent, Span, TopologyEdge
 
 __all__ = [
@@ -87,13 +87,12 @@ def diagnose_incident(
     return rank(graph, priors=priors, weights=weights, calibration=calibration)
 
 
-def with_inferred_topology(case: Case, step: timedelta) -> Case:
-    """The case, with call edges inferred from its metrics (``sentinel.rca.infer``) when
+def with_inferred_topology(case: Case, slis: Mapping[SliKey, SliSeries]) -> Case:
+    """The case, with call edges inferred from its SLIs (``sentinel.rca.infer``) when
     neither its spans nor a topology show any: a metrics-only system without a service
-    catalog."""
+    catalog. ``slis``: the case's ``case_slis``, which the replay then reuses."""
     if case.spans or case.topology:
         return case
-    slis = metric_slis(case.samples, case.meta.start, case.meta.end, step)
     return dataclasses.replace(case, topology=infer_topology(slis))
 
 
@@ -130,11 +129,14 @@ def diagnose(
     crosses the paging bar, detection runs again with ``sensitive`` settings, and the
     hypotheses say so. A metrics-only case without a topology gets one inferred from its
     metrics (``with_inferred_topology``)."""
-    case = with_inferred_topology(case, timedelta(seconds=detection.step_seconds))
+    # One set of SLIs serves the inference and both passes (``sensitive`` keeps the step).
+    slis = case_slis(case, timedelta(seconds=detection.step_seconds), pricing)
+    case = with_inferred_topology(case, slis)
     note: tuple[str, ...] = ()
-    incident = main_incident(replay_case(case, detection, pricing, slos))
+    incident = main_incident(replay_case(case, detection, pricing, slos, slis=slis))
     if incident is None:
-        incident = main_incident(replay_case(case, sensitive(detection), pricing, slos))
+        bar = sensitive(detection)
+        incident = main_incident(replay_case(case, bar, pricing, slos, slis=slis))
         note = (BELOW_PAGING,)
     if incident is None:
         return Diagnosis(case=case.meta.id, onset=None)
