@@ -82,3 +82,17 @@ class SimulationError(SentinelError):
 
 class UnknownIncident(SentinelError):
     """An incident id the store does not hold (names the id and the store)."""
+
+
+class PlaybookError(SentinelError):
+    """A playbook file that cannot be loaded, validated or rendered: names the file, the
+    line and what was expected."""
+
+
+class RemediationError(SentinelError):
+    """An action failed while being carried out (git, HTTP); names the action and why."""
+
+
+class ActionRefused(RemediationError):
+    """An action refused before it changed anything (dirty tree, merge conflict, outside
+    its blast radius): escalated to people, never retried on its own."""

@@ -15,11 +15,14 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
+from pydantic import BaseModel, ConfigDict
+
 from sentinel.errors import ChangeFeedError
 from sentinel.telemetry import ChangeEvent, Sample, Series, Span
 
 if TYPE_CHECKING:  # incidents imports cases, which imports this module
     from sentinel.incidents import AuditEntry, Incident
+    from sentinel.playbooks.model import AnyAction, BlastRadius
     from sentinel.rca import Hypothesis
 
 
@@ -156,3 +159,49 @@ class IncidentStore(Protocol):
         """The hypotheses of the incident's latest diagnosis, best first ([] before its
         first). Raises ``UnknownIncident`` for an id the store does not hold."""
         ...
+
+
+# --- remediation ------------------------------------------------------------------------
+
+
+class StepResult(BaseModel):
+    """What carrying out one step (or its undo) did: the commit it made and where it was
+    pushed, or the HTTP status, in words for people in ``detail``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    detail: str = ""
+    repo: str | None = None
+    commit: str | None = None  # the full id of the commit the step made
+    branch: str | None = None  # where the commit was pushed
+    status: int | None = None  # an HTTP step's response status
+    dry_run: bool = False  # nothing was changed: the step was only described
+
+
+class ActionExecutor(Protocol):
+    """Carries out rendered playbook steps (templates already filled in).
+
+    ``key`` is the step's idempotency key (incident + playbook + step). A git step is
+    idempotent by it: its commit carries the key in a trailer, so calling ``apply`` again
+    after a crash finds the commit (pushing it if the push had not happened) instead of
+    making a second one. An HTTP step cannot be found again; the Remediation Agent never
+    repeats one whose outcome is unknown. Blocking: call from the git worker thread.
+    Raises ``ActionRefused`` (nothing changed: dirty tree, conflict, outside
+    ``allowed``) or ``RemediationError``."""
+
+    def apply(
+        self, step: AnyAction, *, key: str, incident_id: str, allowed: BlastRadius
+    ) -> StepResult: ...
+
+    def revert(
+        self, step: AnyAction, result: StepResult, *, key: str, incident_id: str
+    ) -> StepResult:
+        """Undo a git step by reverting the commit ``result`` names (idempotent by
+        ``key``, which the caller makes distinct from the apply's)."""
+        ...
+
+
+class Notifier(Protocol):
+    """Where people are told (the console; Slack comes with its stage)."""
+
+    def notify(self, incident_id: str, message: str, *, escalate: bool = False) -> None: ...

@@ -154,6 +154,46 @@ class ChangesSettings(_Section):
     repos: tuple[RepoSettings, ...] = ()
 
 
+class PushMode(StrEnum):
+    """Where a GitOps action's commit goes."""
+
+    BRANCH = "branch"  # pushed to the repository's configured branch: live at once
+    REVIEW = "review"  # pushed to a new branch sentinel/<incident>-<step>, for review
+
+
+class RemediationSettings(_Section):
+    """The Remediation Agent (``sentinel.remediation``, ``sentinel.agents.remediation``)."""
+
+    # Kill switch in config: no action at all, automatic or approved, while true. The
+    # store's switch (`sentinel pause` / `sentinel resume`) works beside it: either pauses.
+    paused: bool = False
+    # Folder of *.yaml playbooks. Empty: none (incidents get no proposal).
+    playbooks_dir: str = "playbooks"
+    # Playbooks may only make the gates stricter (higher) than these, unless allowed.
+    auto_above: Annotated[float, Field(ge=0, le=1)] = 0.9
+    approve_above: Annotated[float, Field(ge=0, le=1)] = 0.6
+    allow_looser_gates: bool = False
+    # Where sentinel keeps its working clones of the config repositories it changes.
+    workdir: str = ".sentinel/gitops"
+    push: PushMode = PushMode.BRANCH
+    author_name: str = Field(default="sentinel", min_length=1)
+    author_email: str = Field(default="sentinel@localhost", min_length=3)
+    # Global policy: no action runs alone outside these, whatever a playbook says.
+    # Component id globs; repository names (empty: every [[changes.repos]]); path globs.
+    allowed_components: tuple[str, ...] = ("*",)
+    allowed_repos: tuple[str, ...] = ()
+    allowed_paths: tuple[str, ...] = ("**",)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RemediationSettings:
+        if self.approve_above > self.auto_above:
+            raise ValueError(
+                f"approve_above ({self.approve_above}) must not exceed auto_above "
+                f"({self.auto_above})"
+            )
+        return self
+
+
 class LoggingSettings(_Section):
     level: LogLevel = LogLevel.INFO
     format: LogFormat = LogFormat.JSON
@@ -329,6 +369,7 @@ class Settings(_Section):
     pricing: PricingSettings = PricingSettings()
     detection: DetectionSettings = DetectionSettings()
     slo: tuple[SloSettings, ...] = ()
+    remediation: RemediationSettings = RemediationSettings()
     secrets: Secrets = Secrets()
 
     @field_validator("slo")
@@ -443,6 +484,12 @@ def _check_cross_fields(s: Settings, path: Path, *, serving: bool) -> None:
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise ConfigError(f"{path}: changes.repos: repo names must be unique, got {sorted(dup)}")
+    unknown = sorted(set(s.remediation.allowed_repos) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"{path}: remediation.allowed_repos names {unknown}, which are not in "
+            f"[[changes.repos]] ({sorted(names) or 'none configured'})"
+        )
 
 
 def _describe(err: ValidationError, path: Path, text: str) -> str:
