@@ -173,6 +173,8 @@ class RemediationSettings(_Section):
     auto_above: Annotated[float, Field(ge=0, le=1)] = 0.9
     approve_above: Annotated[float, Field(ge=0, le=1)] = 0.6
     allow_looser_gates: bool = False
+    # The [[changes.repos]] name GitOps actions change when a playbook names no repo.
+    config_repo: str = ""
     # Where sentinel keeps its working clones of the config repositories it changes.
     workdir: str = ".sentinel/gitops"
     push: PushMode = PushMode.BRANCH
@@ -484,6 +486,11 @@ def _check_cross_fields(s: Settings, path: Path, *, serving: bool) -> None:
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise ConfigError(f"{path}: changes.repos: repo names must be unique, got {sorted(dup)}")
+    if s.remediation.config_repo and s.remediation.config_repo not in names:
+        raise ConfigError(
+            f"{path}: remediation.config_repo = {s.remediation.config_repo!r} is not in "
+            f"[[changes.repos]] ({sorted(names) or 'none configured'})"
+        )
     unknown = sorted(set(s.remediation.allowed_repos) - set(names))
     if unknown:
         raise ConfigError(

@@ -187,7 +187,11 @@ class HttpMethod(StrEnum):
 class GitFile(_Model):
     """A YAML file in a config repository that an action edits, in one commit."""
 
-    repo: str = Field(min_length=1, description="a repository named in [[changes.repos]]")
+    repo: str | None = Field(
+        default=None,
+        min_length=1,
+        description="a repository named in [[changes.repos]]; default: remediation.config_repo",
+    )
     path: str = Field(min_length=1, description="the YAML file, relative to the repo root")
 
 
@@ -252,11 +256,12 @@ class ShadowMode(_Action):
 class ModelFailover(_Action):
     """Switch agents from a failing model to a fallback in a GitOps config file: every
     ``model: <model>`` value in the file (under ``agents.<agent>`` only, when ``agent``
-    is set) becomes ``model: <fallback>``."""
+    is set) becomes ``model: <fallback>``. Without ``fallback``, the file's own
+    ``fallbacks.<model>`` names it."""
 
     action: Literal[ActionKind.MODEL_FAILOVER]
     model: str = "{{ component_name }}"
-    fallback: str = Field(min_length=1)
+    fallback: str | None = Field(default=None, min_length=1)
     agent: str | None = None
     git: GitFile
 
