@@ -38,6 +38,7 @@ from sentinel.errors import StoreError, UnknownIncident
 from sentinel.incidents import AuditEntry, Incident, IncidentStatus
 from sentinel.ports import AuditAction, ComponentSummary
 from sentinel.rca import Hypothesis
+from sentinel.remediation import ActionRecord, ActionState, advance
 from sentinel.telemetry import (
     ChangeEvent,
     ChangeKind,
@@ -65,6 +66,7 @@ TABLES = {
     "audit_log",
     "cursors",
     "hypotheses",
+    "actions",
 }
 
 
@@ -425,11 +427,11 @@ def _alembic(url: str, upgrade_to: str | None = None, downgrade_to: str | None =
         engine.dispose()
 
 
-def test_a_database_at_0001_gains_the_hypotheses_table_and_loses_it_on_downgrade(
+def test_a_database_at_0001_gains_the_later_tables_and_loses_them_on_downgrade(
     store_url: str,
 ) -> None:
     _alembic(store_url, upgrade_to="0001")
-    assert _tables(store_url) == TABLES - {"hypotheses"}
+    assert _tables(store_url) == TABLES - {"hypotheses", "actions"}
 
     s = open_store(store_url, FakeClock(NOW))  # upgrades to head
     try:
@@ -442,8 +444,11 @@ def test_a_database_at_0001_gains_the_hypotheses_table_and_loses_it_on_downgrade
     finally:
         s.close()
 
+    _alembic(store_url, downgrade_to="0002")
+    assert _tables(store_url) == TABLES - {"actions"}
+    assert _versions(store_url) == ["0002"]
     _alembic(store_url, downgrade_to="0001")
-    assert _tables(store_url) == TABLES - {"hypotheses"}
+    assert _tables(store_url) == TABLES - {"hypotheses", "actions"}
     assert _versions(store_url) == ["0001"]
 
 
@@ -1299,3 +1304,60 @@ def test_any_span_batch_round_trips_postgres(
     postgres_store: SqlStore, templates: list[dict[str, Any]]
 ) -> None:
     _check_round_trip(postgres_store, templates)
+
+
+# --- remediation actions and the kill switch --------------------------------------------
+
+
+def _action(incident_id: str, **over: Any) -> ActionRecord:
+    from sentinel.remediation import Gate
+
+    data: dict[str, Any] = {
+        "key": f"{incident_id}/rollback",
+        "incident_id": incident_id,
+        "playbook": "rollback",
+        "hypothesis": Hypothesis(component="prompt:x", fault="prompt_regression", confidence=0.9),
+        "gate": Gate.APPROVE,
+        "step_ids": ("notify-1",),
+        "steps": ({"action": "notify", "message": "m"},),
+        "created_at": NOW,
+        "updated_at": NOW,
+    }
+    data.update(over)
+    return ActionRecord.model_validate(data)
+
+
+def test_actions_are_written_once_and_updated_by_compare_and_set(store: SqlStore) -> None:
+    store.put_incident(Incident(id="inc-a", title="t", opened_at=NOW, updated_at=NOW))
+    first = _action("inc-a")
+    entry = AuditEntry(time=NOW, actor="r", action="action_proposed", incident_id="inc-a")
+    assert store.put_action(first, [entry]) is True
+    assert store.put_action(first, [entry]) is False  # the key exists: nothing written
+    assert store.get_action(first.key) == first
+    approved = advance(first, ActionState.APPROVED, NOW + timedelta(seconds=1))
+    assert store.put_action(approved, prev=first) is True
+    # A writer holding the stale record loses, and its audit entry is not written.
+    rejected = advance(first, ActionState.REJECTED, NOW + timedelta(seconds=2))
+    late = AuditEntry(time=NOW, actor="x", action="action_rejected", incident_id="inc-a")
+    assert store.put_action(rejected, [late], prev=first) is False
+    assert store.get_action(first.key) == approved
+    assert [e.action for e in store.audit("inc-a")] == ["action_proposed"]
+    assert store.actions(states=[ActionState.APPROVED]) == [approved]
+    assert store.actions("inc-a") == [approved]
+    assert store.actions(states=[ActionState.PROPOSED]) == []
+    assert store.get_action("nope") is None
+    with pytest.raises(UnknownIncident):
+        store.put_action(_action("inc-missing"))
+
+
+def test_kill_switch_persists_with_its_audit_entry(store: SqlStore) -> None:
+    assert store.paused() is False
+    store.set_paused(True, actor="dana", reason="maintenance")
+    assert store.paused() is True
+    store.set_paused(False, actor="dana")
+    assert store.paused() is False
+    trail = [(e.actor, e.action, e.detail) for e in store.audit()]
+    assert trail == [
+        ("dana", AuditAction.PAUSED.value, {"reason": "maintenance"}),
+        ("dana", AuditAction.RESUMED.value, {}),
+    ]

@@ -122,6 +122,8 @@ class AuditAction(StrEnum):
     ``incidents.EventAction``)."""
 
     DIAGNOSED = "diagnosed"  # put_hypotheses: detail names the top hypothesis
+    PAUSED = "remediation_paused"  # the kill switch turned on (set_paused)
+    RESUMED = "remediation_resumed"
 
 
 # Who a diagnosis is attributed to in the audit log unless the caller says otherwise.

@@ -40,6 +40,7 @@ from sentinel.errors import StoreError, UnknownIncident
 from sentinel.incidents import AuditEntry, Incident, IncidentStatus
 from sentinel.ports import DIAGNOSIS_ACTOR, AuditAction, ComponentSummary
 from sentinel.rca import Hypothesis
+from sentinel.remediation import ActionRecord, ActionState
 from sentinel.settings import mask_url
 from sentinel.telemetry import (
     ChangeEvent,
@@ -188,6 +189,22 @@ class HypothesisRow(SQLModel, table=True):
     diagnosed_at: datetime = Field(sa_type=UTCDateTime)
 
 
+class ActionRow(SQLModel, table=True):
+    # One remediation (a playbook acting on an incident): the whole record as JSON, and
+    # the columns it is looked up by. Updates compare-and-set on the previous record, so
+    # two writers (the daemon and `sentinel approve`) never overwrite each other.
+    __tablename__ = "actions"
+
+    key: str = Field(primary_key=True)
+    incident_id: str = Field(index=True, foreign_key="incidents.id", ondelete="CASCADE")
+    playbook: str
+    state: str = Field(index=True)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+    started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    record: str  # JSON of remediation.ActionRecord
+
+
 class CursorRow(SQLModel, table=True):
     __tablename__ = "cursors"
 
@@ -205,6 +222,10 @@ INCIDENTS: sa.Table = IncidentRow.__table__  # type: ignore[attr-defined]
 AUDIT: sa.Table = AuditRow.__table__  # type: ignore[attr-defined]
 CURSORS: sa.Table = CursorRow.__table__  # type: ignore[attr-defined]
 HYPOTHESES: sa.Table = HypothesisRow.__table__  # type: ignore[attr-defined]
+ACTIONS: sa.Table = ActionRow.__table__  # type: ignore[attr-defined]
+
+# The kill switch's key in the cursors table (small persistent state).
+PAUSED_KEY = "remediation.paused"
 
 
 # --- JSON helpers -----------------------------------------------------------------------
@@ -699,6 +720,95 @@ class SqlStore:
             )
             for r in rows
         ]
+
+    # -- remediation actions and the kill switch --
+
+    def put_action(
+        self,
+        record: ActionRecord,
+        audit: Sequence[AuditEntry] = (),
+        *,
+        prev: ActionRecord | None = None,
+    ) -> bool:
+        """Write an action record and the audit entries of its new state atomically.
+        ``prev`` None: a new record (False if one with its key exists). Otherwise the
+        record must still be ``prev`` in the store (compare-and-set): False, and nothing
+        written, when another writer changed it first."""
+        text = record.model_dump_json()
+        row = {
+            "key": record.key,
+            "incident_id": record.incident_id,
+            "playbook": record.playbook,
+            "state": record.state.value,
+            "created_at": record.created_at,
+            "updated_at": record.updated_at,
+            "started_at": record.started_at,
+            "record": text,
+        }
+        t = ACTIONS
+        with self._tx(f"writing action {record.key!r}") as conn:
+            if prev is None:
+                self._require_incident(conn, record.incident_id)
+                stmt = (
+                    self._insert(t)
+                    .values(row)
+                    .on_conflict_do_nothing(index_elements=["key"])
+                    .returning(t.c.key)
+                )
+                done = conn.execute(stmt).first() is not None
+            else:
+                stmt2 = (
+                    sa.update(t)
+                    .where(t.c.key == record.key, t.c.record == prev.model_dump_json())
+                    .values({k: v for k, v in row.items() if k != "key"})
+                )
+                done = conn.execute(stmt2).rowcount == 1
+            if done:
+                for entry in audit:
+                    conn.execute(_audit_insert(entry))
+        return done
+
+    def get_action(self, key: str) -> ActionRecord | None:
+        t = ACTIONS
+        with self._read(f"reading action {key!r}") as conn:
+            text = conn.execute(sa.select(t.c.record).where(t.c.key == key)).scalar_one_or_none()
+        return ActionRecord.model_validate_json(text) if text is not None else None
+
+    def actions(
+        self, incident_id: str | None = None, *, states: Sequence[ActionState] = ()
+    ) -> list[ActionRecord]:
+        """Action records, oldest first; of one incident, in some states, when given."""
+        t = ACTIONS
+        q = sa.select(t.c.record).order_by(t.c.created_at, t.c.key)
+        if incident_id is not None:
+            q = q.where(t.c.incident_id == incident_id)
+        if states:
+            q = q.where(t.c.state.in_([s.value for s in states]))
+        with self._read("listing actions") as conn:
+            texts = conn.execute(q).scalars().all()
+        return [ActionRecord.model_validate_json(x) for x in texts]
+
+    def paused(self) -> bool:
+        """Whether the kill switch in the store is on (`sentinel pause`)."""
+        return self.get_cursor(PAUSED_KEY) == "true"
+
+    def set_paused(self, paused: bool, *, actor: str, reason: str = "") -> None:
+        """Turn the kill switch on or off, with its audit entry, in one transaction."""
+        now = self.clock.now()
+        value = "true" if paused else "false"
+        stmt = self._insert(CURSORS).values(key=PAUSED_KEY, value=value, updated_at=now)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["key"], set_={"value": value, "updated_at": now}
+        )
+        entry = AuditEntry(
+            time=now,
+            actor=actor,
+            action=(AuditAction.PAUSED if paused else AuditAction.RESUMED).value,
+            detail={"reason": reason} if reason else {},
+        )
+        with self._tx("writing the kill switch") as conn:
+            conn.execute(stmt)
+            conn.execute(_audit_insert(entry))
 
     # -- cursors (ports.CursorStore) --
 
