@@ -1,4 +1,5 @@
-"""HTTP routes: the OTLP/HTTP trace receiver, the change webhook, health and /metrics.
+"""HTTP routes: the OTLP/HTTP trace receiver, the change webhook, the audit log and
+remediation actions (``/api/audit``, ``/api/actions``), health and /metrics.
 
 The receiver follows the OTLP/HTTP specification: 200 with an ExportTraceServiceResponse
 (``partial_success`` for rejected spans); 400 with a google.rpc.Status for a malformed body
@@ -219,6 +220,40 @@ def create_app(deps: AppDeps) -> FastAPI:
             )
         m.changes_received.labels(source="webhook").inc(new)
         return JSONResponse({"received": len(changes), "stored": new})
+
+    async def _read_store(what: str, fn: Callable[[], Any]) -> Response:
+        try:
+            return JSONResponse(await asyncio.to_thread(fn))
+        except StoreError as e:
+            m.store_errors.labels(op=what).inc()
+            log.error("reading the store failed", what=what, error=str(e))
+            return JSONResponse(
+                {"error": "store unavailable"},
+                status_code=503,
+                headers={"Retry-After": retry_after},
+            )
+
+    @app.get("/api/audit")
+    async def get_audit(request: Request, incident: str | None = None) -> Response:
+        """The audit log (every decision: who, what, why), of one incident when given."""
+        denied = api_auth(request)
+        if denied is not None:
+            return denied
+        return await _read_store(
+            "read_audit",
+            lambda: [e.model_dump(mode="json") for e in deps.store.audit(incident)],
+        )
+
+    @app.get("/api/actions")
+    async def get_actions(request: Request, incident: str | None = None) -> Response:
+        """Remediation actions with their state, steps and results."""
+        denied = api_auth(request)
+        if denied is not None:
+            return denied
+        return await _read_store(
+            "read_actions",
+            lambda: [r.model_dump(mode="json") for r in deps.store.actions(incident)],
+        )
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

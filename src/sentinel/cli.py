@@ -530,6 +530,22 @@ def rca(
             out.print(f"       - {line}", highlight=False, markup=False)
 
 
+def _mount_remediation() -> None:
+    # The remediation commands live beside this module; mounted here so that
+    # `sentinel --help` lists them with the others.
+    from sentinel import cli_remediation as rem
+    from sentinel.cli_playbook import playbook_app
+
+    playbook_app.command("test")(rem.playbook_test)
+    app.add_typer(playbook_app)
+    app.command()(rem.pause)
+    app.command()(rem.resume)
+    app.command()(rem.audit)
+
+
+_mount_remediation()
+
+
 def main() -> None:
     app()
 
