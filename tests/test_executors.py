@@ -13,7 +13,6 @@ import io
 import json
 import os
 import shutil
-import subprocess
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -53,6 +52,8 @@ from sentinel.playbooks.model import (
 )
 from sentinel.ports import ActionExecutor, StepResult
 from sentinel.settings import PushMode, RemediationSettings, RepoSettings
+from tests.gitrepos import commit_files as _commit_files
+from tests.gitrepos import git as _git
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 INCIDENT = "inc-42"
@@ -95,34 +96,6 @@ SEED = {
     "agents.yaml": AGENTS,
     "routing.yaml": ROUTING,
 }
-
-# The helper's own git runs see no user or system config (signing, hooks, default branch).
-_GIT_ENV = {
-    **{k: v for k, v in os.environ.items() if not k.startswith("GIT_")},
-    "GIT_CONFIG_GLOBAL": os.devnull,
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "GIT_AUTHOR_NAME": "dana",
-    "GIT_AUTHOR_EMAIL": "dana@example.com",
-    "GIT_COMMITTER_NAME": "dana",
-    "GIT_COMMITTER_EMAIL": "dana@example.com",
-}
-
-
-def _git(cwd: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", *args], cwd=cwd, env=_GIT_ENV, check=True, capture_output=True, text=True
-    )
-    return done.stdout.strip()
-
-
-def _commit_files(work: Path, files: Mapping[str, str], message: str) -> str:
-    for rel, text in files.items():
-        path = work / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    _git(work, "add", "-A")
-    _git(work, "commit", "-q", "-m", message)
-    return _git(work, "rev-parse", "HEAD")
 
 
 @dataclass(frozen=True)

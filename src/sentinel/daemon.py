@@ -16,11 +16,13 @@ import contextlib
 import gc
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import structlog
 import uvicorn
@@ -30,14 +32,19 @@ from sentinel.adapters.db import SqlStore, open_store
 from sentinel.adapters.prometheus import PrometheusSource, prometheus_from_settings
 from sentinel.adapters.span_writer import SpanWriterProcess
 from sentinel.agents.metric import MetricAgent
+from sentinel.agents.remediation import RemediationAgent
 from sentinel.api import AppDeps, create_app
 from sentinel.clock import Clock, SystemClock
 from sentinel.errors import SentinelError, StoreError
 from sentinel.ingest import IngestQueue
 from sentinel.observability import SelfMetrics, configure_logging
+from sentinel.playbooks.loader import load_playbooks
 from sentinel.settings import Settings
 from sentinel.sli import step_start
 from sentinel.telemetry import ChangeEvent
+
+if TYPE_CHECKING:
+    from sentinel.adapters.executors import Executor
 
 log = structlog.get_logger(__name__)
 
@@ -71,6 +78,7 @@ class Daemon:
         # gitpython is not thread-safe and leaks children when used concurrently: every
         # git operation runs on this one worker thread.
         self._git_worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="git")
+        self._executor: Executor | None = None
 
     def _on_signal(self, sig: signal.Signals) -> None:
         if self._stopping and sig == signal.SIGINT and self._server is not None:
@@ -141,8 +149,22 @@ class Daemon:
             s, store, self.clock, source=self.prometheus, metrics=self.metrics
         )
 
+        remediation = self._remediation_agent(store)
+
         async def metric_agent() -> None:
-            await agent.run_once()
+            run = await agent.run_once()
+            if remediation is None:
+                return
+            # After detection and diagnosis: propose, act, verify. On the git worker
+            # thread, where every git operation runs one at a time.
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(
+                self._git_worker,
+                remediation.run_once,
+                agent.open_incidents,
+                agent.window.series(),
+                run.judged_at,
+            )
 
         # Interval in the daemon's clock seconds (an accelerated simulation runs it faster),
         # first run just after a step of the SLI grid completes (plus the ingest lag): a
@@ -243,10 +265,52 @@ class Daemon:
                 await asyncio.to_thread(writer.close, timeout)
             scheduler.shutdown(wait=False)
             self._git_worker.shutdown(wait=True)
+            if self._executor is not None:
+                self._executor.close()
             if self.prometheus is not None:
                 await self.prometheus.aclose()
             await asyncio.to_thread(store.close)
             log.info("stopped", queue_drained=drained)
+
+    def _remediation_agent(self, store: SqlStore) -> RemediationAgent | None:
+        """The Remediation Agent with the playbooks that load; a broken playbook is logged
+        with its file and line and skipped, never fatal. None without any playbook."""
+        s = self.settings
+        rem = s.remediation
+        if not rem.playbooks_dir:
+            return None
+        folder = s.resolve(rem.playbooks_dir)
+        if not folder.is_dir():
+            log.warning("no playbooks folder: remediation is off", folder=str(folder))
+            return None
+        loaded = load_playbooks([folder], remediation=rem)
+        for problem in loaded.errors:
+            log.error("playbook skipped", error=str(problem))
+            self.metrics.playbook_errors.inc()
+        if not loaded.playbooks:
+            log.warning("no valid playbook: remediation is off", folder=str(folder))
+            return None
+        log.info(
+            "playbooks loaded",
+            playbooks=[p.playbook.name for p in loaded.playbooks],
+            paused=rem.paused,
+        )
+        # Imported here: gitpython refuses to import on a machine without git, and a daemon
+        # without playbooks needs none of it.
+        from sentinel.adapters.executors import ConsoleNotifier, Executor, GitOps
+
+        gitops = GitOps(rem, s.changes.repos, s.resolve(rem.workdir), self.clock)
+        notifier = ConsoleNotifier(sys.stderr)
+        self._executor = Executor(gitops, notifier)
+        return RemediationAgent(
+            s,
+            store,
+            self._executor,
+            notifier,
+            self.clock,
+            playbooks=[p.playbook for p in loaded.playbooks],
+            metrics=self.metrics,
+        )
 
     def _schedule(
         self,

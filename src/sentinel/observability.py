@@ -149,6 +149,20 @@ class SelfMetrics:
             ["reason"],
             registry=r,
         )
+        self.playbook_errors = Counter(
+            "sentinel_playbook_errors",
+            "Playbook files skipped at start-up because they did not load (the log names "
+            "the file and line).",
+            registry=r,
+        )
+        self.remediation_events = Counter(
+            "sentinel_remediation_events",
+            "Remediation decisions and outcomes, by event (action_proposed, "
+            "action_approved, action_applied, action_verified, action_undone, "
+            "action_failed, ...) and gate (auto, approve, suggest).",
+            ["event", "gate"],
+            registry=r,
+        )
         self.open_incidents = Gauge(
             "sentinel_open_incidents", "Incidents open after the last Metric Agent run.", registry=r
         )

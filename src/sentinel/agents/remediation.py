@@ -38,6 +38,7 @@ import structlog
 from sentinel.clock import Clock
 from sentinel.errors import ActionRefused, IllegalTransition, RemediationError
 from sentinel.incidents import AuditEntry, TrackedIncident
+from sentinel.observability import SelfMetrics
 from sentinel.playbooks.model import (
     GIT_ACTIONS,
     ActionKind,
@@ -146,6 +147,7 @@ class RemediationAgent:
         clock: Clock,
         *,
         playbooks: Sequence[Playbook],
+        metrics: SelfMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.policy = settings.remediation
@@ -154,6 +156,7 @@ class RemediationAgent:
         self.notifier = notifier
         self.clock = clock
         self.playbooks = {p.name: p for p in playbooks}
+        self.metrics = metrics
 
     # --- the kill switch ----------------------------------------------------------------
 
@@ -239,6 +242,8 @@ class RemediationAgent:
         )
         if not self.store.put_action(record, [entry]):
             return  # proposed already (another replica, or a run that crashed after it)
+        if self.metrics is not None:
+            self.metrics.remediation_events.labels(event=entry.action, gate=record.gate.value).inc()
         run.proposed.append(record.key)
         log.info(
             "remediation proposed",
