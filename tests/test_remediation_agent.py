@@ -10,6 +10,8 @@ own git behaviour (``test_executors``).
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import itertools
 import os
 import subprocess
@@ -20,13 +22,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sentinel.adapters.db import SqlStore, open_store
 from sentinel.adapters.executors import Executor, FakeExecutor, GitOps, MemoryNotifier
+from sentinel.agents.metric import MetricAgent
 from sentinel.agents.remediation import RemediationAgent, RemediationEvent
+from sentinel.cases import FaultKind, ingest_case
 from sentinel.clock import FakeClock
 from sentinel.detection import Anomaly
 from sentinel.incidents import Incident, TrackedIncident
@@ -36,9 +41,12 @@ from sentinel.ports import StepResult
 from sentinel.rca import Hypothesis
 from sentinel.remediation import ActionRecord, ActionState, Gate
 from sentinel.settings import ChangesSettings, RemediationSettings, RepoSettings, Settings
+from sentinel.sim import FaultSpec, Topology, simulate_case
 from sentinel.sli import SliKey, SliSeries
 from sentinel.telemetry import ChangeEvent, ChangeKind, SliKind
 from tests.gitrepos import commit_files, git
+from tests.harness import make_settings as make_harness_settings
+from tests.harness import running_daemon
 
 T0 = datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parents[1]
@@ -619,3 +627,77 @@ def test_cooldown_and_rate_limits_hold_for_any_sequence_of_incidents(
             assert len(applies) == len(starts)  # each started action applied once
         finally:
             store.close()
+
+
+# --- with the other agents ----------------------------------------------------------------
+
+
+def test_a_detected_prompt_regression_is_rolled_back_at_its_change_and_undone_when_it_persists(
+    tmp_path: Path,
+) -> None:
+    """Detection, diagnosis and remediation on a simulated case: the Metric Agent opens
+    the incident, the Root Cause Agent blames the prompt commit, the bundled rollback
+    playbook reverts exactly that commit once; the recorded telemetry never recovers (it
+    is a recording), so verification fails and the revert is undone."""
+    spec = FaultSpec(
+        topology=Topology.SUPPORT, fault=FaultKind.PROMPT_REGRESSION, seed=3, sample_ratio=1.0
+    )
+    case = dataclasses.replace(simulate_case(spec), samples=())
+    assert case.truth is not None and case.truth.change is not None
+    store = open_store("sqlite:///" + str(tmp_path / "s.db"), FakeClock(case.meta.start))
+    try:
+        ingest_case(store, case)
+        s = make_harness_settings(
+            tmp_path,
+            detection={"ingest_lag_seconds": 0.0},
+            remediation={"config_repo": "agent-config"},
+        )
+        clock = FakeClock(case.truth.fault_start - timedelta(minutes=5))
+        metric = MetricAgent(s, store, clock)
+        repo = next(c.repo for c in case.changes if c.id == case.truth.change)
+        executor = FakeExecutor(repos=(repo,), config_repo=repo)
+        notifier = MemoryNotifier()
+        remedy = RemediationAgent(s, store, executor, notifier, clock, playbooks=bundled())
+        applied_at = None
+        for _ in range(60):  # 30 minutes of runs
+            clock.advance(s.detection.interval_seconds)
+            run = asyncio.run(metric.run_once())
+            done = remedy.run_once(metric.open_incidents, metric.window.series(), run.judged_at)
+            if done.applied:
+                applied_at = run.judged_at
+            if done.undone:
+                break
+        assert applied_at is not None
+        (record,) = store.actions()
+        assert record.hypothesis.change == case.truth.change
+        assert record.steps[0].change == case.truth.change  # type: ignore[union-attr]
+        assert record.state is ActionState.UNDONE
+        applies = [c for c in executor.calls if c.kind.value == "apply"]
+        reverts = [c for c in executor.calls if c.kind.value == "revert"]
+        assert [c.key for c in applies] == [
+            f"{record.incident_id}/rollback-bad-change/rollback",
+            f"{record.incident_id}/rollback-bad-change/tell",
+        ]
+        assert [c.key for c in reverts] == [
+            f"{record.incident_id}/rollback-bad-change/rollback/undo"
+        ]
+        assert executor.live() == []  # nothing left applied
+    finally:
+        store.close()
+
+
+def test_the_daemon_loads_good_playbooks_and_skips_a_broken_one(tmp_path: Path) -> None:
+    folder = tmp_path / "playbooks"
+    folder.mkdir()
+    (folder / "good.yaml").write_text(
+        (ROOT / "playbooks" / "throttle-rate-limited-tool.yaml").read_text()
+    )
+    (folder / "broken.yaml").write_text(
+        "name: broken\nmatch: {faults: [tool_rate_limit]}\nsteps:\n  - action: teleport\n"
+    )
+    s = make_harness_settings(tmp_path, remediation={"playbooks_dir": "playbooks"})
+    with running_daemon(s) as d:
+        agent = d.daemon.remediation_agent
+        assert agent is not None and list(agent.playbooks) == ["throttle-rate-limited-tool"]
+        text = httpx.get(d.url + "/metrics").text
+        assert "sentinel_playbook_errors_total 1.0" in text

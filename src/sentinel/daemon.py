@@ -72,6 +72,7 @@ class Daemon:
         self.store: SqlStore | None = store
         self.prometheus: PrometheusSource | None = None
         self.metric_agent: MetricAgent | None = None
+        self.remediation_agent: RemediationAgent | None = None
         self._server: uvicorn.Server | None = None
         self._stopping = False
         self._running_jobs: set[asyncio.Task[object]] = set()
@@ -149,7 +150,7 @@ class Daemon:
             s, store, self.clock, source=self.prometheus, metrics=self.metrics
         )
 
-        remediation = self._remediation_agent(store)
+        remediation = self.remediation_agent = self._remediation_agent(store)
 
         async def metric_agent() -> None:
             run = await agent.run_once()
