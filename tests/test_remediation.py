@@ -28,6 +28,7 @@ from sentinel.remediation import (
     advance,
     blast_radius_violations,
     decide,
+    effective_blast_radius,
     effective_gates,
     guardrail_violations,
     matches,
@@ -154,6 +155,23 @@ def test_blast_radius_paths_repos_and_components() -> None:
     out = blast_radius_violations(pb, h, steps, ctx(h), policy)
     assert "component 'prompt:support' is outside the config's blast radius" in out
     assert "path 'prompts/support.md' is not in remediation.allowed_paths" in out
+
+
+def test_the_effective_blast_radius_never_allows_more_than_either_side() -> None:
+    pb = playbook(
+        guardrails={"blast_radius": {"paths": ["prompts/**", "config/**"], "repos": ["a", "b"]}}
+    )
+    assert effective_blast_radius(pb, POLICY).paths == ("config/**", "prompts/**")
+    assert effective_blast_radius(pb, POLICY).repos == ("a", "b")
+    narrow = RemediationSettings(allowed_paths=("prompts/support/**", "secrets/**"))
+    r = effective_blast_radius(pb, narrow)
+    assert r.paths == ("prompts/support/**",)
+    disjoint = RemediationSettings(allowed_paths=("tools/**",))
+    assert effective_blast_radius(pb, disjoint).paths == ("",)  # nothing at all
+    only_b = RemediationSettings.model_construct(
+        **{**POLICY.model_dump(), "allowed_repos": ("b", "c")}
+    )
+    assert effective_blast_radius(pb, only_b).repos == ("b",)
 
 
 def _started(pb: str, at: datetime) -> ActionRecord:

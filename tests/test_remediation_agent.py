@@ -701,3 +701,24 @@ def test_the_daemon_loads_good_playbooks_and_skips_a_broken_one(tmp_path: Path) 
         assert agent is not None and list(agent.playbooks) == ["throttle-rate-limited-tool"]
         text = httpx.get(d.url + "/metrics").text
         assert "sentinel_playbook_errors_total 1.0" in text
+
+
+def test_the_api_serves_the_audit_log_and_the_actions(tmp_path: Path) -> None:
+    executor = FakeExecutor()
+    agent, store, _ = _fake_agent(tmp_path, [THROTTLE], executor)
+    try:
+        inc = _tool_incident(store, "inc-api", T0, 0.95)
+        agent.run_once([inc], {}, T0 + timedelta(minutes=1))
+        s = make_harness_settings(tmp_path, store={"url": f"sqlite:///{tmp_path / 'fake.db'}"})
+        with running_daemon(s, store=store) as d:
+            actions = httpx.get(d.url + "/api/actions", params={"incident": "inc-api"}).json()
+            audit = httpx.get(d.url + "/api/audit", params={"incident": "inc-api"}).json()
+            other = httpx.get(d.url + "/api/audit", params={"incident": "nope"}).json()
+    finally:
+        store.close()
+    (action,) = actions
+    assert action["key"] == "inc-api/throttle" and action["state"] == "verifying"
+    assert action["results"]["limit"]["repo"] == "config"
+    assert [e["action"] for e in audit][:3] == ["diagnosed", "action_proposed", "action_approved"]
+    assert audit[1]["detail"]["hypothesis"]["confidence"] == 0.95
+    assert other == []

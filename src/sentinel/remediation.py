@@ -30,6 +30,7 @@ from sentinel.errors import IllegalTransition, PlaybookError
 from sentinel.incidents import TrackedIncident, recovered
 from sentinel.playbooks.model import (
     AnyAction,
+    BlastRadius,
     GitFile,
     GitopsRollback,
     ModelFailover,
@@ -55,6 +56,7 @@ __all__ = [
     "advance",
     "blast_radius_violations",
     "decide",
+    "effective_blast_radius",
     "effective_gates",
     "glob_match",
     "guardrail_violations",
@@ -138,6 +140,9 @@ class ActionRecord(BaseModel):
     steps: tuple[AnyAction, ...]  # rendered
     undo: tuple[AnyAction | None, ...] = ()  # per step: a rendered undo action, if any
     revert: tuple[bool, ...] = ()  # per step: undone by reverting its commit
+    # What the steps may touch (the playbook's blast radius within the config's), fixed
+    # when proposed: the executor refuses anything outside it.
+    allowed: BlastRadius = BlastRadius()
     verification: Verification = Verification()
     results: dict[str, StepResult] = Field(default_factory=dict)
     undo_results: dict[str, StepResult] = Field(default_factory=dict)
@@ -211,6 +216,21 @@ def touched(
                 repos.add(target.repo or policy.config_repo)
                 paths.add(target.path)
     return repos, paths
+
+
+def effective_blast_radius(playbook: Playbook, policy: RemediationSettings) -> BlastRadius:
+    """What an action may touch: within both the playbook's blast radius and the
+    config's. Path globs are intersected conservatively (a glob is kept when it lies
+    inside a glob of the other side), so the result never allows more than either."""
+    br = playbook.guardrails.blast_radius
+    paths = {g for g in br.paths if glob_match(g, policy.allowed_paths)}
+    paths |= {g for g in policy.allowed_paths if glob_match(g, br.paths)}
+    if br.repos and policy.allowed_repos:
+        repos = tuple(r for r in br.repos if r in policy.allowed_repos) or ("",)
+    else:
+        repos = br.repos or policy.allowed_repos
+    # An empty repo list means "any"; a list holding only "" matches no repository.
+    return BlastRadius(components=br.components, repos=repos, paths=tuple(sorted(paths)) or ("",))
 
 
 def blast_radius_violations(
@@ -371,6 +391,7 @@ def propose(
             undo=tuple(undo),
             revert=tuple(revert),
             verification=pb.verification,
+            allowed=effective_blast_radius(pb, policy),
             created_at=now,
             updated_at=now,
         )

@@ -43,7 +43,6 @@ from sentinel.playbooks.model import (
     GIT_ACTIONS,
     ActionKind,
     AnyAction,
-    BlastRadius,
     Playbook,
     TemplateContext,
 )
@@ -288,11 +287,17 @@ class RemediationAgent:
         if self.paused():
             run.waiting.append(record.key)
             return
+        if record.state is ActionState.APPROVED and playbook is None:
+            # Approved under a playbook that has since been removed or broken: what it
+            # allowed is no longer known, so it does not run.
+            self._fail(record, now, run, f"playbook {record.playbook!r} is no longer loaded")
+            return
         if record.state is ActionState.APPROVED:
+            assert playbook is not None
             history = [
                 r for r in self.store.actions(states=list(ActionState)) if r.key != record.key
             ]
-            blocked = guardrail_violations(playbook, history, now) if playbook else []
+            blocked = guardrail_violations(playbook, history, now)
             if blocked:
                 if record.note != "; ".join(blocked):
                     self._save(
@@ -303,7 +308,6 @@ class RemediationAgent:
                 run.waiting.append(record.key)
                 return
             record = self._move(record, ActionState.RUNNING, now, RemediationEvent.STARTED)
-        allowed = playbook.guardrails.blast_radius if playbook else BlastRadius()
         for sid, step in zip(record.step_ids, record.steps, strict=True):
             if sid in record.results:
                 continue
@@ -333,7 +337,7 @@ class RemediationAgent:
                     step,
                     key=step_key(record.incident_id, record.playbook, sid),
                     incident_id=record.incident_id,
-                    allowed=allowed,
+                    allowed=record.allowed,
                 )
             except ActionRefused as e:
                 self._fail(record, now, run, f"step {sid!r} refused: {e}")
@@ -503,7 +507,7 @@ class RemediationAgent:
                     )
                 elif undo_action is not None:
                     done = self.executor.apply(
-                        undo_action, key=key, incident_id=record.incident_id, allowed=BlastRadius()
+                        undo_action, key=key, incident_id=record.incident_id, allowed=record.allowed
                     )
                 else:
                     if step.action not in (ActionKind.NOTIFY, ActionKind.ESCALATE):
