@@ -96,3 +96,16 @@ class RemediationError(SentinelError):
 class ActionRefused(RemediationError):
     """An action refused before it changed anything (dirty tree, merge conflict, outside
     its blast radius): escalated to people, never retried on its own."""
+
+
+class NotifyError(SentinelError):
+    """A ticket or message could not be delivered; ``retry_after`` (seconds) when the
+    service said how long to wait (Slack's 429), ``retryable`` False when retrying cannot
+    help (a revoked token, an unknown channel)."""
+
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, retryable: bool = True
+    ) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.retryable = retryable

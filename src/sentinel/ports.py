@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -207,3 +207,39 @@ class Notifier(Protocol):
     """Where people are told (the console; Slack comes with its stage)."""
 
     def notify(self, incident_id: str, message: str, *, escalate: bool = False) -> None: ...
+
+
+# --- tickets ---------------------------------------------------------------------------
+
+# One Block Kit block, as Slack's API takes it (JSON at the network edge).
+Block = dict[str, Any]
+
+
+class TicketSink(Protocol):
+    """Where incident tickets are posted and kept up to date (Slack; the console). Async:
+    it talks to a network service. Raises ``NotifyError`` (``retry_after`` set when the
+    service asked to wait, e.g. Slack's 429)."""
+
+    async def post(self, incident_id: str, text: str, blocks: Sequence[Block]) -> str:
+        """Post a new ticket; returns its reference (Slack: the message ts). The message
+        carries the incident id in its metadata, so ``find`` can find it again."""
+        ...
+
+    async def find(self, incident_id: str) -> str | None:
+        """The reference of the incident's ticket if one was posted (after a crash left a
+        post's outcome unknown), else None."""
+        ...
+
+    async def update(self, ref: str, text: str, blocks: Sequence[Block]) -> None: ...
+
+    async def reply(self, ref: str, text: str) -> None:
+        """Add a message to the ticket's thread."""
+        ...
+
+    async def upload(self, ref: str, filename: str, content: bytes, title: str) -> None:
+        """Attach a file (the causal graph's picture) to the ticket's thread."""
+        ...
+
+    async def tell_user(self, user: str, text: str) -> None:
+        """A message only ``user`` sees (Slack: an ephemeral message in the channel)."""
+        ...

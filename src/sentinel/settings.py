@@ -196,6 +196,53 @@ class RemediationSettings(_Section):
         return self
 
 
+class SlackMode(StrEnum):
+    SOCKET = "socket"  # Socket Mode: an outbound websocket, no public URL needed
+    HTTP = "http"  # Slack posts interactions to POST /slack/interactions (signed)
+
+
+class SlackSettings(_Section):
+    """Slack tickets and buttons (``adapters.slack``). Off while ``channel`` is empty.
+    Tokens come from the environment only: SENTINEL_SLACK_BOT_TOKEN (xoxb-),
+    SENTINEL_SLACK_APP_TOKEN (xapp-, Socket Mode), SENTINEL_SLACK_SIGNING_SECRET (HTTP)."""
+
+    channel: str = ""  # the channel id tickets go to, e.g. C0123456789
+    mode: SlackMode = SlackMode.SOCKET
+    # Slack's Web API; tests and proxies point it elsewhere.
+    base_url: str = "https://slack.com/api/"
+    # Delivery retries back off exponentially up to this, or as long as Retry-After says.
+    retry_max_seconds: Annotated[float, Field(gt=0)] = 300.0
+    # How often the outbox of tickets and thread messages is delivered.
+    deliver_seconds: Annotated[float, Field(gt=0)] = 2.0
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_base(cls, v: str) -> str:
+        if urlsplit(v).scheme not in ("http", "https"):
+            raise ValueError(f"must be an http(s) URL, got {v!r}")
+        return v if v.endswith("/") else v + "/"
+
+
+class ApprovalSettings(_Section):
+    """Who may approve or reject remediation actions, from Slack or the CLI, and how long
+    a proposal waits for them."""
+
+    # "slack:<user id>" or "cli:<login>", e.g. ["slack:U0123ABCD", "cli:dana"].
+    users: tuple[str, ...] = ()
+    # Slack user group ids (S...) whose members may approve.
+    slack_groups: tuple[str, ...] = ()
+    # A proposal nobody decided on within this long expires and is escalated.
+    expire_minutes: Annotated[float, Field(gt=0)] = 30.0
+
+    @field_validator("users")
+    @classmethod
+    def _prefixed(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [u for u in v if not re.fullmatch(r"(slack|cli):[^\s:]+", u)]
+        if bad:
+            raise ValueError(f"each user must be 'slack:<user id>' or 'cli:<login>', got {bad!r}")
+        return v
+
+
 class LoggingSettings(_Section):
     level: LogLevel = LogLevel.INFO
     format: LogFormat = LogFormat.JSON
@@ -350,6 +397,9 @@ class Secrets(_Section):
     api_token: SecretStr | None = None
     prometheus_token: SecretStr | None = None
     store_url: SecretStr | None = None
+    slack_bot_token: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
 
 
 # env var -> Secrets field
@@ -358,6 +408,9 @@ SECRET_ENV: Mapping[str, str] = {
     "SENTINEL_API_TOKEN": "api_token",
     "SENTINEL_PROMETHEUS_TOKEN": "prometheus_token",
     "SENTINEL_STORE_URL": "store_url",
+    "SENTINEL_SLACK_BOT_TOKEN": "slack_bot_token",
+    "SENTINEL_SLACK_APP_TOKEN": "slack_app_token",
+    "SENTINEL_SLACK_SIGNING_SECRET": "slack_signing_secret",
 }
 
 
@@ -372,6 +425,8 @@ class Settings(_Section):
     detection: DetectionSettings = DetectionSettings()
     slo: tuple[SloSettings, ...] = ()
     remediation: RemediationSettings = RemediationSettings()
+    slack: SlackSettings = SlackSettings()
+    approvals: ApprovalSettings = ApprovalSettings()
     secrets: Secrets = Secrets()
 
     @field_validator("slo")
@@ -477,6 +532,18 @@ def _check_cross_fields(s: Settings, path: Path, *, serving: bool) -> None:
         )
     if serving and s.server.api_auth and s.secrets.api_token is None:
         raise ConfigError(f"{path}: server.api_auth = true needs the token in SENTINEL_API_TOKEN")
+    if serving and s.slack.channel:
+        needed = {"SENTINEL_SLACK_BOT_TOKEN": s.secrets.slack_bot_token}
+        if s.slack.mode is SlackMode.SOCKET:
+            needed["SENTINEL_SLACK_APP_TOKEN"] = s.secrets.slack_app_token
+        else:
+            needed["SENTINEL_SLACK_SIGNING_SECRET"] = s.secrets.slack_signing_secret
+        missing = sorted(name for name, value in needed.items() if value is None)
+        if missing:
+            raise ConfigError(
+                f"{path}: slack.channel is set (mode {s.slack.mode.value!r}), which needs "
+                f"{', '.join(missing)} in the environment"
+            )
     if s.ingest.writer_process and s.store_url in ("sqlite://", "sqlite:///:memory:"):
         raise ConfigError(
             f"{path}: an in-memory SQLite store cannot be shared with the span writer "
