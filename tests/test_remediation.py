@@ -257,7 +257,7 @@ def test_no_automatic_action_below_the_auto_threshold_ever(
 @given(st.lists(st.sampled_from(list(ActionState)), max_size=12))
 def test_state_machine_only_takes_legal_paths(path: list[ActionState]) -> None:
     legal = {
-        ActionState.PROPOSED: {ActionState.APPROVED, ActionState.REJECTED},
+        ActionState.PROPOSED: {ActionState.APPROVED, ActionState.REJECTED, ActionState.EXPIRED},
         ActionState.APPROVED: {ActionState.RUNNING, ActionState.FAILED},
         ActionState.RUNNING: {ActionState.APPLIED, ActionState.FAILED},
         ActionState.APPLIED: {ActionState.VERIFYING},

@@ -276,6 +276,9 @@ def test_secrets_come_from_the_environment_and_are_masked(tmp_path: Path) -> Non
         "SENTINEL_INGEST_TOKEN": MASK,
         "SENTINEL_PROMETHEUS_TOKEN": "(unset)",
         "SENTINEL_STORE_URL": "(unset)",
+        "SENTINEL_SLACK_BOT_TOKEN": "(unset)",
+        "SENTINEL_SLACK_APP_TOKEN": "(unset)",
+        "SENTINEL_SLACK_SIGNING_SECRET": "(unset)",
     }
     for text in (to_toml(shown), repr(shown), repr(s), str(s)):
         assert TOKEN not in text
@@ -659,3 +662,25 @@ def test_an_slo_on_a_latency_needs_a_threshold(tmp_path: Path) -> None:
         '[[slo]]\nname = "fast"\ncomponent = "agent:a"\nsli = "latency_p95"\nobjective = 0.99\n',
     )
     assert "threshold is required" in config_error(path)
+
+
+def test_a_slack_channel_needs_the_tokens_of_its_mode(tmp_path: Path) -> None:
+    socket = write(tmp_path, '[slack]\nchannel = "C1"\n')
+    with pytest.raises(ConfigError, match="SENTINEL_SLACK_APP_TOKEN, SENTINEL_SLACK_BOT_TOKEN"):
+        load_settings(socket, env={})
+    ok = load_settings(
+        socket, env={"SENTINEL_SLACK_BOT_TOKEN": "xoxb-1", "SENTINEL_SLACK_APP_TOKEN": "xapp-1"}
+    )
+    assert ok.slack.channel == "C1"
+    http = write(tmp_path, '[slack]\nchannel = "C1"\nmode = "http"\n')
+    with pytest.raises(ConfigError, match="SENTINEL_SLACK_SIGNING_SECRET"):
+        load_settings(http, env={"SENTINEL_SLACK_BOT_TOKEN": "xoxb-1"})
+    assert load_settings(http, env={}, serving=False).slack.mode.value == "http"
+
+
+def test_approvers_must_name_where_they_approve_from(tmp_path: Path) -> None:
+    bad = write(tmp_path, '[approvals]\nusers = ["U123"]\n')
+    with pytest.raises(ConfigError, match="slack:<user id>"):
+        load_settings(bad, env={})
+    good = write(tmp_path, '[approvals]\nusers = ["slack:U123", "cli:dana"]\n')
+    assert load_settings(good, env={}).approvals.users == ("slack:U123", "cli:dana")

@@ -67,6 +67,8 @@ TABLES = {
     "cursors",
     "hypotheses",
     "actions",
+    "tickets",
+    "ticket_messages",
 }
 
 
@@ -431,7 +433,7 @@ def test_a_database_at_0001_gains_the_later_tables_and_loses_them_on_downgrade(
     store_url: str,
 ) -> None:
     _alembic(store_url, upgrade_to="0001")
-    assert _tables(store_url) == TABLES - {"hypotheses", "actions"}
+    assert _tables(store_url) == TABLES - {"hypotheses", "actions", "tickets", "ticket_messages"}
 
     s = open_store(store_url, FakeClock(NOW))  # upgrades to head
     try:
@@ -444,11 +446,13 @@ def test_a_database_at_0001_gains_the_later_tables_and_loses_them_on_downgrade(
     finally:
         s.close()
 
+    _alembic(store_url, downgrade_to="0003")
+    assert _tables(store_url) == TABLES - {"tickets", "ticket_messages"}
     _alembic(store_url, downgrade_to="0002")
-    assert _tables(store_url) == TABLES - {"actions"}
+    assert _tables(store_url) == TABLES - {"actions", "tickets", "ticket_messages"}
     assert _versions(store_url) == ["0002"]
     _alembic(store_url, downgrade_to="0001")
-    assert _tables(store_url) == TABLES - {"hypotheses", "actions"}
+    assert _tables(store_url) == TABLES - {"hypotheses", "actions", "tickets", "ticket_messages"}
     assert _versions(store_url) == ["0001"]
 
 
@@ -1360,4 +1364,49 @@ def test_kill_switch_persists_with_its_audit_entry(store: SqlStore) -> None:
     assert trail == [
         ("dana", AuditAction.PAUSED.value, {"reason": "maintenance"}),
         ("dana", AuditAction.RESUMED.value, {}),
+    ]
+
+
+def test_the_ticket_outbox_bumps_versions_only_on_change_and_tracks_delivery(
+    store: SqlStore,
+) -> None:
+    store.put_incident(Incident(id="inc-t", title="t", opened_at=NOW, updated_at=NOW))
+    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": "hi"}}]
+    assert store.put_ticket("inc-t", "hi", blocks) is True
+    assert store.put_ticket("inc-t", "hi", blocks) is False  # same content: nothing to do
+    (due,) = store.due_tickets(NOW)
+    assert (due.version, due.delivered_version, due.ref, due.posting) == (1, 0, None, False)
+    assert due.blocks == tuple(blocks)
+    store.ticket_posting("inc-t")
+    assert store.ticket("inc-t").posting is True  # type: ignore[union-attr]
+    store.ticket_failed("inc-t", NOW + timedelta(seconds=30), "429 rate limited")
+    assert store.due_tickets(NOW) == []  # backing off
+    (later,) = store.due_tickets(NOW + timedelta(seconds=30))
+    assert later.attempts == 1 and later.last_error == "429 rate limited"
+    store.ticket_delivered("inc-t", 1, "1700000000.000100")
+    assert store.due_tickets(NOW + timedelta(hours=1)) == []
+    # New content is due at once, and keeps the reference to update in place.
+    assert store.put_ticket("inc-t", "hi again", blocks) is True
+    (again,) = store.due_tickets(NOW)
+    assert (again.version, again.delivered_version, again.ref) == (2, 1, "1700000000.000100")
+    with pytest.raises(UnknownIncident):
+        store.put_ticket("inc-nope", "x", [])
+
+
+def test_thread_messages_are_delivered_in_order_with_backoff(store: SqlStore) -> None:
+    from sentinel.ports import OutboxKind
+
+    store.put_incident(Incident(id="inc-m", title="t", opened_at=NOW, updated_at=NOW))
+    first = store.add_ticket_message("inc-m", OutboxKind.TEXT, "one")
+    second = store.add_ticket_message("inc-m", OutboxKind.FILE, "iVBORw0=", "graph.png")
+    assert [m.id for m in store.due_ticket_messages(NOW)] == [first, second]
+    store.ticket_message_failed(first, NOW + timedelta(seconds=10), "500")
+    assert [m.id for m in store.due_ticket_messages(NOW)] == [second]
+    store.ticket_message_delivered(second)
+    (m,) = store.due_ticket_messages(NOW + timedelta(seconds=10))
+    assert (m.id, m.attempts, m.body) == (first, 1, "one")
+    kept = store.ticket_messages("inc-m")
+    assert [(x.kind, x.filename, x.delivered_at is not None) for x in kept] == [
+        (OutboxKind.TEXT, "", False),
+        (OutboxKind.FILE, "graph.png", True),
     ]

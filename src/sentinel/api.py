@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +37,8 @@ from sentinel.adapters.otlp import (
     export_response,
     status_body,
 )
+from sentinel.adapters.slack import Click, SlackSignatureError, click_from_form, verify_request
+from sentinel.clock import Clock
 from sentinel.errors import OTLPDecodeError, StoreError
 from sentinel.ingest import IngestQueue, Refusal
 from sentinel.observability import SelfMetrics
@@ -60,6 +62,12 @@ class AppDeps:
     # Extra readiness conditions (name -> ok?) added by the daemon.
     ready_checks: dict[str, Callable[[], bool]]
     shutting_down: Callable[[], bool]
+    # Slack's interactivity over HTTP (slack.mode = "http"): the signing secret, the
+    # clock its timestamps are judged by, and what a verified click does (run as a
+    # background task: Slack wants its answer within 3 s).
+    slack_signing_secret: str | None = None
+    slack_clock: Clock | None = None
+    on_slack_click: Callable[[Click], Coroutine[Any, Any, None]] | None = None
 
 
 class _TooLarge(Exception):
@@ -254,6 +262,29 @@ def create_app(deps: AppDeps) -> FastAPI:
             "read_actions",
             lambda: [r.model_dump(mode="json") for r in deps.store.actions(incident)],
         )
+
+    background: set[asyncio.Task[None]] = set()
+
+    @app.post("/slack/interactions")
+    async def slack_interactions(request: Request) -> Response:
+        """Slack's interactivity request URL: signature and timestamp checked on the raw
+        body, answered at once, the click handled in the background."""
+        secret, on_click = deps.slack_signing_secret, deps.on_slack_click
+        if secret is None or on_click is None or deps.slack_clock is None:
+            return JSONResponse({"error": "Slack interactivity over HTTP is off"}, 404)
+        body = await request.body()
+        try:
+            verify_request(body, request.headers, secret, deps.slack_clock.now().timestamp())
+        except SlackSignatureError as e:
+            m.slack_requests_refused.inc()
+            log.warning("slack request refused", error=str(e))
+            return JSONResponse({"error": str(e)}, status_code=401)
+        click = click_from_form(body)
+        if click is not None:
+            task = asyncio.create_task(on_click(click))
+            background.add(task)
+            task.add_done_callback(background.discard)
+        return Response(status_code=200)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -541,6 +541,12 @@ def _mount_remediation() -> None:
     app.command()(rem.pause)
     app.command()(rem.resume)
     app.command()(rem.audit)
+    app.command()(rem.approve)
+    app.command()(rem.reject)
+    from sentinel import cli_incidents as inc
+
+    app.command()(inc.incidents)
+    app.command()(inc.incident)
 
 
 _mount_remediation()

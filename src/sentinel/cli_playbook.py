@@ -28,7 +28,7 @@ __all__ = ["playbook_app", "playbook_json_schema"]
 
 playbook_app = typer.Typer(
     name="playbook",
-    help="Check remediation playbooks and export their JSON Schema.",
+    help="Check remediation playbooks, try one on a case, export their JSON Schema.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

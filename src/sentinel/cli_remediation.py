@@ -1,6 +1,6 @@
-"""``sentinel pause | resume | audit | actions`` and ``sentinel playbook test``: the
-commands of the Remediation Agent's kill switch, its audit trail and dry runs of a
-playbook on a case. ``sentinel.cli`` mounts them.
+"""``sentinel pause | resume | audit | approve | reject`` and ``sentinel playbook test``:
+the Remediation Agent's kill switch, its audit trail, people's decisions on proposed
+actions, and dry runs of a playbook on a case. ``sentinel.cli`` mounts them.
 
 What must not live here: decisions (``sentinel.remediation``), storage (adapters).
 """
@@ -101,6 +101,58 @@ def resume(
 ) -> None:
     """Turn the kill switch off again."""
     set_paused(False, config, by, reason)
+
+
+def _decide(ident: str, approve: bool, reason: str, config: Path | None) -> None:
+    from sentinel.adapters.db import open_store
+    from sentinel.agents.approvals import decide_as
+    from sentinel.agents.remediation import Decided
+
+    s = _settings(config)
+    actor = f"cli:{getpass.getuser()}"
+    try:
+        store = open_store(s.store_url, SystemClock(), auto_migrate=s.store.auto_migrate)
+        try:
+            outcome = decide_as(
+                store,
+                s.approvals,
+                ident,
+                approve=approve,
+                actor=actor,
+                now=store.clock.now(),
+                reason=reason,
+            )
+        finally:
+            store.close()
+    except SentinelError as e:
+        raise _fail(e) from e
+    if outcome.decided in (Decided.DONE, Decided.ALREADY):
+        _say(outcome.message)
+        return
+    err.print(Text.assemble(("error:", "bold red"), " ", outcome.message), soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def approve(
+    action: Annotated[
+        str, typer.Argument(help="The action key, or an incident id with one proposed action.")
+    ],
+    config: ConfigOption = None,
+) -> None:
+    """Approve a proposed remediation action (you must be in [approvals] users as
+    cli:<your login>). The daemon runs it at its next run."""
+    _decide(action, True, "", config)
+
+
+def reject(
+    action: Annotated[
+        str, typer.Argument(help="The action key, or an incident id with one proposed action.")
+    ],
+    reason: Annotated[str, typer.Option("--reason", help="Why (for the audit log).")],
+    config: ConfigOption = None,
+) -> None:
+    """Reject a proposed remediation action: it never runs."""
+    _decide(action, False, reason, config)
 
 
 def _summary(e: AuditEntry) -> str:

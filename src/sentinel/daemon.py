@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 import uvicorn
@@ -30,16 +30,27 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from sentinel.adapters.db import SqlStore, open_store
 from sentinel.adapters.prometheus import PrometheusSource, prometheus_from_settings
+from sentinel.adapters.slack import (
+    Click,
+    Decision,
+    SlackSink,
+    SocketModeListener,
+    slack_sink_from_settings,
+)
 from sentinel.adapters.span_writer import SpanWriterProcess
+from sentinel.agents.approvals import ClickHandler, GroupMembers
 from sentinel.agents.metric import MetricAgent
 from sentinel.agents.remediation import RemediationAgent
+from sentinel.agents.tickets import ConsoleSink, OutboxNotifier, TicketDesk, incident_picture
 from sentinel.api import AppDeps, create_app
 from sentinel.clock import Clock, SystemClock
-from sentinel.errors import SentinelError, StoreError
+from sentinel.errors import NotifyError, SentinelError, StoreError
+from sentinel.incidents import IncidentResolved
 from sentinel.ingest import IngestQueue
 from sentinel.observability import SelfMetrics, configure_logging
 from sentinel.playbooks.loader import load_playbooks
-from sentinel.settings import Settings
+from sentinel.ports import TicketSink
+from sentinel.settings import Settings, SlackMode
 from sentinel.sli import step_start
 from sentinel.telemetry import ChangeEvent
 
@@ -49,6 +60,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 STORE_PING_SECONDS = 10.0
+# While Socket Mode is not connected (Slack down at start-up), try again this often.
+SLACK_RECONNECT_SECONDS = 30.0
 
 
 class _Server(uvicorn.Server):
@@ -73,6 +86,9 @@ class Daemon:
         self.prometheus: PrometheusSource | None = None
         self.metric_agent: MetricAgent | None = None
         self.remediation_agent: RemediationAgent | None = None
+        self.ticket_desk: TicketDesk | None = None
+        self.slack: SlackSink | None = None
+        self._listener: SocketModeListener | None = None
         self._server: uvicorn.Server | None = None
         self._stopping = False
         self._running_jobs: set[asyncio.Task[object]] = set()
@@ -150,22 +166,55 @@ class Daemon:
             s, store, self.clock, source=self.prometheus, metrics=self.metrics
         )
 
-        remediation = self.remediation_agent = self._remediation_agent(store)
+        notifier = OutboxNotifier(store)
+        remediation = self.remediation_agent = self._remediation_agent(store, notifier)
+        desk = self.ticket_desk = self._ticket_desk(store)
 
         async def metric_agent() -> None:
             run = await agent.run_once()
-            if remediation is None:
-                return
-            # After detection and diagnosis: propose, act, verify. On the git worker
-            # thread, where every git operation runs one at a time.
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(
-                self._git_worker,
-                remediation.run_once,
-                agent.open_incidents,
-                agent.window.series(),
-                run.judged_at,
-            )
+            if remediation is not None:
+                # After detection and diagnosis: propose, act, verify. On the git worker
+                # thread, where every git operation runs one at a time.
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(
+                    self._git_worker,
+                    remediation.run_once,
+                    agent.open_incidents,
+                    agent.window.series(),
+                    run.judged_at,
+                )
+            touched = [i.id for i in agent.open_incidents]
+            touched += [e.incident_id for e in run.events if isinstance(e, IncidentResolved)]
+            await asyncio.to_thread(desk.refresh, touched)
+
+        async def deliver_tickets() -> None:
+            await desk.deliver(self.clock.now())
+
+        self._schedule(scheduler, "deliver_tickets", deliver_tickets, s.slack.deliver_seconds)
+        handler = self._click_handler(store, desk)
+        slack_http: dict[str, Any] = {}
+        if handler is not None and s.slack.mode is SlackMode.SOCKET:
+
+            async def connect_slack() -> None:
+                await self._connect_slack(handler)
+
+            self._schedule(scheduler, "connect_slack", connect_slack, SLACK_RECONNECT_SECONDS)
+        elif handler is not None:
+            secret = s.secrets.slack_signing_secret
+            assert secret is not None  # checked by load_settings for http mode
+
+            async def on_http_click(click: Click) -> None:
+                await handler.click(
+                    click.action_key,
+                    approve=click.decision is Decision.APPROVE,
+                    user_id=click.user_id,
+                )
+
+            slack_http = {
+                "slack_signing_secret": secret.get_secret_value(),
+                "slack_clock": self.clock,
+                "on_slack_click": on_http_click,
+            }
 
         # Interval in the daemon's clock seconds (an accelerated simulation runs it faster),
         # first run just after a step of the SLI grid completes (plus the ingest lag): a
@@ -220,6 +269,7 @@ class Daemon:
                 metrics=self.metrics,
                 ready_checks={"store_reachable": lambda: store_reachable},
                 shutting_down=lambda: self._stopping,
+                **slack_http,
             )
         )
         config = uvicorn.Config(
@@ -268,12 +318,71 @@ class Daemon:
             self._git_worker.shutdown(wait=True)
             if self._executor is not None:
                 self._executor.close()
+            if self._listener is not None:
+                await self._listener.close()
+            if self.slack is not None:
+                await self.slack.close()
             if self.prometheus is not None:
                 await self.prometheus.aclose()
             await asyncio.to_thread(store.close)
             log.info("stopped", queue_drained=drained)
 
-    def _remediation_agent(self, store: SqlStore) -> RemediationAgent | None:
+    def _ticket_desk(self, store: SqlStore) -> TicketDesk:
+        """Tickets go to Slack when a channel is configured, else to the console."""
+        s = self.settings
+
+        def picture(incident_id: str) -> bytes | None:
+            return incident_picture(store, incident_id, self.clock.now())
+
+        self.slack = slack_sink_from_settings(s)
+        sink: TicketSink = self.slack if self.slack is not None else ConsoleSink(sys.stdout)
+        return TicketDesk(
+            store,
+            sink,
+            cap_seconds=s.slack.retry_max_seconds,
+            picture=picture,
+            metrics=self.metrics,
+        )
+
+    def _click_handler(self, store: SqlStore, desk: TicketDesk) -> ClickHandler | None:
+        if self.slack is None:
+            return None
+        s = self.settings
+        slack = self.slack
+        groups = GroupMembers(s.approvals.slack_groups, slack.group_members, self.clock)
+
+        async def deliver() -> None:
+            await desk.deliver(self.clock.now())
+
+        return ClickHandler(store, s.approvals, slack, groups, self.clock, after=deliver)
+
+    async def _connect_slack(self, handler: ClickHandler) -> None:
+        """Socket Mode: connect (again) until Slack answers; clicks then arrive here."""
+        if self._listener is not None or self.slack is None:
+            return
+        token = self.settings.secrets.slack_app_token
+        assert token is not None  # checked by load_settings for socket mode
+
+        async def on_click(click: Click) -> None:
+            await handler.click(
+                click.action_key,
+                approve=click.decision is Decision.APPROVE,
+                user_id=click.user_id,
+            )
+
+        listener = SocketModeListener(token.get_secret_value(), self.slack.web_client, on_click)
+        try:
+            await listener.start()
+        except NotifyError as e:
+            await listener.close()
+            log.error("slack socket mode connection failed; retrying", error=str(e))
+            return
+        self._listener = listener
+        log.info("slack socket mode connected")
+
+    def _remediation_agent(
+        self, store: SqlStore, notifier: OutboxNotifier
+    ) -> RemediationAgent | None:
         """The Remediation Agent with the playbooks that load; a broken playbook is logged
         with its file and line and skipped, never fatal. None without any playbook."""
         s = self.settings
@@ -298,10 +407,9 @@ class Daemon:
         )
         # Imported here: gitpython refuses to import on a machine without git, and a daemon
         # without playbooks needs none of it.
-        from sentinel.adapters.executors import ConsoleNotifier, Executor, GitOps
+        from sentinel.adapters.executors import Executor, GitOps
 
         gitops = GitOps(rem, s.changes.repos, s.resolve(rem.workdir), self.clock)
-        notifier = ConsoleNotifier(sys.stderr)
         self._executor = Executor(gitops, notifier)
         return RemediationAgent(
             s,

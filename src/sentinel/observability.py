@@ -163,6 +163,24 @@ class SelfMetrics:
             ["event", "gate"],
             registry=r,
         )
+        self.slack_requests_refused = Counter(
+            "sentinel_slack_requests_refused",
+            "Slack interactivity requests refused: a bad or missing signature, or a "
+            "timestamp outside the 5-minute replay window.",
+            registry=r,
+        )
+        self.tickets_delivered = Counter(
+            "sentinel_tickets_delivered",
+            "Ticket deliveries by what was done: posted, updated, found (a post found "
+            "again after a crash), message (a thread message or file).",
+            ["what"],
+            registry=r,
+        )
+        self.ticket_failures = Counter(
+            "sentinel_ticket_failures",
+            "Ticket or thread deliveries that failed and wait for a retry (Slack down, 429).",
+            registry=r,
+        )
         self.open_incidents = Gauge(
             "sentinel_open_incidents", "Incidents open after the last Metric Agent run.", registry=r
         )

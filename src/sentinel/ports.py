@@ -215,6 +215,44 @@ class Notifier(Protocol):
 Block = dict[str, Any]
 
 
+class OutboxKind(StrEnum):
+    TEXT = "text"  # a thread message
+    FILE = "file"  # a file for the thread (body: base64)
+
+
+class OutboxTicket(BaseModel):
+    """An incident's ticket as the outbox holds it: the content wanted and how far its
+    delivery got."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    incident_id: str
+    version: int
+    delivered_version: int
+    text: str
+    blocks: tuple[Block, ...]
+    ref: str | None = None
+    posting: bool = False
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    last_error: str = ""
+
+
+class OutboxMessage(BaseModel):
+    """A message or file waiting for (or delivered to) a ticket's thread."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: int
+    incident_id: str
+    kind: OutboxKind
+    body: str
+    filename: str = ""
+    created_at: datetime
+    attempts: int = 0
+    delivered_at: datetime | None = None
+
+
 class TicketSink(Protocol):
     """Where incident tickets are posted and kept up to date (Slack; the console). Async:
     it talks to a network service. Raises ``NotifyError`` (``retry_after`` set when the

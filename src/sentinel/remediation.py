@@ -6,7 +6,7 @@
 - ``guardrail_violations``: cooldown and runs per hour, from the playbook's history.
 - ``ActionRecord`` and ``advance``: the persisted state machine of one remediation
   (proposed -> approved -> running -> applied -> verifying -> verified | undone | failed;
-  rejected from proposed), illegal moves refused.
+  rejected or expired from proposed), illegal moves refused.
 - ``verify``: whether the incident's SLIs came back within baseline after the fix.
 
 Safety invariant 2 of ARCHITECTURE.md lives in ``decide``: automatic execution needs the
@@ -78,6 +78,7 @@ class ActionState(StrEnum):
     PROPOSED = "proposed"
     APPROVED = "approved"
     REJECTED = "rejected"
+    EXPIRED = "expired"  # nobody decided within approvals.expire_minutes
     RUNNING = "running"
     APPLIED = "applied"
     VERIFYING = "verifying"
@@ -87,7 +88,9 @@ class ActionState(StrEnum):
 
 
 _NEXT: Mapping[ActionState, frozenset[ActionState]] = {
-    ActionState.PROPOSED: frozenset({ActionState.APPROVED, ActionState.REJECTED}),
+    ActionState.PROPOSED: frozenset(
+        {ActionState.APPROVED, ActionState.REJECTED, ActionState.EXPIRED}
+    ),
     ActionState.APPROVED: frozenset({ActionState.RUNNING, ActionState.FAILED}),
     ActionState.RUNNING: frozenset({ActionState.APPLIED, ActionState.FAILED}),
     ActionState.APPLIED: frozenset({ActionState.VERIFYING}),
@@ -95,6 +98,7 @@ _NEXT: Mapping[ActionState, frozenset[ActionState]] = {
         {ActionState.VERIFIED, ActionState.UNDONE, ActionState.FAILED}
     ),
     ActionState.REJECTED: frozenset(),
+    ActionState.EXPIRED: frozenset(),
     ActionState.VERIFIED: frozenset(),
     ActionState.UNDONE: frozenset(),
     ActionState.FAILED: frozenset(),
@@ -425,9 +429,12 @@ def verify(
         kinds = set(spec.slis)
         kept = tuple(a for a in incident.anomalies if a.sli in kinds)
         chosen = incident.model_copy(update={"anomalies": kept or incident.anomalies})
-    # Only points after the fix count: the hold window must fit after it.
-    if now - applied_at >= timedelta(minutes=spec.hold_minutes):
-        settings = detection.model_copy(update={"resolve_minutes": spec.hold_minutes})
+    # Only points after the fix count: the hold window must fit after it. And it holds
+    # at least the points recovery needs (``persistence_points``): a shorter hold could
+    # never be verified.
+    hold = max(spec.hold_minutes, detection.persistence_points * detection.step_seconds / 60)
+    if now - applied_at >= timedelta(minutes=hold):
+        settings = detection.model_copy(update={"resolve_minutes": hold})
         if recovered(chosen, slis, now, settings, slos):
             return Verdict.VERIFIED
     if now - applied_at >= timedelta(minutes=spec.window_minutes):

@@ -158,7 +158,7 @@ class PushMode(StrEnum):
     """Where a GitOps action's commit goes."""
 
     BRANCH = "branch"  # pushed to the repository's configured branch: live at once
-    REVIEW = "review"  # pushed to a new branch sentinel/<incident>-<step>, for review
+    REVIEW = "review"  # a new branch sentinel/<incident>-<playbook>-<step>, for review
 
 
 class RemediationSettings(_Section):

@@ -38,7 +38,14 @@ from sentinel.adapters.otlp import raw_details, span_to_raw
 from sentinel.clock import Clock
 from sentinel.errors import StoreError, UnknownIncident
 from sentinel.incidents import AuditEntry, Incident, IncidentStatus
-from sentinel.ports import DIAGNOSIS_ACTOR, AuditAction, ComponentSummary
+from sentinel.ports import (
+    DIAGNOSIS_ACTOR,
+    AuditAction,
+    ComponentSummary,
+    OutboxKind,
+    OutboxMessage,
+    OutboxTicket,
+)
 from sentinel.rca import Hypothesis
 from sentinel.remediation import ActionRecord, ActionState
 from sentinel.settings import mask_url
@@ -205,6 +212,41 @@ class ActionRow(SQLModel, table=True):
     record: str  # JSON of remediation.ActionRecord
 
 
+class TicketRow(SQLModel, table=True):
+    # The outbox of an incident's ticket: the content wanted (version bumps on change)
+    # and how far delivery got. ``posting``: a post was sent whose outcome is unknown
+    # (a crash, a timeout); the sink is asked to find it before posting again.
+    __tablename__ = "tickets"
+
+    incident_id: str = Field(primary_key=True, foreign_key="incidents.id", ondelete="CASCADE")
+    version: int = 1
+    text: str
+    blocks: str  # JSON list of Block Kit blocks
+    delivered_version: int = 0
+    ref: str | None = None  # the sink's reference (Slack: the message ts)
+    posting: bool = False
+    attempts: int = 0
+    next_attempt_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_error: str = ""
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class TicketMessageRow(SQLModel, table=True):
+    # The outbox of a ticket's thread: messages and files, delivered in id order.
+    __tablename__ = "ticket_messages"
+
+    id: int | None = Field(default=None, primary_key=True)
+    incident_id: str = Field(index=True, foreign_key="incidents.id", ondelete="CASCADE")
+    kind: str  # OutboxKind
+    body: str  # the text, or a file's bytes as base64
+    filename: str = ""
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    delivered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    attempts: int = 0
+    next_attempt_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_error: str = ""
+
+
 class CursorRow(SQLModel, table=True):
     __tablename__ = "cursors"
 
@@ -223,6 +265,8 @@ AUDIT: sa.Table = AuditRow.__table__  # type: ignore[attr-defined]
 CURSORS: sa.Table = CursorRow.__table__  # type: ignore[attr-defined]
 HYPOTHESES: sa.Table = HypothesisRow.__table__  # type: ignore[attr-defined]
 ACTIONS: sa.Table = ActionRow.__table__  # type: ignore[attr-defined]
+TICKETS: sa.Table = TicketRow.__table__  # type: ignore[attr-defined]
+TICKET_MESSAGES: sa.Table = TicketMessageRow.__table__  # type: ignore[attr-defined]
 
 # The kill switch's key in the cursors table (small persistent state).
 PAUSED_KEY = "remediation.paused"
@@ -810,6 +854,179 @@ class SqlStore:
             conn.execute(stmt)
             conn.execute(_audit_insert(entry))
 
+    # -- the ticket outbox --
+
+    def put_ticket(self, incident_id: str, text: str, blocks: Sequence[Any]) -> bool:
+        """Want the incident's ticket to say this. Bumps its version (so it is delivered
+        again) only when the content changed; True then."""
+        now = self.clock.now()
+        blocks_json = _dumps(list(blocks))
+        t = TICKETS
+        with self._tx(f"writing the ticket of incident {incident_id!r}") as conn:
+            self._require_incident(conn, incident_id)
+            row = conn.execute(
+                sa.select(t.c.text, t.c.blocks, t.c.version).where(t.c.incident_id == incident_id)
+            ).first()
+            if row is None:
+                conn.execute(
+                    sa.insert(t).values(
+                        incident_id=incident_id, text=text, blocks=blocks_json, updated_at=now
+                    )
+                )
+                return True
+            if row.text == text and row.blocks == blocks_json:
+                return False
+            conn.execute(
+                sa.update(t)
+                .where(t.c.incident_id == incident_id)
+                .values(
+                    text=text,
+                    blocks=blocks_json,
+                    version=row.version + 1,
+                    updated_at=now,
+                    # New content is worth trying at once, whatever the backoff said.
+                    next_attempt_at=None,
+                )
+            )
+            return True
+
+    def ticket(self, incident_id: str) -> OutboxTicket | None:
+        t = TICKETS
+        with self._read(f"reading the ticket of incident {incident_id!r}") as conn:
+            r = conn.execute(sa.select(t).where(t.c.incident_id == incident_id)).mappings().first()
+        return _ticket_from_row(r) if r else None
+
+    def due_tickets(self, now: datetime) -> list[OutboxTicket]:
+        """Tickets whose wanted version is not delivered yet and whose backoff is over."""
+        t = TICKETS
+        q = (
+            sa.select(t)
+            .where(t.c.version > t.c.delivered_version)
+            .where(sa.or_(t.c.next_attempt_at.is_(None), t.c.next_attempt_at <= now))
+            .order_by(t.c.updated_at, t.c.incident_id)
+        )
+        with self._read("listing tickets to deliver") as conn:
+            return [_ticket_from_row(r) for r in conn.execute(q).mappings().all()]
+
+    def ticket_posting(self, incident_id: str) -> None:
+        """Record, before the post is sent, that its outcome will be unknown until
+        ``ticket_delivered``: after a crash the post is found, not repeated."""
+        self._update_ticket(incident_id, posting=True)
+
+    def ticket_delivered(self, incident_id: str, version: int, ref: str) -> None:
+        self._update_ticket(
+            incident_id,
+            delivered_version=version,
+            ref=ref,
+            posting=False,
+            attempts=0,
+            next_attempt_at=None,
+            last_error="",
+        )
+
+    def ticket_failed(self, incident_id: str, next_attempt_at: datetime, error: str) -> None:
+        t = TICKETS
+        with self._tx(f"writing the ticket of incident {incident_id!r}") as conn:
+            conn.execute(
+                sa.update(t)
+                .where(t.c.incident_id == incident_id)
+                .values(
+                    attempts=t.c.attempts + 1,
+                    next_attempt_at=next_attempt_at,
+                    last_error=error[:2000],
+                )
+            )
+
+    def _update_ticket(self, incident_id: str, **values: Any) -> None:
+        t = TICKETS
+        with self._tx(f"writing the ticket of incident {incident_id!r}") as conn:
+            conn.execute(sa.update(t).where(t.c.incident_id == incident_id).values(**values))
+
+    def add_ticket_message(
+        self, incident_id: str, kind: OutboxKind, body: str, filename: str = ""
+    ) -> int:
+        """Queue a message (or a file, ``body`` base64) for the incident's ticket thread."""
+        t = TICKET_MESSAGES
+        with self._tx(f"queueing a message for incident {incident_id!r}") as conn:
+            self._require_incident(conn, incident_id)
+            stmt = (
+                sa.insert(t)
+                .values(
+                    incident_id=incident_id,
+                    kind=kind.value,
+                    body=body,
+                    filename=filename,
+                    created_at=self.clock.now(),
+                )
+                .returning(t.c.id)
+            )
+            return int(conn.execute(stmt).scalar_one())
+
+    def due_ticket_messages(self, now: datetime) -> list[OutboxMessage]:
+        """Undelivered thread messages whose backoff is over, oldest first."""
+        t = TICKET_MESSAGES
+        q = (
+            sa.select(t)
+            .where(t.c.delivered_at.is_(None))
+            .where(sa.or_(t.c.next_attempt_at.is_(None), t.c.next_attempt_at <= now))
+            .order_by(t.c.id)
+        )
+        with self._read("listing thread messages to deliver") as conn:
+            rows = conn.execute(q).mappings().all()
+        return [
+            OutboxMessage(
+                id=r["id"],
+                incident_id=r["incident_id"],
+                kind=OutboxKind(r["kind"]),
+                body=r["body"],
+                filename=r["filename"],
+                created_at=r["created_at"],
+                attempts=r["attempts"],
+            )
+            for r in rows
+        ]
+
+    def ticket_messages(self, incident_id: str) -> list[OutboxMessage]:
+        t = TICKET_MESSAGES
+        q = sa.select(t).where(t.c.incident_id == incident_id).order_by(t.c.id)
+        with self._read("listing thread messages") as conn:
+            rows = conn.execute(q).mappings().all()
+        return [
+            OutboxMessage(
+                id=r["id"],
+                incident_id=r["incident_id"],
+                kind=OutboxKind(r["kind"]),
+                body=r["body"],
+                filename=r["filename"],
+                created_at=r["created_at"],
+                attempts=r["attempts"],
+                delivered_at=r["delivered_at"],
+            )
+            for r in rows
+        ]
+
+    def ticket_message_delivered(self, message_id: int) -> None:
+        t = TICKET_MESSAGES
+        with self._tx("marking a thread message delivered") as conn:
+            conn.execute(
+                sa.update(t)
+                .where(t.c.id == message_id)
+                .values(delivered_at=self.clock.now(), last_error="")
+            )
+
+    def ticket_message_failed(self, message_id: int, next_attempt_at: datetime, error: str) -> None:
+        t = TICKET_MESSAGES
+        with self._tx("writing a thread message's failure") as conn:
+            conn.execute(
+                sa.update(t)
+                .where(t.c.id == message_id)
+                .values(
+                    attempts=t.c.attempts + 1,
+                    next_attempt_at=next_attempt_at,
+                    last_error=error[:2000],
+                )
+            )
+
     # -- cursors (ports.CursorStore) --
 
     def get_cursor(self, key: str) -> str | None:
@@ -1026,6 +1243,21 @@ def _diagnosed_entry(
             },
             "hypotheses": len(hypotheses),
         },
+    )
+
+
+def _ticket_from_row(r: Any) -> OutboxTicket:
+    return OutboxTicket(
+        incident_id=r["incident_id"],
+        version=r["version"],
+        delivered_version=r["delivered_version"],
+        text=r["text"],
+        blocks=tuple(_loads(r["blocks"])),
+        ref=r["ref"],
+        posting=bool(r["posting"]),
+        attempts=r["attempts"],
+        next_attempt_at=r["next_attempt_at"],
+        last_error=r["last_error"],
     )
 
 

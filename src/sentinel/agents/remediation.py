@@ -18,7 +18,9 @@ Safety (ARCHITECTURE.md's invariants):
    its confidence and evidence.
 
 Record updates compare-and-set on the previous record, so a concurrent ``sentinel
-approve`` or a second replica never makes two writers act on one action.
+approve`` (or a Slack click) and the agent never overwrite each other's decision. Two
+daemons on one store are not coordinated yet (issue 10's leader lease): a git step is
+still applied once (its executor finds the commit by its key), an HTTP step could not be.
 
 Everything here is blocking (store, git): the daemon runs ``run_once`` on its one git
 worker thread. What must not live here: the decisions themselves (``sentinel.remediation``),
@@ -36,7 +38,7 @@ from typing import Any, Protocol
 import structlog
 
 from sentinel.clock import Clock
-from sentinel.errors import ActionRefused, IllegalTransition, RemediationError
+from sentinel.errors import ActionRefused, RemediationError
 from sentinel.incidents import AuditEntry, TrackedIncident
 from sentinel.observability import SelfMetrics
 from sentinel.playbooks.model import (
@@ -49,6 +51,7 @@ from sentinel.playbooks.model import (
 from sentinel.ports import ActionExecutor, IncidentStore, Notifier, TelemetryStore
 from sentinel.rca import Hypothesis
 from sentinel.remediation import (
+    STARTED,
     TERMINAL,
     ActionRecord,
     ActionState,
@@ -88,6 +91,7 @@ class RemediationEvent(StrEnum):
     UNDONE = "action_undone"
     FAILED = "action_failed"
     DEFERRED = "action_deferred"
+    EXPIRED = "action_expired"
 
 
 class ActionStore(TelemetryStore, IncidentStore, Protocol):
@@ -119,6 +123,7 @@ class RemediationRun:
     verified: list[str] = field(default_factory=list)
     undone: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    expired: list[str] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)  # paused, cooldown, or retrying
 
 
@@ -130,6 +135,80 @@ def hypothesis_detail(h: Hypothesis) -> dict[str, Any]:
         "change": h.change,
         "evidence": list(h.evidence),
     }
+
+
+def action_entry(
+    event: RemediationEvent, record: ActionRecord, now: datetime, *, actor: str, **detail: Any
+) -> AuditEntry:
+    """The audit entry of a decision about an action: who, what, the hypothesis acted
+    on (component, fault, confidence, evidence) and the details."""
+    return AuditEntry(
+        time=now,
+        actor=actor,
+        action=event.value,
+        incident_id=record.incident_id,
+        detail={
+            "action": record.key,
+            "playbook": record.playbook,
+            "hypothesis": hypothesis_detail(record.hypothesis),
+            **detail,
+        },
+    )
+
+
+class Decided(StrEnum):
+    """What a person's approve or reject did."""
+
+    DONE = "done"  # the action moved to approved or rejected
+    ALREADY = "already"  # it was already so (a duplicate click): nothing changed
+    TOO_LATE = "too_late"  # decided otherwise, expired, or running already
+    SUGGESTION = "suggestion"  # a suggestion only: it cannot be approved
+
+
+def decide_action(
+    store: ActionStore,
+    key: str,
+    *,
+    approve: bool,
+    actor: str,
+    reason: str = "",
+    now: datetime,
+) -> tuple[Decided, ActionRecord]:
+    """Approve or reject the proposed action ``key`` for ``actor``, with its audit entry,
+    compare-and-set: of two clicks at once, one decides and the other sees ``ALREADY``
+    (same decision) or ``TOO_LATE``. Raises ``RemediationError`` for an unknown key.
+    Authorization is the caller's (``agents.approvals``)."""
+    want = ActionState.APPROVED if approve else ActionState.REJECTED
+    for _ in range(3):  # a concurrent writer may move it between our read and write
+        record = store.get_action(key)
+        if record is None:
+            raise RemediationError(f"no action {key!r}")
+        if record.state is want or (approve and record.state in STARTED):
+            return Decided.ALREADY, record
+        if record.state is not ActionState.PROPOSED:
+            return Decided.TOO_LATE, record
+        if approve and record.gate is Gate.SUGGEST:
+            return Decided.SUGGESTION, record
+        event = RemediationEvent.APPROVED if approve else RemediationEvent.REJECTED
+        new = advance(record, want, now, decided_by=actor)
+        entry = action_entry(
+            event, record, now, actor=actor, state=want.value, **({"why": reason} if reason else {})
+        )
+        if store.put_action(new, [entry], prev=record):
+            return Decided.DONE, new
+    record = store.get_action(key)
+    assert record is not None
+    return Decided.TOO_LATE, record
+
+
+@dataclass(frozen=True)
+class Undo:
+    """What undoing an action's applied steps did: in words, whether an undo failed,
+    and whether a step that cannot be undone stays applied."""
+
+    note: str
+    failed: bool = False
+    kept: bool = False
 
 
 class _Lost(Exception):
@@ -179,6 +258,8 @@ class RemediationAgent:
         for incident in open_incidents:
             if incident.id not in busy:
                 self._propose(incident, now, run)
+        for record in self.store.actions(states=[ActionState.PROPOSED]):
+            self._guarded(self._expire, record, now, run)
         for record in self.store.actions(states=[ActionState.APPROVED, ActionState.RUNNING]):
             self._guarded(self._execute, record, now, run)
         for record in self.store.actions(states=[ActionState.APPLIED, ActionState.VERIFYING]):
@@ -262,23 +343,35 @@ class RemediationAgent:
                 why="confidence at or above the auto threshold",
             )
 
-    # --- approvals (also from the CLI and, later, Slack) ------------------------------------
+    def _expire(self, record: ActionRecord, now: datetime, run: RemediationRun) -> None:
+        """A proposal nobody decided on within ``approvals.expire_minutes`` expires; one
+        that needed an approval is escalated."""
+        wait = timedelta(minutes=self.settings.approvals.expire_minutes)
+        if now - record.created_at < wait:
+            return
+        why = f"nobody decided within {wait.total_seconds() / 60:g} min"
+        self._move(record, ActionState.EXPIRED, now, RemediationEvent.EXPIRED, why=why, note=why)
+        run.expired.append(record.key)
+        if record.gate is Gate.APPROVE:
+            self._tell(
+                record,
+                f"{record.playbook} was not approved: {why}; the approval expired. "
+                "A person must look.",
+                escalate=True,
+            )
+
+    # --- approvals (from the CLI and Slack) -------------------------------------------------
 
     def decide(self, key: str, *, approve: bool, actor: str, reason: str = "") -> ActionRecord:
-        """A person approves or rejects a proposed action. Raises ``IllegalTransition``
-        (not proposed any more, or a suggestion only) or ``RemediationError`` (unknown)."""
-        now = self.clock.now()
-        record = self.store.get_action(key)
-        if record is None:
-            raise RemediationError(f"no action {key!r}")
-        if approve and record.gate is Gate.SUGGEST:
-            raise IllegalTransition(
-                f"action {key!r} is a suggestion only and cannot be approved: "
-                + "; ".join(record.reasons)
-            )
-        to = ActionState.APPROVED if approve else ActionState.REJECTED
-        event = RemediationEvent.APPROVED if approve else RemediationEvent.REJECTED
-        return self._move(record, to, now, event, decided_by=actor, actor=actor, why=reason)
+        """A person approves or rejects a proposed action (``decide_action``; the caller
+        has checked that ``actor`` may)."""
+        outcome, record = decide_action(
+            self.store, key, approve=approve, actor=actor, reason=reason, now=self.clock.now()
+        )
+        if outcome is Decided.DONE and self.metrics is not None:
+            event = RemediationEvent.APPROVED if approve else RemediationEvent.REJECTED
+            self.metrics.remediation_events.labels(event=event.value, gate=record.gate.value).inc()
+        return record
 
     # --- executing ------------------------------------------------------------------------
 
@@ -397,8 +490,11 @@ class RemediationAgent:
         """Undo what the action already applied (best effort), then mark it failed and
         escalate to people."""
         undo_note = ""
-        if record.results and not self.paused():
-            record, undo_note = self._undo_steps(record, now)
+        if record.results and self.paused():
+            undo_note = "the steps already applied stay applied (remediation is paused)"
+        elif record.results:
+            record, undo = self._undo_steps(record, now)
+            undo_note = undo.note
         note = why + (f"; {undo_note}" if undo_note else "")
         self._move(
             record,
@@ -456,20 +552,23 @@ class RemediationAgent:
         if self.paused():
             run.waiting.append(record.key)
             return
-        record, undo_note = self._undo_steps(record, now)
-        if "failed" in undo_note:
+        record, undo = self._undo_steps(record, now)
+        undo_note = undo.note
+        if undo.failed or undo.kept:
+            # Not everything was reversed: the action failed, and people must look.
+            what = "its undo failed" if undo.failed else "part of it cannot be undone"
             self._move(
                 record,
                 ActionState.FAILED,
                 now,
                 RemediationEvent.FAILED,
-                note=f"did not help, and the undo failed: {undo_note}",
+                note=f"did not help, and {what}: {undo_note}",
             )
             run.failed.append(record.key)
             self._tell(
                 record,
                 f"{record.playbook} did not help within "
-                f"{record.verification.window_minutes:g} min and its undo failed: "
+                f"{record.verification.window_minutes:g} min, and {what}: "
                 f"{undo_note}. A person must look.",
                 escalate=True,
             )
@@ -490,9 +589,10 @@ class RemediationAgent:
             escalate=True,
         )
 
-    def _undo_steps(self, record: ActionRecord, now: datetime) -> tuple[ActionRecord, str]:
-        """Undo the applied steps, last first, recording each; what happened, in words."""
+    def _undo_steps(self, record: ActionRecord, now: datetime) -> tuple[ActionRecord, Undo]:
+        """Undo the applied steps, last first, recording each."""
         said: list[str] = []
+        failed = kept = False
         for i in reversed(range(len(record.steps))):
             sid, step = record.step_ids[i], record.steps[i]
             result = record.results.get(sid)
@@ -511,10 +611,12 @@ class RemediationAgent:
                     )
                 else:
                     if step.action not in (ActionKind.NOTIFY, ActionKind.ESCALATE):
-                        said.append(f"{sid} cannot be undone")
+                        said.append(f"{sid} cannot be undone and stays applied")
+                        kept = True
                     continue
             except RemediationError as e:
                 said.append(f"undo of {sid} failed: {e}")
+                failed = True
                 continue
             undone = {**record.undo_results, sid: done}
             record = self._save(
@@ -529,7 +631,7 @@ class RemediationAgent:
                 ),
             )
             said.append(f"{sid} undone" + (f" by {done.commit[:12]}" if done.commit else ""))
-        return record, "; ".join(said)
+        return record, Undo("; ".join(said), failed=failed, kept=kept)
 
     # --- persistence and telling --------------------------------------------------------
 
@@ -542,18 +644,7 @@ class RemediationAgent:
         actor: str = ACTOR,
         **detail: Any,
     ) -> AuditEntry:
-        return AuditEntry(
-            time=now,
-            actor=actor,
-            action=event.value,
-            incident_id=record.incident_id,
-            detail={
-                "action": record.key,
-                "playbook": record.playbook,
-                "hypothesis": hypothesis_detail(record.hypothesis),
-                **detail,
-            },
-        )
+        return action_entry(event, record, now, actor=actor, **detail)
 
     def _save(
         self, prev: ActionRecord, new: ActionRecord, entry: AuditEntry | None = None
