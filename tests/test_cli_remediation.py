@@ -152,3 +152,78 @@ def test_playbook_test_rejects_a_broken_playbook_with_its_line(
     r = invoke("playbook", "test", str(bad), str(prompt_case), "--config", str(cfg))
     assert_failed_cleanly(r, 1)
     assert f"{bad}:6" in flat(r.output) and "compnent" in r.output
+
+
+def _proposed(tmp_path: Path) -> tuple[Path, str]:
+    """A store with one incident whose rollback waits for an approval."""
+    from datetime import timedelta
+
+    from sentinel.adapters.executors import FakeExecutor
+    from tests.test_remediation_agent import T0, THROTTLE, _fake_agent, _tool_incident
+
+    agent, store, _ = _fake_agent(tmp_path, [THROTTLE], FakeExecutor())
+    try:
+        inc = _tool_incident(store, "inc-cli", T0, 0.75)
+        agent.run_once([inc], {}, T0 + timedelta(minutes=1))
+        (record,) = store.actions("inc-cli")
+        assert record.state.value == "proposed"
+    finally:
+        store.close()
+    return tmp_path / "fake.db", record.key
+
+
+def test_approve_from_the_cli_needs_an_approver_and_is_audited(tmp_path: Path) -> None:
+    import getpass
+
+    db, key = _proposed(tmp_path)
+    me = f"cli:{getpass.getuser()}"
+    nobody = write_config(tmp_path / "a", f'[store]\nurl = "sqlite:///{db}"\n')
+    refused = invoke("approve", "inc-cli", "--config", str(nobody))
+    assert_failed_cleanly(refused, 1)
+    assert f"You may not approve remediation actions ({me}" in flat(refused.output)
+    allowed = write_config(
+        tmp_path / "b", f'[store]\nurl = "sqlite:///{db}"\n[approvals]\nusers = ["{me}"]\n'
+    )
+    ok = invoke("approve", "inc-cli", "--config", str(allowed))  # an incident id names it
+    assert ok.exit_code == 0, ok.output
+    assert f"{key} approved" in ok.output
+    again = invoke("approve", key, "--config", str(allowed))
+    assert again.exit_code == 0 and "already approved" in again.output
+    late = invoke("reject", key, "--reason", "changed my mind", "--config", str(allowed))
+    assert_failed_cleanly(late, 1)
+    assert "Too late to reject" in flat(late.output)
+    entries = [
+        json.loads(x)
+        for x in invoke(
+            "audit", "--json", "--incident", "inc-cli", "--config", str(allowed)
+        ).output.splitlines()
+    ]
+    decisions = [(e["actor"], e["action"]) for e in entries if "approv" in e["action"]]
+    assert decisions == [
+        (me, "approval_refused"),
+        (me, "action_approved"),
+    ]
+
+
+def test_reject_from_the_cli_needs_a_reason_and_keeps_it(tmp_path: Path) -> None:
+    import getpass
+
+    db, key = _proposed(tmp_path)
+    me = f"cli:{getpass.getuser()}"
+    cfg = write_config(
+        tmp_path / "c", f'[store]\nurl = "sqlite:///{db}"\n[approvals]\nusers = ["{me}"]\n'
+    )
+    assert invoke("reject", key, "--config", str(cfg)).exit_code == 2  # --reason is required
+    r = invoke("reject", key, "--reason", "wrong tool", "--config", str(cfg))
+    assert r.exit_code == 0 and f"{key} rejected" in r.output
+    unknown = invoke("approve", "inc-nope", "--config", str(cfg))
+    assert_failed_cleanly(unknown, 1)
+    assert "no proposed action for 'inc-nope'" in unknown.output
+    store = open_store(f"sqlite:///{db}", SystemClock())
+    try:
+        record = store.get_action(key)
+        assert record is not None and record.state.value == "rejected" and record.decided_by == me
+        (entry,) = [e for e in store.audit("inc-cli") if e.action == "action_rejected"]
+        assert entry.detail["why"] == "wrong tool"
+    finally:
+        store.close()

@@ -722,3 +722,52 @@ def test_the_api_serves_the_audit_log_and_the_actions(tmp_path: Path) -> None:
     assert [e["action"] for e in audit][:3] == ["diagnosed", "action_proposed", "action_approved"]
     assert audit[1]["detail"]["hypothesis"]["confidence"] == 0.95
     assert other == []
+
+
+def test_a_proposal_nobody_decides_expires_and_is_escalated(tmp_path: Path) -> None:
+    executor = FakeExecutor()
+    agent, store, notifier = _fake_agent(tmp_path, [THROTTLE], executor)
+    try:
+        inc = _tool_incident(store, "inc-x", T0, 0.75)
+        agent.run_once([inc], {}, T0)
+        assert agent.run_once([inc], {}, T0 + timedelta(minutes=29)).expired == []
+        run = agent.run_once([inc], {}, T0 + timedelta(minutes=30))
+        assert run.expired == ["inc-x/throttle"]
+        record = store.get_action("inc-x/throttle")
+        assert record is not None and record.state is ActionState.EXPIRED
+        _, message, escalated = notifier.sent[-1]
+        assert escalated and "the approval expired" in message
+        # Too late now: an approval changes nothing and nothing runs.
+        agent.decide("inc-x/throttle", approve=True, actor="slack:U1")
+        agent.run_once([inc], {}, T0 + timedelta(minutes=31))
+        assert executor.calls == []
+    finally:
+        store.close()
+
+
+def test_without_slack_the_console_shows_each_ticket_and_its_thread(tmp_path: Path) -> None:
+    import io
+
+    from sentinel.agents.tickets import ConsoleSink, OutboxNotifier, TicketDesk
+
+    agent, store, _ = _fake_agent(tmp_path, [THROTTLE], FakeExecutor())
+    out = io.StringIO()
+    desk = TicketDesk(store, ConsoleSink(out), cap_seconds=10)
+    agent.notifier = OutboxNotifier(store)
+    try:
+        inc = _tool_incident(store, "inc-c", T0, 0.75)
+        agent.run_once([inc], {}, T0)
+        desk.refresh(["inc-c"])
+        asyncio.run(desk.deliver(T0))
+        first = out.getvalue()
+        assert first.startswith("=== ticket inc-c ===")
+        assert "tool:crm" in first and "approval" in first.lower()
+        assert "[inc-c] root cause tool:crm" in first  # the proposal, in the thread
+        agent.decide("inc-c/throttle", approve=True, actor="cli:dana")
+        agent.run_once([inc], {}, T0 + timedelta(minutes=1))
+        desk.refresh(["inc-c"])
+        asyncio.run(desk.deliver(T0 + timedelta(minutes=1)))
+        later = out.getvalue()[len(first) :]
+        assert "=== ticket inc-c (updated) ===" in later and "applied" in later
+    finally:
+        store.close()
