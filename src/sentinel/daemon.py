@@ -19,7 +19,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -203,17 +203,10 @@ class Daemon:
             secret = s.secrets.slack_signing_secret
             assert secret is not None  # checked by load_settings for http mode
 
-            async def on_http_click(click: Click) -> None:
-                await handler.click(
-                    click.action_key,
-                    approve=click.decision is Decision.APPROVE,
-                    user_id=click.user_id,
-                )
-
             slack_http = {
                 "slack_signing_secret": secret.get_secret_value(),
                 "slack_clock": self.clock,
-                "on_slack_click": on_http_click,
+                "on_slack_click": _on_click(handler),
             }
 
         # Interval in the daemon's clock seconds (an accelerated simulation runs it faster),
@@ -363,14 +356,9 @@ class Daemon:
         token = self.settings.secrets.slack_app_token
         assert token is not None  # checked by load_settings for socket mode
 
-        async def on_click(click: Click) -> None:
-            await handler.click(
-                click.action_key,
-                approve=click.decision is Decision.APPROVE,
-                user_id=click.user_id,
-            )
-
-        listener = SocketModeListener(token.get_secret_value(), self.slack.web_client, on_click)
+        listener = SocketModeListener(
+            token.get_secret_value(), self.slack.web_client, _on_click(handler)
+        )
         try:
             await listener.start()
         except NotifyError as e:
@@ -456,6 +444,17 @@ class Daemon:
             # APScheduler runs on real time, whatever clock the daemon judges by.
             next_run_time=SystemClock().now() + timedelta(seconds=first_in),
         )
+
+
+def _on_click(handler: ClickHandler) -> Callable[[Click], Coroutine[Any, Any, None]]:
+    """A Slack click (Socket Mode or HTTP) handed to the approvals stage."""
+
+    async def on_click(click: Click) -> None:
+        await handler.click(
+            click.action_key, approve=click.decision is Decision.APPROVE, user_id=click.user_id
+        )
+
+    return on_click
 
 
 def run(settings: Settings, clock: Clock) -> None:

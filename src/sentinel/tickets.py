@@ -38,7 +38,7 @@ from sentinel.playbooks.model import (
     Throttle,
 )
 from sentinel.ports import Block, StepResult
-from sentinel.rca import Hypothesis
+from sentinel.rca import Hypothesis, percent
 from sentinel.remediation import ActionRecord, ActionState, Gate
 from sentinel.telemetry import AwareDatetime, SliKind
 
@@ -463,16 +463,6 @@ def describe_change(kind: SliKind, before: float, after: float) -> str:
     if ratio >= 1.5:
         return f"x{_sig(ratio, 2)}"
     return f"{_signed((ratio - 1) * 100, digits=2)}%"
-
-
-def percent(p: float) -> str:
-    """A probability as a whole percentage, never rounding to a false 0 % or 100 %."""
-    pct = p * 100
-    if 0 < pct < 1:
-        return "<1%"
-    if 99 < pct < 100:
-        return ">99%"
-    return f"{pct:.0f}%"
 
 
 def _sig(v: float, digits: int = 3) -> str:

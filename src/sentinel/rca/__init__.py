@@ -28,6 +28,7 @@ from sentinel.rca.rank import (
     Calibration,
     Hypothesis,
     Weights,
+    percent,
     rank,
 )
 
@@ -46,6 +47,7 @@ __all__ = [
     "diagnose",
     "diagnose_incident",
     "main_incident",
+    "percent",
     "rank",
     "suspects",
 ]

@@ -34,7 +34,7 @@ from matplotlib.patches import FancyArrowPatch
 from sentinel.incidents import TrackedIncident
 from sentinel.ports import TelemetryStore
 from sentinel.rca.graph import EdgeKind, NodeKind, build_graph
-from sentinel.rca.rank import Hypothesis
+from sentinel.rca.rank import Hypothesis, percent
 from sentinel.telemetry import TopologyEdge
 
 __all__ = ["MAX_NODES", "draw_incident_graph", "incident_graph_png"]
@@ -396,7 +396,7 @@ def _render(
             ax.text(
                 x,
                 y + 0.16 * _Y_GAP,
-                f"#{n} {_percent(confidence)}",
+                f"#{n} {percent(confidence)}",
                 ha="center",
                 va="bottom",
                 fontsize=font + 1,
@@ -418,12 +418,3 @@ def _render(
     # No "Software" entry: the bytes then depend on the drawing alone.
     fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
     return buf.getvalue()
-
-
-def _percent(p: float) -> str:
-    pct = p * 100
-    if 0 < pct < 1:
-        return "<1%"
-    if 99 < pct < 100:
-        return ">99%"
-    return f"{pct:.0f}%"

@@ -466,3 +466,13 @@ def _confidences(scores: Sequence[float], cal: Calibration) -> list[float]:
     exps = [math.exp(x - top) for x in logits]
     total = math.fsum(exps) + math.exp(cal.other - top)
     return [e / total for e in exps]
+
+
+def percent(p: float) -> str:
+    """A probability as a whole percentage, never rounding to a false 0 % or 100 %."""
+    pct = p * 100
+    if 0 < pct < 1:
+        return "<1%"
+    if 99 < pct < 100:
+        return ">99%"
+    return f"{pct:.0f}%"
