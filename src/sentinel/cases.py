@@ -122,6 +122,14 @@ class CaseMeta(BaseModel):
         return end
 
 
+class TruthBasis(StrEnum):
+    """How a ``[truth]`` is known (an extension of CASE_FORMAT.md for archived
+    incidents; a case without ``basis`` is confirmed truth, as every benchmark case is)."""
+
+    CONFIRMED = "confirmed"  # a person confirmed (or corrected) the root cause
+    WEAK = "weak"  # a fix for it was verified automatically, and nobody confirmed it
+
+
 class CaseTruth(BaseModel):
     """The ``[truth]`` table: what really happened. Only scorers read it."""
 
@@ -132,6 +140,7 @@ class CaseTruth(BaseModel):
     fault_start: AwareDatetime
     change: str | None = None
     remediation: str | None = None
+    basis: TruthBasis = TruthBasis.CONFIRMED
 
     @property
     def fault_kind(self) -> FaultKind | None:
@@ -526,6 +535,8 @@ def case_toml(meta: CaseMeta, truth: CaseTruth | None) -> str:
             lines.append(f"change = {_toml_str(truth.change)}")
         if truth.remediation is not None:
             lines.append(f"remediation = {_toml_str(truth.remediation)}")
+        if truth.basis is not TruthBasis.CONFIRMED:
+            lines.append(f"basis = {_toml_str(truth.basis.value)}")
     return "\n".join(lines) + "\n"
 
 

@@ -973,37 +973,14 @@ class SqlStore:
         )
         with self._read("listing thread messages to deliver") as conn:
             rows = conn.execute(q).mappings().all()
-        return [
-            OutboxMessage(
-                id=r["id"],
-                incident_id=r["incident_id"],
-                kind=OutboxKind(r["kind"]),
-                body=r["body"],
-                filename=r["filename"],
-                created_at=r["created_at"],
-                attempts=r["attempts"],
-            )
-            for r in rows
-        ]
+        return [_message_from_row(r) for r in rows]
 
     def ticket_messages(self, incident_id: str) -> list[OutboxMessage]:
         t = TICKET_MESSAGES
         q = sa.select(t).where(t.c.incident_id == incident_id).order_by(t.c.id)
         with self._read("listing thread messages") as conn:
             rows = conn.execute(q).mappings().all()
-        return [
-            OutboxMessage(
-                id=r["id"],
-                incident_id=r["incident_id"],
-                kind=OutboxKind(r["kind"]),
-                body=r["body"],
-                filename=r["filename"],
-                created_at=r["created_at"],
-                attempts=r["attempts"],
-                delivered_at=r["delivered_at"],
-            )
-            for r in rows
-        ]
+        return [_message_from_row(r) for r in rows]
 
     def ticket_message_delivered(self, message_id: int) -> None:
         t = TICKET_MESSAGES
@@ -1243,6 +1220,19 @@ def _diagnosed_entry(
             },
             "hypotheses": len(hypotheses),
         },
+    )
+
+
+def _message_from_row(r: Any) -> OutboxMessage:
+    return OutboxMessage(
+        id=r["id"],
+        incident_id=r["incident_id"],
+        kind=OutboxKind(r["kind"]),
+        body=r["body"],
+        filename=r["filename"],
+        created_at=r["created_at"],
+        attempts=r["attempts"],
+        delivered_at=r["delivered_at"],
     )
 
 
