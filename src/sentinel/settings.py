@@ -243,6 +243,20 @@ class ApprovalSettings(_Section):
         return v
 
 
+class LearningSettings(_Section):
+    """The Learning Agent (``sentinel.learning``, ``agents.learning``)."""
+
+    # Where resolved incidents are archived as cases (CASE_FORMAT.md). If the folder is
+    # a git repository, each case is committed. Empty: nothing is archived.
+    archive_dir: str = ".sentinel/archive"
+    # Telemetry archived before an incident's onset (its baseline, for replays).
+    lookback_minutes: Annotated[float, Field(gt=0)] = 45.0
+    # `sentinel eval --baseline`: fail when AC@1 falls by more than this.
+    eval_tolerance: Annotated[float, Field(ge=0, le=1)] = 0.05
+    # Refit calibration and priors only with at least this many archived cases with truth.
+    min_cases: Annotated[int, Field(ge=1)] = 20
+
+
 class LoggingSettings(_Section):
     level: LogLevel = LogLevel.INFO
     format: LogFormat = LogFormat.JSON
@@ -427,6 +441,7 @@ class Settings(_Section):
     remediation: RemediationSettings = RemediationSettings()
     slack: SlackSettings = SlackSettings()
     approvals: ApprovalSettings = ApprovalSettings()
+    learning: LearningSettings = LearningSettings()
     secrets: Secrets = Secrets()
 
     @field_validator("slo")
