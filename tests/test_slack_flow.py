@@ -209,7 +209,10 @@ def test_approve_over_socket_mode_runs_the_fix_once_and_updates_the_ticket(
 
         updated = wait_for("the ticket without buttons, verifying", settled)
         assert updated.updates >= 1
-        thread = wait_for("thread messages", lambda: w.fake.replies(updated.ts))
+        thread = wait_for(
+            "the 'applied' note in the thread",
+            lambda: (r := w.fake.replies(updated.ts)) and any("applied" in m.text for m in r) and r,
+        )
     assert reverted(w, before)  # exactly one revert
     assert len(w.fake.messages()) == 1  # exactly one ticket
     assert any("applied" in m.text for m in thread)

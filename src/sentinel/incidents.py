@@ -12,7 +12,7 @@ moves an incident from open to resolved, and the correlation of anomalies into i
 - ``recovered``: whether an incident's SLIs stayed back within baseline long enough;
 - ``replay``: detection and correlation walked step by step over a window, as live.
 
-What must not live here: storage (``adapters/db.py``), the detectors, notification.
+What must not live here: storage (``adapters/db/``), the detectors, notification.
 """
 
 from __future__ import annotations
