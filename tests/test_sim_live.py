@@ -138,7 +138,9 @@ def test_a_live_run_gives_the_daemon_the_spans_of_case_mode_and_serves_metrics(
     assert report.batches >= 4
     sent = [p.spans_sent for p in progress]
     assert sent == sorted(sent) and 0 < sent[len(sent) // 2] < len(case.spans)
-    assert [p.fault_started for p in progress].count(False) >= 2
+    # Reports before the fault and after it (how many of each depends on how busy the
+    # machine is: export ticks are real-time).
+    assert [p.fault_started for p in progress].count(False) >= 1
     assert progress[-1].fault_started
 
     # /metrics holds every series of the case, each at a value the case has for it.
