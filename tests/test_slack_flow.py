@@ -405,3 +405,56 @@ def test_a_post_whose_outcome_a_crash_lost_is_found_not_repeated(
     (ticket,) = fake.messages()  # one ticket, updated in place
     assert ticket.updates == 1
     store.close()
+
+
+def test_thread_messages_keep_their_order_while_one_backs_off(
+    tmp_path: Path, slack_fake: SlackFake
+) -> None:
+    fake = slack_fake
+    clock = FakeClock(datetime(2026, 11, 1, 10, 0, tzinfo=UTC))
+    store = open_store("sqlite:///" + str(tmp_path / "s.db"), clock)
+    settings = make_settings(tmp_path, slack={"channel": fake.channel, "base_url": fake.base_url})
+    seed(store, make_remote(tmp_path), 0.75)
+
+    async def scenario() -> None:
+        sink = SlackSink(settings.slack, fake.bot_token)
+        desk = TicketDesk(store, sink, cap_seconds=60.0)
+        notifier = OutboxNotifier(store)
+        desk.refresh(["inc-slack"])
+        assert (await desk.deliver(clock.now())).posted == ["inc-slack"]
+        notifier.notify("inc-slack", "first")
+        fake.fail("chat.postMessage", status=500, times=1)
+        assert (await desk.deliver(clock.now())).failed  # "first" backs off 2 s
+        notifier.notify("inc-slack", "second")
+        clock.advance(1)
+        assert (await desk.deliver(clock.now())).messages == []  # "second" waits its turn
+        clock.advance(1)
+        assert len((await desk.deliver(clock.now())).messages) == 2
+
+    asyncio.run(scenario())
+    (ticket,) = fake.messages()
+    assert [m.text for m in fake.replies(ticket.ts)] == ["first", "second"]
+    store.close()
+
+
+def test_a_lost_post_is_posted_again_when_the_channel_cannot_be_searched(
+    tmp_path: Path, slack_fake: SlackFake
+) -> None:
+    """Without the history scope a lost post cannot be looked for: a second ticket is
+    better than none (the fake answers conversations.history with a refusal)."""
+    fake = slack_fake
+    store = open_store("sqlite:///" + str(tmp_path / "s.db"), SystemClock())
+    settings = make_settings(tmp_path, slack={"channel": fake.channel, "base_url": fake.base_url})
+    seed(store, make_remote(tmp_path), 0.75)
+    refresh_ticket(store, "inc-slack")
+    store.ticket_posting("inc-slack")  # a post whose outcome a crash lost
+    fake.revoke_scope("conversations.history")
+
+    async def restarted() -> None:
+        desk = TicketDesk(store, SlackSink(settings.slack, fake.bot_token), cap_seconds=10.0)
+        done = await desk.deliver(SystemClock().now())
+        assert done.posted == ["inc-slack"] and done.found == []
+
+    asyncio.run(restarted())
+    assert len(fake.messages()) == 1
+    store.close()

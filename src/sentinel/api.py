@@ -48,6 +48,8 @@ from sentinel.telemetry import ChangeEvent
 log = structlog.get_logger(__name__)
 
 PROTOBUF = "application/x-protobuf"
+# A Slack interaction payload is a few kilobytes; anything far larger is not Slack.
+SLACK_MAX_BODY_BYTES = 1024 * 1024
 JSON = "application/json"
 
 _changes_adapter = TypeAdapter(ChangeEvent | list[ChangeEvent])
@@ -265,6 +267,12 @@ def create_app(deps: AppDeps) -> FastAPI:
 
     background: set[asyncio.Task[None]] = set()
 
+    def _click_done(task: asyncio.Task[None]) -> None:
+        background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            e = task.exception()
+            log.error("slack click failed", error=f"{type(e).__name__}: {e}")
+
     @app.post("/slack/interactions")
     async def slack_interactions(request: Request) -> Response:
         """Slack's interactivity request URL: signature and timestamp checked on the raw
@@ -272,7 +280,10 @@ def create_app(deps: AppDeps) -> FastAPI:
         secret, on_click = deps.slack_signing_secret, deps.on_slack_click
         if secret is None or on_click is None or deps.slack_clock is None:
             return JSONResponse({"error": "Slack interactivity over HTTP is off"}, 404)
-        body = await request.body()
+        try:
+            body = await _read_body(request, SLACK_MAX_BODY_BYTES)
+        except _TooLarge:
+            return JSONResponse({"error": "request body too large"}, status_code=413)
         try:
             verify_request(body, request.headers, secret, deps.slack_clock.now().timestamp())
         except SlackSignatureError as e:
@@ -283,7 +294,7 @@ def create_app(deps: AppDeps) -> FastAPI:
         if click is not None:
             task = asyncio.create_task(on_click(click))
             background.add(task)
-            task.add_done_callback(background.discard)
+            task.add_done_callback(_click_done)
         return Response(status_code=200)
 
     @app.get("/healthz")

@@ -139,8 +139,10 @@ def approve(
     ],
     config: ConfigOption = None,
 ) -> None:
-    """Approve a proposed remediation action (you must be in [approvals] users as
-    cli:<your login>). The daemon runs it at its next run."""
+    """Approve a proposed remediation action. The daemon runs it at its next run.
+
+    You must be listed in the approvals users of the config, as cli:<your login>.
+    """
     _decide(action, True, "", config)
 
 

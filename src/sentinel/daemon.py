@@ -172,19 +172,22 @@ class Daemon:
 
         async def metric_agent() -> None:
             run = await agent.run_once()
+            touched = [i.id for i in agent.open_incidents]
+            touched += [e.incident_id for e in run.events if isinstance(e, IncidentResolved)]
             if remediation is not None:
                 # After detection and diagnosis: propose, act, verify. On the git worker
                 # thread, where every git operation runs one at a time.
                 loop = asyncio.get_running_loop()
-                await loop.run_in_executor(
+                acted = await loop.run_in_executor(
                     self._git_worker,
                     remediation.run_once,
                     agent.open_incidents,
                     agent.window.series(),
                     run.judged_at,
                 )
-            touched = [i.id for i in agent.open_incidents]
-            touched += [e.incident_id for e in run.events if isinstance(e, IncidentResolved)]
+                # An incident resolved earlier may still have its action verified or its
+                # proposal expire: its ticket must say so too.
+                touched += acted.incidents()
             await asyncio.to_thread(desk.refresh, touched)
 
         async def deliver_tickets() -> None:

@@ -157,9 +157,10 @@ class SelfMetrics:
         )
         self.remediation_events = Counter(
             "sentinel_remediation_events",
-            "Remediation decisions and outcomes, by event (action_proposed, "
-            "action_approved, action_applied, action_verified, action_undone, "
-            "action_failed, ...) and gate (auto, approve, suggest).",
+            "The Remediation Agent's decisions and outcomes, by event (action_proposed, "
+            "action_approved (automatic), action_applied, action_verified, "
+            "action_undone, action_failed, action_expired, ...) and gate (auto, approve, "
+            "suggest). People's approvals and rejections are in the audit log.",
             ["event", "gate"],
             registry=r,
         )

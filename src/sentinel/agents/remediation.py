@@ -126,6 +126,19 @@ class RemediationRun:
     expired: list[str] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)  # paused, cooldown, or retrying
 
+    def incidents(self) -> list[str]:
+        """The incidents whose actions this run changed."""
+        keys = [
+            *self.proposed,
+            *self.applied,
+            *self.verified,
+            *self.undone,
+            *self.failed,
+            *self.expired,
+        ]
+        # An action key is "<incident>/<playbook>"; playbook names hold no "/".
+        return sorted({k.rsplit("/", 1)[0] for k in keys})
+
 
 def hypothesis_detail(h: Hypothesis) -> dict[str, Any]:
     return {

@@ -11,8 +11,9 @@ delivered to a ``TicketSink`` (Slack, or the console) with retries.
   updated in place; a post whose outcome is unknown (a crash, a timeout) is looked for
   (``TicketSink.find``) before it is sent again, so a restart never duplicates a ticket.
   Failures back off exponentially, or as long as Retry-After asks, persisted, so nothing
-  is lost across a restart. Thread messages go out in order, after their ticket; one
-  delivered just before a crash may be delivered again (at least once).
+  is lost across a restart. An incident's thread messages go out in order, after its
+  ticket (none overtakes one that is backing off); one delivered just before a crash may
+  be delivered again (at least once).
 - ``ConsoleSink``: the sink without Slack: tickets and thread messages printed.
 
 What must not live here: ticket content (``sentinel.tickets``), Slack's API
@@ -21,6 +22,7 @@ What must not live here: ticket content (``sentinel.tickets``), Slack's API
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -155,14 +157,14 @@ async def deliver_once(
     store: TicketStore, sink: TicketSink, now: datetime, *, cap_seconds: float
 ) -> Delivery:
     """Deliver the due tickets, then the due thread messages of tickets already posted.
-    Store calls are blocking and quick (SQLite/PostgreSQL); the sink's are awaited."""
+    Store calls run in worker threads (they block); the sink's are awaited."""
     done = Delivery()
-    for t in store.due_tickets(now):
+    for t in await asyncio.to_thread(store.due_tickets, now):
         try:
             await _deliver_ticket(store, sink, t, done)
         except NotifyError as e:
             wait = backoff(t.attempts + 1, e, cap_seconds)
-            store.ticket_failed(t.incident_id, now + wait, str(e))
+            await asyncio.to_thread(store.ticket_failed, t.incident_id, now + wait, str(e))
             done.failed.append(f"ticket of {t.incident_id}: {e}")
             log.warning(
                 "ticket delivery failed; retrying later",
@@ -171,10 +173,10 @@ async def deliver_once(
                 retry_in_seconds=wait.total_seconds(),
             )
     blocked: set[str] = set()  # incidents whose earlier message failed: keep the order
-    for m in store.due_ticket_messages(now):
+    for m in await asyncio.to_thread(store.due_ticket_messages, now):
         if m.incident_id in blocked:
             continue
-        ticket = store.ticket(m.incident_id)
+        ticket = await asyncio.to_thread(store.ticket, m.incident_id)
         if ticket is None or ticket.ref is None:
             blocked.add(m.incident_id)  # its ticket is not posted yet
             continue
@@ -187,7 +189,7 @@ async def deliver_once(
         except NotifyError as e:
             blocked.add(m.incident_id)
             wait = backoff(m.attempts + 1, e, cap_seconds)
-            store.ticket_message_failed(m.id, now + wait, str(e))
+            await asyncio.to_thread(store.ticket_message_failed, m.id, now + wait, str(e))
             done.failed.append(f"message {m.id} of {m.incident_id}: {e}")
             log.warning(
                 "thread message delivery failed; retrying later",
@@ -196,7 +198,7 @@ async def deliver_once(
                 retry_in_seconds=wait.total_seconds(),
             )
             continue
-        store.ticket_message_delivered(m.id)
+        await asyncio.to_thread(store.ticket_message_delivered, m.id)
         done.messages.append(m.id)
     return done
 
@@ -207,18 +209,25 @@ async def _deliver_ticket(
     ref = t.ref
     if ref is None and t.posting:
         # A post was sent before and its outcome never recorded: find it, never post twice.
-        ref = await sink.find(t.incident_id)
+        try:
+            ref = await sink.find(t.incident_id)
+        except NotifyError as e:
+            if e.retryable:
+                raise
+            # The channel cannot be searched (no history scope): a second ticket is
+            # better than none.
+            log.warning("cannot look for a lost ticket; posting again", error=str(e))
         if ref is not None:
             done.found.append(t.incident_id)
     if ref is None:
-        store.ticket_posting(t.incident_id)
+        await asyncio.to_thread(store.ticket_posting, t.incident_id)
         ref = await sink.post(t.incident_id, t.text, t.blocks)
-        store.ticket_delivered(t.incident_id, t.version, ref)
+        await asyncio.to_thread(store.ticket_delivered, t.incident_id, t.version, ref)
         done.posted.append(t.incident_id)
         log.info("ticket posted", incident=t.incident_id, ref=ref)
         return
     await sink.update(ref, t.text, t.blocks)
-    store.ticket_delivered(t.incident_id, t.version, ref)
+    await asyncio.to_thread(store.ticket_delivered, t.incident_id, t.version, ref)
     done.updated.append(t.incident_id)
 
 

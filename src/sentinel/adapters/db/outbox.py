@@ -132,17 +132,22 @@ class OutboxMixin(_Base):
             return int(conn.execute(stmt).scalar_one())
 
     def due_ticket_messages(self, now: datetime) -> list[OutboxMessage]:
-        """Undelivered thread messages whose backoff is over, oldest first."""
+        """Undelivered thread messages to send now, oldest first: an incident's messages
+        go out in order, so none of them is due while an earlier one is backing off."""
         t = TICKET_MESSAGES
-        q = (
-            sa.select(t)
-            .where(t.c.delivered_at.is_(None))
-            .where(sa.or_(t.c.next_attempt_at.is_(None), t.c.next_attempt_at <= now))
-            .order_by(t.c.id)
-        )
+        q = sa.select(t).where(t.c.delivered_at.is_(None)).order_by(t.c.id)
         with self._read("listing thread messages to deliver") as conn:
             rows = conn.execute(q).mappings().all()
-        return [_message_from_row(r) for r in rows]
+        waiting: set[str] = set()
+        due: list[OutboxMessage] = []
+        for r in rows:
+            if r["incident_id"] in waiting:
+                continue
+            if r["next_attempt_at"] is not None and r["next_attempt_at"] > now:
+                waiting.add(r["incident_id"])
+                continue
+            due.append(_message_from_row(r))
+        return due
 
     def ticket_messages(self, incident_id: str) -> list[OutboxMessage]:
         t = TICKET_MESSAGES
