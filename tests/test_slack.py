@@ -534,3 +534,25 @@ def test_a_click_without_a_message_takes_the_container_ts() -> None:
     del payload["message"]
     click = parse_click(payload)
     assert click is not None and click.message_ts == "1548261231.000200"
+
+
+def test_a_root_cause_chosen_in_the_select_menu_is_a_confirm_click() -> None:
+    payload = slack_fixtures.block_actions_payload("sentinel_confirm", "unused")
+    action = payload["actions"][0]
+    action.update(
+        {
+            "type": "static_select",
+            "block_id": "sentinel_confirm:inc-42",
+            "selected_option": {"text": {"type": "plain_text", "text": "#2"}, "value": "tool:crm"},
+        }
+    )
+    del action["value"]
+    click = parse_click(payload)
+    assert click is not None
+    assert (click.decision, click.action_key, click.component) == (
+        Decision.CONFIRM,
+        "inc-42",
+        "tool:crm",
+    )
+    action["block_id"] = "someone_else"  # not our menu's block: no incident, no click
+    assert parse_click(payload) is None

@@ -149,6 +149,7 @@ def buttons(message: Any) -> list[str]:
         for b in message.blocks or []
         if b.get("type") == "actions"
         for e in b.get("elements", [])
+        if e.get("type") == "button"
     ]
 
 

@@ -123,7 +123,9 @@ def section(blocks: list[Block], title: str) -> str:
 
 
 def buttons(blocks: list[Block]) -> list[dict[str, object]]:
-    return [e for b in blocks if b["type"] == "actions" for e in b["elements"]]
+    return [
+        e for b in blocks if b["type"] == "actions" for e in b["elements"] if e["type"] == "button"
+    ]
 
 
 # --- the SLIs --------------------------------------------------------------------------------
@@ -283,7 +285,7 @@ def test_a_fix_awaiting_approval_has_approve_and_reject_buttons_keyed_by_the_act
     assert "confirm" not in reject
     # The buttons come right after the fix they decide, before the status line.
     kinds = [b["type"] for b in blocks]
-    assert kinds == ["header", "section", "section", "section", "actions", "context"]
+    assert kinds == ["header", "section", "section", "section", "actions", "actions", "context"]
 
     fix = section(blocks, "*Proposed fix*")
     assert f"playbook `{record.playbook}` for *{TOOL}*" in fix
@@ -304,7 +306,10 @@ def test_no_buttons_in_any_other_state_or_gate(
     record = proposal(rate_limit, paused=True).model_copy(update={"state": state, "gate": gate})
     blocks = ticket_blocks(ticket(rate_limit, record))
     assert buttons(blocks) == []
-    assert all(b["type"] != "actions" for b in blocks)
+    # Only the root-cause menu remains.
+    assert [e["action_id"] for b in blocks if b["type"] == "actions" for e in b["elements"]] == [
+        "sentinel_confirm"
+    ]
 
 
 def test_no_buttons_without_an_action(rate_limit: Diagnosed) -> None:
@@ -500,3 +505,23 @@ def test_a_300_node_graph_renders_within_the_bound(rate_limit: Diagnosed) -> Non
     png = draw_incident_graph(graph, hypotheses, {x.component for x in anomalies}, title="big")
     width, height = png_size(png)
     assert width <= MAX_INCHES[0] * 100 and height <= MAX_INCHES[1] * 100
+
+
+def test_the_root_cause_menu_lists_the_hypotheses_and_shows_the_confirmed_one(
+    rate_limit: Diagnosed,
+) -> None:
+    view = ticket(rate_limit, None)
+    (menu_block,) = [
+        b for b in ticket_blocks(view) if b.get("block_id", "").startswith("sentinel_confirm:")
+    ]
+    assert menu_block["block_id"] == f"sentinel_confirm:{view.incident_id}"
+    (menu,) = menu_block["elements"]
+    assert [o["value"] for o in menu["options"]] == [h.component for h in view.hypotheses]
+    assert "initial_option" not in menu
+    chosen = view.hypotheses[1].component
+    confirmed = view.model_copy(update={"confirmed": chosen})
+    blocks = ticket_blocks(confirmed)
+    (menu_block,) = [b for b in blocks if b.get("block_id", "").startswith("sentinel_confirm:")]
+    assert menu_block["elements"][0]["initial_option"]["value"] == chosen
+    assert f"root cause confirmed: {chosen}" in blocks[-1]["elements"][0]["text"]
+    assert f"root cause confirmed: {chosen}" in ticket_text(confirmed)

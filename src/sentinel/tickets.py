@@ -45,6 +45,8 @@ from sentinel.telemetry import AwareDatetime, SliKind
 __all__ = [
     "ACTIONS_BLOCK_ID",
     "APPROVE_ACTION_ID",
+    "CONFIRM_ACTION_ID",
+    "CONFIRM_BLOCK_PREFIX",
     "MAX_EVIDENCE",
     "MAX_HYPOTHESES",
     "REJECT_ACTION_ID",
@@ -69,6 +71,9 @@ __all__ = [
 # button's ``value`` is the action's key (``ActionRecord.key``).
 APPROVE_ACTION_ID = "sentinel_approve"
 REJECT_ACTION_ID = "sentinel_reject"
+# The root-cause select menu: its action id, and its block id's prefix (then the incident).
+CONFIRM_ACTION_ID = "sentinel_confirm"
+CONFIRM_BLOCK_PREFIX = "sentinel_confirm:"
 ACTIONS_BLOCK_ID = "sentinel_action"
 
 MAX_HYPOTHESES = 5  # hypotheses a ticket shows
@@ -198,6 +203,7 @@ class TicketView(_View):
     more_hypotheses: int = 0  # hypotheses left out
     action: ActionView | None = None
     status_line: str  # "open · diagnosed · action awaiting approval"
+    confirmed: str | None = None  # the root cause a person confirmed, if any
 
     @property
     def awaiting_approval(self) -> bool:
@@ -212,9 +218,11 @@ def build_ticket(
     anomalies: Sequence[Anomaly],
     hypotheses: Sequence[Hypothesis],
     action: ActionRecord | None,
+    confirmed: str | None = None,
 ) -> TicketView:
     """The ticket of ``incident``: its anomalies (earliest onset first), its hypotheses
-    (best first, as ranked; the top ``MAX_HYPOTHESES``) and the action proposed for it."""
+    (best first, as ranked; the top ``MAX_HYPOTHESES``), the action proposed for it and
+    the root cause a person confirmed."""
     ordered = sorted(anomalies, key=lambda a: (a.onset, a.component, a.sli, a.qualifier))
     shown = [
         HypothesisLine(
@@ -241,6 +249,7 @@ def build_ticket(
         more_hypotheses=max(0, len(hypotheses) - MAX_HYPOTHESES),
         action=view,
         status_line=_status_line(incident.status, bool(hypotheses), view),
+        confirmed=confirmed,
     )
 
 
@@ -569,9 +578,13 @@ def ticket_blocks(view: TicketView) -> list[Block]:
     if view.awaiting_approval:
         assert view.action is not None
         blocks.append(_buttons(view, view.action))
+    if view.hypotheses:
+        blocks.append(_confirm_menu(view))
     context = f"{view.status_line} · incident `{view.incident_id}` · opened {_when(view.opened_at)}"
     if view.resolved_at is not None:
         context += f" · resolved {_when(view.resolved_at)}"
+    if view.confirmed is not None:
+        context += f" · root cause confirmed: {view.confirmed}"
     blocks.append(
         {
             "type": "context",
@@ -653,6 +666,33 @@ def _buttons(view: TicketView, a: ActionView) -> Block:
     }
 
 
+def _confirm_menu(view: TicketView) -> Block:
+    """A select menu to confirm (or correct) the root cause among the hypotheses: what
+    the Learning Agent archives as the incident's truth."""
+    options = [
+        {
+            "text": _plain(f"#{h.rank} {h.component} ({h.fault})", 75),
+            "value": h.component,
+        }
+        for h in view.hypotheses
+    ]
+    menu: Block = {
+        "type": "static_select",
+        "action_id": CONFIRM_ACTION_ID,
+        "placeholder": _plain("Confirm the root cause", 150),
+        "options": options,
+    }
+    chosen = next((o for o in options if o["value"] == view.confirmed), None)
+    if chosen is not None:
+        menu["initial_option"] = chosen
+    # The incident rides in the block id: a select's value is only the option's.
+    return {
+        "type": "actions",
+        "block_id": (CONFIRM_BLOCK_PREFIX + view.incident_id)[:255],
+        "elements": [menu],
+    }
+
+
 # --- plain text -------------------------------------------------------------------------------
 
 
@@ -674,6 +714,8 @@ def ticket_text(view: TicketView, *, max_slis: int | None = MAX_TEXT_SLIS) -> st
     if not view.slis:
         lines.append("  (no anomaly recorded)")
     lines.append("Likely causes:")
+    if view.confirmed is not None:
+        lines.append(f"  root cause confirmed: {view.confirmed}")
     if not view.hypotheses:
         lines.append("  (no hypothesis yet)")
     for h in view.hypotheses:

@@ -52,7 +52,12 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from sentinel.errors import ConfigError, NotifyError, SentinelError
 from sentinel.ports import Block
 from sentinel.settings import Settings, SlackSettings
-from sentinel.tickets import APPROVE_ACTION_ID, REJECT_ACTION_ID
+from sentinel.tickets import (
+    APPROVE_ACTION_ID,
+    CONFIRM_ACTION_ID,
+    CONFIRM_BLOCK_PREFIX,
+    REJECT_ACTION_ID,
+)
 
 __all__ = [
     "APPROVE_ACTION_ID",
@@ -320,24 +325,32 @@ def slack_sink_from_settings(settings: Settings) -> SlackSink | None:
 class Decision(StrEnum):
     APPROVE = "approve"
     REJECT = "reject"
+    CONFIRM = "confirm"  # a root cause chosen in the ticket's select menu
 
 
-_DECISIONS: Final = {APPROVE_ACTION_ID: Decision.APPROVE, REJECT_ACTION_ID: Decision.REJECT}
+_DECISIONS: Final = {
+    APPROVE_ACTION_ID: Decision.APPROVE,
+    REJECT_ACTION_ID: Decision.REJECT,
+    CONFIRM_ACTION_ID: Decision.CONFIRM,
+}
 
 
 class Click(BaseModel):
-    """Someone clicked Approve or Reject on a ticket. Who they are is reported, not
-    checked: authorization is the approval stage's business."""
+    """Someone clicked Approve or Reject on a ticket, or chose its root cause in the
+    select menu. Who they are is reported, not checked: authorization is the approval
+    stage's business."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    action_key: str = Field(min_length=1)  # the button's value: the action's key
+    # The button's value: the action's key; for CONFIRM, the incident (from the block id).
+    action_key: str = Field(min_length=1)
     decision: Decision
     user_id: str = Field(min_length=1)  # Slack user id (U...)
     user_name: str
     channel: str | None
     message_ts: str | None  # the ticket's ts
     trigger: str  # the action_ts: unique per click, for deduplicating redeliveries
+    component: str | None = None  # CONFIRM: the root cause chosen
 
 
 def _str(value: Any) -> str | None:
@@ -364,7 +377,20 @@ def parse_click(payload: Mapping[str, Any]) -> Click | None:
     )
     if action is None:
         return None
-    key = _str(action.get("value"))
+    component: str | None = None
+    if action["action_id"] == CONFIRM_ACTION_ID:
+        option = action.get("selected_option")
+        component = _str(option.get("value")) if isinstance(option, Mapping) else None
+        block = _str(action.get("block_id")) or ""
+        key = (
+            block.removeprefix(CONFIRM_BLOCK_PREFIX)
+            if block.startswith(CONFIRM_BLOCK_PREFIX)
+            else None
+        )
+        if component is None:
+            key = None
+    else:
+        key = _str(action.get("value"))
     user = payload.get("user")
     user_id = _str(user.get("id")) if isinstance(user, Mapping) else None
     if key is None or user_id is None or not isinstance(user, Mapping):
@@ -389,6 +415,7 @@ def parse_click(payload: Mapping[str, Any]) -> Click | None:
         channel=_str(channel.get("id")) if isinstance(channel, Mapping) else None,
         message_ts=message_ts,
         trigger=_str(action.get("action_ts")) or "",
+        component=component,
     )
 
 
