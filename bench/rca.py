@@ -32,11 +32,9 @@ Usage: `.venv/bin/python bench/rca.py [--cases 60] [--seed 2026] [--no-baselines
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 import time
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -45,9 +43,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sentinel.cases import Case, read_case
 from sentinel.incidents import replay_case
+from sentinel.learning.calibration import fit_calibration
+from sentinel.learning.scoring import ac, avg5, ece, outcome
 from sentinel.rca import build_graph
 from sentinel.rca.engine import diagnose, main_incident
-from sentinel.rca.rank import Calibration, rank
+from sentinel.rca.rank import rank
 from sentinel.settings import DetectionSettings, PricingSettings
 from sentinel.sim import simulate_case, suite
 
@@ -113,48 +113,6 @@ def without_topology(suite_cases: Sequence[tuple[str, Case]]) -> list[tuple[str,
     ]
 
 
-def ac(rows: Sequence[Row], k: int) -> float:
-    return sum(r.truth in r.ranked[:k] for r in rows) / len(rows) if rows else 0.0
-
-
-def avg5(rows: Sequence[Row]) -> float:
-    return statistics.mean(ac(rows, k) for k in range(1, 6))
-
-
-def ece(rows: Sequence[Row], bins: int = 10) -> float:
-    filled: dict[int, list[tuple[float, bool]]] = defaultdict(list)
-    for r in rows:
-        conf = r.top_confidence if r.top_confidence is not None else 0.0
-        right = bool(r.ranked) and r.ranked[0] == r.truth
-        filled[min(bins - 1, int(conf * bins))].append((conf, right))
-    return math.fsum(
-        len(b)
-        / len(rows)
-        * abs(statistics.mean(c for c, _ in b) - statistics.mean(o for _, o in b))
-        for b in filled.values()
-    )
-
-
-def fit_calibration(scored: Sequence[tuple[list[tuple[str, float]], str]]) -> Calibration:
-    """Grid search of (temperature, other) maximising the likelihood of the true root
-    cause (the "other" mass when it is not among the hypotheses)."""
-
-    def nll(cal: Calibration) -> float:
-        total = 0.0
-        for scores, truth in scored:
-            logits = [s / cal.temperature for _, s in scores]
-            top = max([*logits, cal.other])
-            z = math.fsum(math.exp(x - top) for x in logits) + math.exp(cal.other - top)
-            hit = [x for (c, _), x in zip(scores, logits, strict=True) if c == truth]
-            total -= (hit[0] if hit else cal.other) - top - math.log(z)
-        return total
-
-    grid = [
-        Calibration(temperature=t / 10, other=o / 4) for t in range(2, 31) for o in range(-12, 13)
-    ]
-    return min(grid, key=nll)
-
-
 def table(name: str, rows: Sequence[Row], topologies: Sequence[str]) -> None:
     per = "  ".join(
         f"{t} {ac([r for r in rows if r.topology == t], 1):.2f}/"
@@ -216,11 +174,9 @@ def accuracy(n: int, seed: int, methods: Sequence[str], metrics_only: int) -> No
 
 def fit(seed: int, n: int) -> None:
     det, pricing = DetectionSettings(), PricingSettings()
-    scored: list[tuple[list[tuple[str, float]], str]] = []
-    for _, case in cases(n, seed, with_public=False):
-        assert case.truth is not None
-        found = diagnose(case, det, pricing)
-        scored.append(([(h.component, h.score) for h in found.hypotheses], case.truth.root_cause))
+    scored = [
+        outcome(case, diagnose(case, det, pricing)) for _, case in cases(n, seed, with_public=False)
+    ]
     cal = fit_calibration(scored)
     say(f"fitted on suite seed {seed} ({n} cases): {cal}")
 

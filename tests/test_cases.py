@@ -686,3 +686,21 @@ def test_ingest_report_counts_postgres(postgres_url: str) -> None:
         assert ingest_case(store, case) == _expected(case, first=False)
     finally:
         store.close()
+
+
+def test_a_weak_truth_survives_a_write_and_a_read(tmp_path: Path) -> None:
+    import dataclasses
+
+    from sentinel.cases import TruthBasis
+    from sentinel.sim import FaultSpec, Topology, simulate_case
+
+    case = simulate_case(FaultSpec(topology=Topology.SUPPORT, fault=FaultKind.TOOL_LATENCY, seed=1))
+    assert case.truth is not None
+    weak = dataclasses.replace(case, truth=case.truth.model_copy(update={"basis": TruthBasis.WEAK}))
+    write_case(weak, tmp_path / "weak")
+    assert 'basis = "weak"' in (tmp_path / "weak" / "case.toml").read_text()
+    back = read_case(tmp_path / "weak", with_truth=True)
+    assert back.truth is not None and back.truth.basis is TruthBasis.WEAK
+    write_case(case, tmp_path / "confirmed")
+    assert "basis" not in (tmp_path / "confirmed" / "case.toml").read_text()
+    assert read_case(tmp_path / "confirmed", with_truth=True).truth.basis is TruthBasis.CONFIRMED  # type: ignore[union-attr]

@@ -140,7 +140,8 @@ class CaseTruth(BaseModel):
     fault_start: AwareDatetime
     change: str | None = None
     remediation: str | None = None
-    basis: TruthBasis = TruthBasis.CONFIRMED
+    # Not strict: TOML gives the enum's value as a string.
+    basis: Annotated[TruthBasis, Field(strict=False)] = TruthBasis.CONFIRMED
 
     @property
     def fault_kind(self) -> FaultKind | None:

@@ -547,6 +547,10 @@ def _mount_remediation() -> None:
 
     app.command()(inc.incidents)
     app.command()(inc.incident)
+    from sentinel import cli_confirm, cli_eval
+
+    app.command("eval")(cli_eval.eval_archive)
+    app.command()(cli_confirm.confirm)
 
 
 _mount_remediation()

@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 import uvicorn
@@ -39,6 +39,7 @@ from sentinel.adapters.slack import (
 )
 from sentinel.adapters.span_writer import SpanWriterProcess
 from sentinel.agents.approvals import ClickHandler, GroupMembers
+from sentinel.agents.learning import LearningAgent
 from sentinel.agents.metric import MetricAgent
 from sentinel.agents.remediation import RemediationAgent
 from sentinel.agents.tickets import ConsoleSink, OutboxNotifier, TicketDesk, incident_picture
@@ -58,6 +59,8 @@ if TYPE_CHECKING:
     from sentinel.adapters.executors import Executor
 
 log = structlog.get_logger(__name__)
+
+_T = TypeVar("_T")
 
 STORE_PING_SECONDS = 10.0
 # While Socket Mode is not connected (Slack down at start-up), try again this often.
@@ -87,6 +90,8 @@ class Daemon:
         self.metric_agent: MetricAgent | None = None
         self.remediation_agent: RemediationAgent | None = None
         self.ticket_desk: TicketDesk | None = None
+        self.learning_agent: LearningAgent | None = None
+        self._background: set[asyncio.Future[Any]] = set()
         self.slack: SlackSink | None = None
         self._listener: SocketModeListener | None = None
         self._server: uvicorn.Server | None = None
@@ -169,11 +174,12 @@ class Daemon:
         notifier = OutboxNotifier(store)
         remediation = self.remediation_agent = self._remediation_agent(store, notifier)
         desk = self.ticket_desk = self._ticket_desk(store)
+        learning = self.learning_agent = self._learning_agent(store)
 
         async def metric_agent() -> None:
             run = await agent.run_once()
-            touched = [i.id for i in agent.open_incidents]
-            touched += [e.incident_id for e in run.events if isinstance(e, IncidentResolved)]
+            resolved = [e.incident_id for e in run.events if isinstance(e, IncidentResolved)]
+            touched = [i.id for i in agent.open_incidents] + resolved
             if remediation is not None:
                 # After detection and diagnosis: propose, act, verify. On the git worker
                 # thread, where every git operation runs one at a time.
@@ -188,7 +194,21 @@ class Daemon:
                 # An incident resolved earlier may still have its action verified or its
                 # proposal expire: its ticket must say so too.
                 touched += acted.incidents()
+                resolved += acted.incidents()  # a fix verified after resolution: weak truth
             await asyncio.to_thread(desk.refresh, touched)
+            if learning is not None and resolved:
+                # Archive what resolved (and re-archive what a verified fix changed the
+                # truth of), on the git worker: the archive may be a git repository.
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(self._git_worker, learning.run_once, resolved)
+
+        if learning is not None:
+            # Incidents that resolved while the daemon was down are archived now.
+            catch_up = asyncio.get_running_loop().run_in_executor(
+                self._git_worker, learning.catch_up
+            )
+            self._background.add(catch_up)
+            catch_up.add_done_callback(self._background.discard)
 
         async def deliver_tickets() -> None:
             await desk.deliver(self.clock.now())
@@ -340,17 +360,49 @@ class Daemon:
             metrics=self.metrics,
         )
 
+    def _learning_agent(self, store: SqlStore) -> LearningAgent | None:
+        """The Learning Agent archives resolved incidents, when an archive is configured."""
+        s = self.settings
+        if not s.learning.archive_dir:
+            return None
+        loop = asyncio.get_running_loop()
+
+        def runner(coro: Coroutine[Any, Any, _T]) -> _T:
+            # The agent runs on the git worker; Prometheus' client lives on this loop.
+            return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+        return LearningAgent(s, store, self.clock, self.prometheus, runner=runner)
+
     def _click_handler(self, store: SqlStore, desk: TicketDesk) -> ClickHandler | None:
         if self.slack is None:
             return None
         s = self.settings
         slack = self.slack
         groups = GroupMembers(s.approvals.slack_groups, slack.group_members, self.clock)
+        learning = self.learning_agent
 
         async def deliver() -> None:
             await desk.deliver(self.clock.now())
 
-        return ClickHandler(store, s.approvals, slack, groups, self.clock, after=deliver)
+        async def confirm(incident_id: str, component: str, actor: str) -> str:
+            assert learning is not None
+            loop = asyncio.get_running_loop()
+            done = await loop.run_in_executor(
+                self._git_worker, learning.confirm, incident_id, component, None, actor
+            )
+            await asyncio.to_thread(desk.refresh, [incident_id])
+            verb = "corrected to" if done.corrected else "confirmed as"
+            return f"Root cause of {incident_id} {verb} {component}. Thank you."
+
+        return ClickHandler(
+            store,
+            s.approvals,
+            slack,
+            groups,
+            self.clock,
+            after=deliver,
+            confirm=confirm if learning is not None else None,
+        )
 
     async def _connect_slack(self, handler: ClickHandler) -> None:
         """Socket Mode: connect (again) until Slack answers; clicks then arrive here."""
@@ -453,6 +505,10 @@ def _on_click(handler: ClickHandler) -> Callable[[Click], Coroutine[Any, Any, No
     """A Slack click (Socket Mode or HTTP) handed to the approvals stage."""
 
     async def on_click(click: Click) -> None:
+        if click.decision is Decision.CONFIRM:
+            assert click.component is not None  # parse_click sets it for a choice
+            await handler.choose_cause(click.action_key, click.component, user_id=click.user_id)
+            return
         await handler.click(
             click.action_key, approve=click.decision is Decision.APPROVE, user_id=click.user_id
         )

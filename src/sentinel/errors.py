@@ -109,3 +109,8 @@ class NotifyError(SentinelError):
         super().__init__(message)
         self.retry_after = retry_after
         self.retryable = retryable
+
+
+class ConfirmationError(SentinelError):
+    """A confirmation that cannot be recorded: a component the incident and the store do
+    not know (the message lists the known ones), or no fault to go with it."""

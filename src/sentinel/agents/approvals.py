@@ -28,7 +28,7 @@ import structlog
 from sentinel.agents.remediation import ActionStore, Decided, decide_action
 from sentinel.agents.tickets import TicketStore, refresh_ticket
 from sentinel.clock import Clock
-from sentinel.errors import NotifyError, RemediationError
+from sentinel.errors import NotifyError, RemediationError, SentinelError
 from sentinel.incidents import AuditEntry
 from sentinel.remediation import ActionRecord, ActionState
 from sentinel.settings import ApprovalSettings
@@ -190,13 +190,36 @@ class ClickHandler:
         groups: GroupMembers,
         clock: Clock,
         after: Callable[[], Awaitable[object]] | None = None,
+        confirm: Callable[[str, str, str], Awaitable[str]] | None = None,
     ) -> None:
+        """``confirm(incident_id, component, actor)``: record a root cause chosen in the
+        ticket's menu (the Learning Agent's), returning what to tell the person."""
         self.store = store
         self.settings = settings
         self.teller = teller
         self.groups = groups
         self.clock = clock
         self.after = after
+        self.confirm_cause = confirm
+
+    async def choose_cause(self, incident_id: str, component: str, *, user_id: str) -> str:
+        """Someone chose the root cause in a ticket's menu: the same people who may
+        approve may confirm. What they are told (privately) is returned."""
+        actor = f"slack:{user_id}"
+        if not authorized(actor, self.settings, await self.groups.get()):
+            text = f"You may not confirm root causes ({actor} is not an approver). Ask an approver."
+        elif self.confirm_cause is None:
+            text = "Confirming root causes is off (no archive configured)."
+        else:
+            try:
+                text = await self.confirm_cause(incident_id, component, actor)
+            except SentinelError as e:
+                text = str(e)
+            else:
+                if self.after is not None:
+                    await self.after()
+        await self.teller.tell_user(user_id, text)
+        return text
 
     async def click(self, action_key: str, *, approve: bool, user_id: str) -> Outcome | None:
         members = await self.groups.get()

@@ -179,7 +179,7 @@ def rank(
         score += (priors or {}).get(cand.component, 0.0)
         scored.append((score, cand, evidence))
     scored.sort(key=lambda t: (-t[0], t[1].component))
-    confidences = _confidences([s for s, _, _ in scored], calibration)
+    confidences = softmax_confidences([s for s, _, _ in scored], calibration)
     return tuple(
         Hypothesis(
             component=cand.component,
@@ -459,7 +459,7 @@ def _fault(cand: _Candidate) -> str:
             ).value
 
 
-def _confidences(scores: Sequence[float], cal: Calibration) -> list[float]:
+def softmax_confidences(scores: Sequence[float], cal: Calibration) -> list[float]:
     t = max(cal.temperature, 1e-6)
     logits = [s / t for s in scores]
     top = max([*logits, cal.other])

@@ -71,7 +71,7 @@ _QUANTILE_LABEL = "quantile"
 _LE_LABEL = "le"
 _ERROR_TYPE_LABEL = "error_type"
 _TOKEN_TYPE_LABELS = ("gen_ai_token_type", "token_type")
-_MODEL_LABELS = ("gen_ai_request_model", "gen_ai_response_model")
+MODEL_LABELS = ("gen_ai_request_model", "gen_ai_response_model")
 _EVALUATOR_LABELS = ("gen_ai_evaluation_name", "evaluator")
 _TOOL_STATUS_LABEL = "status"
 _TOOL_OK = frozenset({"ok", "success"})
@@ -339,7 +339,7 @@ def metric_slis(
         return None if kind is None else (ms.component, kind.value)
 
     def by_model(ms: _MetricSeries) -> _Target | None:
-        kind, model = token_kind(ms), ms.label(*_MODEL_LABELS)
+        kind, model = token_kind(ms), ms.label(*MODEL_LABELS)
         if kind is None or model is None or ms.component == _MODEL_PREFIX + model:
             return None  # a series of the model itself is counted by_component already
         return (_MODEL_PREFIX + model, kind.value)
