@@ -459,3 +459,45 @@ def test_a_lost_post_is_posted_again_when_the_channel_cannot_be_searched(
     asyncio.run(restarted())
     assert len(fake.messages()) == 1
     store.close()
+
+
+def confirm_payload(incident_id: str, component: str, user_id: str = APPROVER) -> dict[str, Any]:
+    payload = block_actions_payload("sentinel_confirm", "", user_id=user_id)
+    action = payload["actions"][0]
+    del action["value"]
+    action.update(
+        {
+            "type": "static_select",
+            "block_id": f"sentinel_confirm:{incident_id}",
+            "selected_option": {
+                "text": {"type": "plain_text", "text": component},
+                "value": component,
+            },
+        }
+    )
+    return payload
+
+
+def test_the_root_cause_chosen_in_the_ticket_is_confirmed_for_learning(
+    socket_world: World,
+) -> None:
+    w = socket_world
+    with running_daemon(w.settings, store=w.store):
+        ticket = wait_for("the ticket", lambda: ticket_with_buttons(w))
+        menus = [b for b in ticket.blocks if b.get("block_id", "").startswith("sentinel_confirm:")]
+        assert [o["value"] for o in menus[0]["elements"][0]["options"]] == ["prompt:support-agent"]
+        wait_for("socket mode", lambda: w.fake.connections > 0)
+        w.fake.interact_sync(confirm_payload("inc-slack", "prompt:support-agent", "U0INTRUDER"))
+        wait_for("the refusal", lambda: [e for e in w.fake.ephemerals if e.user == "U0INTRUDER"])
+        w.fake.interact_sync(confirm_payload("inc-slack", "prompt:support-agent"))
+        thanks = wait_for(
+            "the confirmation",
+            lambda: [e for e in w.fake.ephemerals if e.user == APPROVER and "confirmed" in e.text],
+        )
+        assert "prompt:support-agent" in thanks[0].text
+        wait_for(
+            "the ticket showing it",
+            lambda: "root cause confirmed: prompt:support-agent" in json.dumps(w.ticket().blocks),
+        )
+    confirmed = [e for e in w.store.audit("inc-slack") if e.action == "root_cause_confirmed"]
+    assert [e.actor for e in confirmed] == [f"slack:{APPROVER}"]

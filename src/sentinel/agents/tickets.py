@@ -33,6 +33,7 @@ import structlog
 
 from sentinel.errors import NotifyError, UnknownIncident
 from sentinel.incidents import Incident, fold, lifecycle_events
+from sentinel.learning.archive import confirmations
 from sentinel.observability import SelfMetrics
 from sentinel.ports import (
     Block,
@@ -92,11 +93,17 @@ def refresh_ticket(store: TicketStore, incident: Incident | str) -> bool:
     record = store.get_incident(incident) if isinstance(incident, str) else incident
     if record is None:
         raise UnknownIncident(f"no incident {incident!r}")
-    state = fold(lifecycle_events(store.audit(record.id)))
+    trail = store.audit(record.id)
+    state = fold(lifecycle_events(trail))
     anomalies = state.anomalies if state is not None else ()
     actions = store.actions(record.id)
+    confirmed = confirmations(trail)
     view = build_ticket(
-        record, anomalies, store.hypotheses(record.id), actions[-1] if actions else None
+        record,
+        anomalies,
+        store.hypotheses(record.id),
+        actions[-1] if actions else None,
+        confirmed.component if confirmed is not None else None,
     )
     return store.put_ticket(record.id, ticket_text(view), ticket_blocks(view))
 
