@@ -69,6 +69,7 @@ TABLES = {
     "actions",
     "tickets",
     "ticket_messages",
+    "learned_state",
 }
 
 
@@ -433,7 +434,13 @@ def test_a_database_at_0001_gains_the_later_tables_and_loses_them_on_downgrade(
     store_url: str,
 ) -> None:
     _alembic(store_url, upgrade_to="0001")
-    assert _tables(store_url) == TABLES - {"hypotheses", "actions", "tickets", "ticket_messages"}
+    assert _tables(store_url) == TABLES - {
+        "hypotheses",
+        "actions",
+        "tickets",
+        "ticket_messages",
+        "learned_state",
+    }
 
     s = open_store(store_url, FakeClock(NOW))  # upgrades to head
     try:
@@ -446,13 +453,26 @@ def test_a_database_at_0001_gains_the_later_tables_and_loses_them_on_downgrade(
     finally:
         s.close()
 
+    _alembic(store_url, downgrade_to="0004")
+    assert _tables(store_url) == TABLES - {"learned_state"}
     _alembic(store_url, downgrade_to="0003")
-    assert _tables(store_url) == TABLES - {"tickets", "ticket_messages"}
+    assert _tables(store_url) == TABLES - {"tickets", "ticket_messages", "learned_state"}
     _alembic(store_url, downgrade_to="0002")
-    assert _tables(store_url) == TABLES - {"actions", "tickets", "ticket_messages"}
+    assert _tables(store_url) == TABLES - {
+        "actions",
+        "tickets",
+        "ticket_messages",
+        "learned_state",
+    }
     assert _versions(store_url) == ["0002"]
     _alembic(store_url, downgrade_to="0001")
-    assert _tables(store_url) == TABLES - {"hypotheses", "actions", "tickets", "ticket_messages"}
+    assert _tables(store_url) == TABLES - {
+        "hypotheses",
+        "actions",
+        "tickets",
+        "ticket_messages",
+        "learned_state",
+    }
     assert _versions(store_url) == ["0001"]
 
 
@@ -1401,12 +1421,21 @@ def test_thread_messages_are_delivered_in_order_with_backoff(store: SqlStore) ->
     second = store.add_ticket_message("inc-m", OutboxKind.FILE, "iVBORw0=", "graph.png")
     assert [m.id for m in store.due_ticket_messages(NOW)] == [first, second]
     store.ticket_message_failed(first, NOW + timedelta(seconds=10), "500")
-    assert [m.id for m in store.due_ticket_messages(NOW)] == [second]
-    store.ticket_message_delivered(second)
-    (m,) = store.due_ticket_messages(NOW + timedelta(seconds=10))
-    assert (m.id, m.attempts, m.body) == (first, 1, "one")
+    # The second never overtakes the first while it backs off.
+    assert store.due_ticket_messages(NOW) == []
+    ready = store.due_ticket_messages(NOW + timedelta(seconds=10))
+    assert [(m.id, m.attempts, m.body) for m in ready] == [
+        (first, 1, "one"),
+        (second, 0, ready[1].body),
+    ]
+    store.ticket_message_delivered(first)
     kept = store.ticket_messages("inc-m")
     assert [(x.kind, x.filename, x.delivered_at is not None) for x in kept] == [
-        (OutboxKind.TEXT, "", False),
-        (OutboxKind.FILE, "graph.png", True),
+        (OutboxKind.TEXT, "", True),
+        (OutboxKind.FILE, "graph.png", False),
     ]
+    # Another incident's messages are not held back by this one's.
+    store.put_incident(Incident(id="inc-n", title="t", opened_at=NOW, updated_at=NOW))
+    other = store.add_ticket_message("inc-n", OutboxKind.TEXT, "elsewhere")
+    store.ticket_message_failed(second, NOW + timedelta(seconds=99), "500")
+    assert [m.id for m in store.due_ticket_messages(NOW)] == [other]

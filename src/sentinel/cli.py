@@ -547,10 +547,12 @@ def _mount_remediation() -> None:
 
     app.command()(inc.incidents)
     app.command()(inc.incident)
-    from sentinel import cli_confirm, cli_eval
+    from sentinel import cli_confirm, cli_eval, cli_learn
 
     app.command("eval")(cli_eval.eval_archive)
     app.command()(cli_confirm.confirm)
+    app.command()(cli_learn.learn)
+    app.command("export-evals")(cli_learn.export_evals)
 
 
 _mount_remediation()

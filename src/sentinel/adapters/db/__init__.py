@@ -16,6 +16,7 @@ Layout (import from here, not from the modules):
     telemetry  spans, changes, samples, components        (mixin)
     incidents  incidents, hypotheses, audit, actions, kill switch, cursors  (mixin)
     outbox     tickets and their thread messages          (mixin)
+    learned    versions of the learned state (priors, calibration)  (mixin)
     engine     ``create_engine_for``, ``migrate``
     store      ``SqlStore`` composed of the mixins, ``open_store``
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 from sentinel.adapters.db.codec import SpanRows, span_rows
 from sentinel.adapters.db.engine import MIGRATIONS, create_engine_for, migrate
 from sentinel.adapters.db.incidents import PAUSED_KEY
+from sentinel.adapters.db.learned import LEARNING_ACTOR, LearnedAction
 from sentinel.adapters.db.store import SqlStore, open_store
 from sentinel.adapters.db.tables import (
     ACTIONS,
@@ -37,6 +39,7 @@ from sentinel.adapters.db.tables import (
     EVALUATIONS,
     HYPOTHESES,
     INCIDENTS,
+    LEARNED_STATE,
     METADATA,
     SAMPLES,
     SPANS,
@@ -49,6 +52,7 @@ from sentinel.adapters.db.tables import (
     EvaluationRow,
     HypothesisRow,
     IncidentRow,
+    LearnedStateRow,
     SampleRow,
     SpanRow,
     TicketMessageRow,
@@ -64,6 +68,8 @@ __all__ = [
     "EVALUATIONS",
     "HYPOTHESES",
     "INCIDENTS",
+    "LEARNED_STATE",
+    "LEARNING_ACTOR",
     "METADATA",
     "MIGRATIONS",
     "PAUSED_KEY",
@@ -78,6 +84,8 @@ __all__ = [
     "EvaluationRow",
     "HypothesisRow",
     "IncidentRow",
+    "LearnedAction",
+    "LearnedStateRow",
     "SampleRow",
     "SpanRow",
     "SpanRows",

@@ -206,6 +206,17 @@ class TicketMessageRow(SQLModel, table=True):
     last_error: str = ""
 
 
+class LearnedStateRow(SQLModel, table=True):
+    # Every version of what the Learning Agent learned, never updated in place: a new
+    # fit or a reset is a new row, and the highest version is the one in use.
+    __tablename__ = "learned_state"
+
+    version: int | None = Field(default=None, primary_key=True)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    note: str = ""
+    state: str  # JSON of learning.priors.LearnedState
+
+
 class CursorRow(SQLModel, table=True):
     __tablename__ = "cursors"
 
@@ -226,5 +237,6 @@ HYPOTHESES: sa.Table = HypothesisRow.__table__  # type: ignore[attr-defined]
 ACTIONS: sa.Table = ActionRow.__table__  # type: ignore[attr-defined]
 TICKETS: sa.Table = TicketRow.__table__  # type: ignore[attr-defined]
 TICKET_MESSAGES: sa.Table = TicketMessageRow.__table__  # type: ignore[attr-defined]
+LEARNED_STATE: sa.Table = LearnedStateRow.__table__  # type: ignore[attr-defined]
 
 METADATA = SQLModel.metadata
