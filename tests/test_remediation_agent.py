@@ -763,11 +763,74 @@ def test_without_slack_the_console_shows_each_ticket_and_its_thread(tmp_path: Pa
         assert first.startswith("=== ticket inc-c ===")
         assert "tool:crm" in first and "approval" in first.lower()
         assert "[inc-c] root cause tool:crm" in first  # the proposal, in the thread
+        assert "track record: throttle for tool_rate_limit: never tried" in first
         agent.decide("inc-c/throttle", approve=True, actor="cli:dana")
         agent.run_once([inc], {}, T0 + timedelta(minutes=1))
         desk.refresh(["inc-c"])
         asyncio.run(desk.deliver(T0 + timedelta(minutes=1)))
         later = out.getvalue()[len(first) :]
         assert "=== ticket inc-c (updated) ===" in later and "applied" in later
+    finally:
+        store.close()
+
+
+# --- what was learned, used ---------------------------------------------------------------
+
+THROTTLE_HTTP = Playbook.model_validate(
+    {
+        "name": "throttle-http",
+        "match": {"faults": ["tool_rate_limit"], "components": ["tool:*"]},
+        "steps": [
+            {
+                "id": "limit",
+                "action": "throttle",
+                "requests_per_minute": 30,
+                "http": {"url": "http://gateway.test/limits"},
+            }
+        ],
+    }
+)
+
+
+def test_a_playbook_that_failed_on_a_fault_goes_after_one_that_worked(tmp_path: Path) -> None:
+    executor = FakeExecutor()
+    agent, store, _ = _fake_agent(tmp_path, [THROTTLE, THROTTLE_HTTP], executor)
+    try:
+        # Earlier: the git throttle was undone (it did not help) on a rate-limited tool.
+        old = _tool_incident(store, "inc-old", T0, 0.95)
+        agent.run_once([old], {}, T0)
+        assert store.get_action("inc-old/throttle") is not None
+        agent.run_once([old], {}, T0 + timedelta(minutes=6))  # verification window over
+        assert store.get_action("inc-old/throttle").state is ActionState.UNDONE  # type: ignore[union-attr]
+        # Now: the same fault again; the HTTP throttle (never tried) is proposed first.
+        new = _tool_incident(store, "inc-new", T0 + timedelta(hours=2), 0.95)
+        agent.run_once([new], {}, T0 + timedelta(hours=2))
+        assert [r.playbook for r in store.actions("inc-new")] == ["throttle-http"]
+    finally:
+        store.close()
+
+
+def test_the_daemon_diagnoses_with_the_learned_calibration(tmp_path: Path) -> None:
+    from sentinel.daemon import learned_diagnosis
+    from sentinel.learning.priors import LearnedState
+    from sentinel.rca import diagnose_incident
+
+    store = open_store("sqlite:///" + str(tmp_path / "l.db"), FakeClock(T0))
+    try:
+        spec = FaultSpec(topology=Topology.SUPPORT, fault=FaultKind.TOOL_LATENCY, seed=2)
+        case = simulate_case(spec)
+        from sentinel.incidents import replay_case
+        from sentinel.settings import DetectionSettings, PricingSettings
+
+        incidents = replay_case(case, DetectionSettings(), PricingSettings())
+        anomalies = incidents[0].anomalies
+        default = diagnose_incident(anomalies, case.spans, case.changes)
+        assert tuple(learned_diagnosis(store)(anomalies, case.spans, case.changes)) == default
+        store.put_learned(LearnedState(temperature=3.0, other=3.0, note="test"))
+        learned = learned_diagnosis(store)(anomalies, case.spans, case.changes)
+        assert [h.component for h in learned] == [h.component for h in default]  # same order
+        assert learned[0].confidence < default[0].confidence  # a flatter calibration
+        store.reset_learned("test")
+        assert tuple(learned_diagnosis(store)(anomalies, case.spans, case.changes)) == default
     finally:
         store.close()

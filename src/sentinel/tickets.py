@@ -168,6 +168,8 @@ class ActionView(_View):
     decided_by: str | None = None
     note: str = ""
     steps: tuple[StepLine, ...] = ()
+    # How this playbook fared on this fault before (learned), e.g. "3 of 4 worked".
+    track_record: str = ""
 
     @property
     def awaiting_approval(self) -> bool:
@@ -219,6 +221,7 @@ def build_ticket(
     hypotheses: Sequence[Hypothesis],
     action: ActionRecord | None,
     confirmed: str | None = None,
+    track_record: str = "",
 ) -> TicketView:
     """The ticket of ``incident``: its anomalies (earliest onset first), its hypotheses
     (best first, as ranked; the top ``MAX_HYPOTHESES``), the action proposed for it and
@@ -237,6 +240,8 @@ def build_ticket(
         for n, h in enumerate(hypotheses[:MAX_HYPOTHESES], start=1)
     ]
     view = _action_view(action) if action is not None else None
+    if view is not None and track_record:
+        view = view.model_copy(update={"track_record": track_record})
     return TicketView(
         incident_id=incident.id,
         title=incident.title,
@@ -631,6 +636,8 @@ def _fix_text(a: ActionView) -> str:
     state = f"*State:* {_action_phrase(a)}"
     if a.note:
         state += f" · {_esc(_clip(a.note, LINE_LIMIT))}"
+    if a.track_record:
+        state += f"\n*Track record:* {_esc(a.track_record)}"
     # The state goes first among the details so that cutting never hides it.
     return _fit(head + "\n" + state, lines, SECTION_LIMIT, what="more lines")
 
@@ -740,6 +747,8 @@ def _fix_lines(view: TicketView) -> Iterable[str]:
         f"{percent(a.confidence)}): {a.how}"
     )
     yield f"  state: {_action_phrase(a)}" + (f" · {a.note}" if a.note else "")
+    if a.track_record:
+        yield f"  track record: {a.track_record}"
     if a.reasons:
         yield "  why not automatic:"
         yield from (f"    - {r}" for r in a.reasons)

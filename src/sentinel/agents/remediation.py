@@ -40,6 +40,7 @@ import structlog
 from sentinel.clock import Clock
 from sentinel.errors import ActionRefused, RemediationError
 from sentinel.incidents import AuditEntry, TrackedIncident
+from sentinel.learning.priors import order_playbooks, playbook_success
 from sentinel.observability import SelfMetrics
 from sentinel.playbooks.model import (
     GIT_ACTIONS,
@@ -308,8 +309,13 @@ class RemediationAgent:
             return
         top = hypotheses[0]
         tried = {r.playbook for r in self.store.actions(incident.id)}
-        candidates = [p for name, p in self.playbooks.items() if name not in tried]
         history = self.store.actions(states=list(ActionState))
+        # The playbooks that worked best on this fault before come first (learned).
+        candidates = order_playbooks(
+            [p for name, p in self.playbooks.items() if name not in tried],
+            top.fault,
+            playbook_success(history),
+        )
         proposal, skipped = propose(
             candidates,
             incident.id,

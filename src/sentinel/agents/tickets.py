@@ -34,6 +34,7 @@ import structlog
 from sentinel.errors import NotifyError, UnknownIncident
 from sentinel.incidents import Incident, fold, lifecycle_events
 from sentinel.learning.archive import confirmations
+from sentinel.learning.priors import playbook_success, success_of
 from sentinel.observability import SelfMetrics
 from sentinel.ports import (
     Block,
@@ -98,12 +99,20 @@ def refresh_ticket(store: TicketStore, incident: Incident | str) -> bool:
     anomalies = state.anomalies if state is not None else ()
     actions = store.actions(record.id)
     confirmed = confirmations(trail)
+    action = actions[-1] if actions else None
+    track = ""
+    if action is not None:
+        # How this playbook fared on this fault before, from every action of the store.
+        every = store.actions(states=list(ActionState))
+        beta = success_of(playbook_success(every), action.playbook, action.hypothesis.fault)
+        track = f"{action.playbook} for {action.hypothesis.fault}: {beta.text}"
     view = build_ticket(
         record,
         anomalies,
         store.hypotheses(record.id),
-        actions[-1] if actions else None,
+        action,
         confirmed.component if confirmed is not None else None,
+        track,
     )
     return store.put_ticket(record.id, ticket_text(view), ticket_blocks(view))
 
