@@ -14,14 +14,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
+from sentinel.cli_common import ConfigOption, cli_settings, err, out
+from sentinel.cli_common import fail as _fail
 from sentinel.clock import ScaledClock, SystemClock
-from sentinel.errors import ConfigError, SentinelError
-from sentinel.settings import Settings, effective_config, load_settings, mask_url, to_toml
+from sentinel.errors import SentinelError
+from sentinel.settings import Settings, effective_config, mask_url, to_toml
 
 if TYPE_CHECKING:
     from sentinel.sim import FaultSpec
@@ -33,36 +34,14 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-# Piped output gets a wide console: rich would otherwise cut tables at 80 columns.
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True)
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        "-c",
-        help="Config file (default: $SENTINEL_CONFIG, else config.toml).",
-        dir_okay=False,
-    ),
-]
 
 
 def _rfc3339(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _fail(e: SentinelError) -> typer.Exit:
-    # Text, not markup: messages quote user input ("[case]", paths, component names).
-    err.print(Text.assemble(("error:", "bold red"), " ", str(e)), highlight=False, soft_wrap=True)
-    return typer.Exit(2 if isinstance(e, ConfigError) else 1)
-
-
 def _settings(path: Path | None, *, serving: bool = True) -> Settings:
-    try:
-        return load_settings(path, serving=serving)
-    except ConfigError as e:
-        raise _fail(e) from e
+    return cli_settings(path, serving=serving)
 
 
 @app.command()

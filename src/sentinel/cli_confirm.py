@@ -17,7 +17,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.text import Text
 
-from sentinel.cli_remediation import ConfigOption, _fail, _say, _settings, err
+from sentinel.cli_common import ConfigOption, err
+from sentinel.cli_common import cli_settings as _settings
+from sentinel.cli_common import fail as _fail
+from sentinel.cli_common import say as _say
 from sentinel.clock import SystemClock
 from sentinel.errors import ConfigError, SentinelError
 from sentinel.learning.archive import Archived, PrometheusSeries, truth_label

@@ -30,12 +30,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from sentinel.cli_remediation import ConfigOption, _settings
+from sentinel.cli_common import ConfigOption, err, out
+from sentinel.cli_common import cli_settings as _settings
+from sentinel.cli_common import say as _say
 from sentinel.errors import SentinelError
 from sentinel.learning.calibration import CalibrationReport, heldout_calibration
 from sentinel.learning.scoring import EvalReport, Scores, evaluate_archive, regressions
@@ -44,17 +45,11 @@ from sentinel.settings import Settings
 __all__ = ["eval_archive"]
 
 # Piped output gets a wide console: rich would otherwise fold the table's cells.
-out = Console(width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True)
 
 EXIT_REGRESSION = 1
 EXIT_USAGE = 2
 # The held-out split of --calibrate: fixed, so that two runs on one archive agree.
 CALIBRATION_SEED = 0
-
-
-def _say(line: str = "") -> None:
-    out.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 def _usage(message: str) -> typer.Exit:

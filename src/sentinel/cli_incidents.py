@@ -28,11 +28,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from sentinel.cli_remediation import ConfigOption, _fail, _settings, _summary
+from sentinel.cli_common import ConfigOption, err, out
+from sentinel.cli_common import cli_settings as _settings
+from sentinel.cli_common import fail as _fail
+from sentinel.cli_common import say as _say
+from sentinel.cli_remediation import audit_summary as _summary
 from sentinel.clock import SystemClock
 from sentinel.errors import IllegalTransition, SentinelError, UnknownIncident
 from sentinel.incidents import (
@@ -57,8 +60,6 @@ from sentinel.tickets import (
 __all__ = ["incident", "incidents"]
 
 # Piped output gets a wide console: rich would otherwise fold the table's cells.
-out = Console(width=None if sys.stdout.isatty() else 250)
-err = Console(stderr=True)
 
 GraphOption = Annotated[
     Path | None,
@@ -70,10 +71,6 @@ GraphOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
-
-
-def _say(line: str = "") -> None:
-    out.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 def _when(incident: Incident) -> str:

@@ -28,7 +28,6 @@ storage (``adapters.db``).
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -36,13 +35,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
 from sentinel.cases import CaseTruth, TruthBasis, read_case
-from sentinel.cli_remediation import ByOption, ConfigOption, _fail, _settings, _who
+from sentinel.cli_common import ByOption, ConfigOption, err, out
+from sentinel.cli_common import cli_settings as _settings
+from sentinel.cli_common import fail as _fail
+from sentinel.cli_common import say as _say
+from sentinel.cli_common import who as _who
 from sentinel.clock import SystemClock
 from sentinel.errors import CaseFormatError, SentinelError, UnknownIncident
 from sentinel.learning.priors import (
@@ -60,8 +62,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Fit", "export_evals", "fit_learned", "learn"]
 
-out = Console(width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True)
 
 EXIT_USAGE = 2
 # The held-out split of the calibration check: fixed, so two fits of one archive agree
@@ -69,10 +69,6 @@ EXIT_USAGE = 2
 CALIBRATION_SEED = 0
 # At most this many spans are read for an export (the oldest of the window).
 MAX_SPANS = 200_000
-
-
-def _say(line: str = "") -> None:
-    out.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 def _usage(message: str) -> typer.Exit:

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.text import Text
 
+from sentinel.cli_common import fail as _fail
+from sentinel.cli_common import say as _say
 from sentinel.errors import ConfigError, SentinelError
 from sentinel.playbooks.loader import LoadedPlaybook, load_playbooks
 from sentinel.playbooks.model import Playbook
@@ -33,9 +33,6 @@ playbook_app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-# Piped output gets a wide console: a file:line message must stay on one line.
-out = Console(width=None if sys.stdout.isatty() else 250)
-err = Console(stderr=True)
 
 # Draft-07, not the 2020-12 pydantic targets: yaml-language-server (VS Code's YAML
 # extension, and the editors built on it) validates draft-07 fully and only warns on
@@ -58,17 +55,6 @@ def playbook_json_schema() -> dict[str, Any]:
         **schema,
         "definitions": definitions,
     }
-
-
-def _fail(e: SentinelError) -> typer.Exit:
-    # As sentinel.cli's: one line on stderr, 2 for a bad configuration. Text, not
-    # markup: messages quote user input.
-    err.print(Text.assemble(("error:", "bold red"), " ", str(e)), highlight=False, soft_wrap=True)
-    return typer.Exit(2 if isinstance(e, ConfigError) else 1)
-
-
-def _say(line: str) -> None:
-    out.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 @playbook_app.command()

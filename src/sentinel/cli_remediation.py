@@ -14,50 +14,17 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from sentinel.cli_common import ByOption, ConfigOption, err, out
+from sentinel.cli_common import cli_settings as _settings
+from sentinel.cli_common import fail as _fail
+from sentinel.cli_common import say as _say
+from sentinel.cli_common import who as _who
 from sentinel.clock import SystemClock
-from sentinel.errors import ConfigError, SentinelError
+from sentinel.errors import SentinelError
 from sentinel.incidents import AuditEntry
-from sentinel.settings import Settings, load_settings
-
-out = Console(width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True)
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        "-c",
-        help="Config file (default: $SENTINEL_CONFIG, else config.toml).",
-        dir_okay=False,
-    ),
-]
-ByOption = Annotated[
-    str | None, typer.Option("--by", help="Who is acting, for the audit log (default: you).")
-]
-
-
-def _fail(e: SentinelError) -> typer.Exit:
-    err.print(Text.assemble(("error:", "bold red"), " ", str(e)), highlight=False, soft_wrap=True)
-    return typer.Exit(2 if isinstance(e, ConfigError) else 1)
-
-
-def _settings(path: Path | None) -> Settings:
-    try:
-        return load_settings(path, serving=False)
-    except ConfigError as e:
-        raise _fail(e) from e
-
-
-def _say(line: str) -> None:
-    out.print(line, highlight=False, markup=False, soft_wrap=True)
-
-
-def _who(by: str | None) -> str:
-    return by or f"cli:{getpass.getuser()}"
 
 
 def set_paused(paused: bool, config: Path | None, by: str | None, reason: str) -> None:
@@ -157,7 +124,7 @@ def reject(
     _decide(action, False, reason, config)
 
 
-def _summary(e: AuditEntry) -> str:
+def audit_summary(e: AuditEntry) -> str:
     d: dict[str, Any] = e.detail
     parts: list[str] = []
     if "action" in d and isinstance(d["action"], str):
@@ -206,7 +173,7 @@ def audit(
             entry.actor,
             entry.action,
             entry.incident_id or "",
-            Text(_summary(entry)),
+            Text(audit_summary(entry)),
         )
     out.print(table)
 
