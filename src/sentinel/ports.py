@@ -177,7 +177,6 @@ class StepResult(BaseModel):
     commit: str | None = None  # the full id of the commit the step made
     branch: str | None = None  # where the commit was pushed
     status: int | None = None  # an HTTP step's response status
-    dry_run: bool = False  # nothing was changed: the step was only described
 
 
 class ActionExecutor(Protocol):

@@ -361,8 +361,6 @@ def result_text(r: StepResult) -> str:
         parts.append(f"commit {r.commit[:12]}" + (f" on {r.branch}" if r.branch else ""))
     if r.status is not None:
         parts.append(f"HTTP {r.status}")
-    if r.dry_run:
-        parts.append("dry run: nothing changed")
     return "; ".join(parts)
 
 
