@@ -811,7 +811,7 @@ def test_a_playbook_that_failed_on_a_fault_goes_after_one_that_worked(tmp_path: 
 
 
 def test_the_daemon_diagnoses_with_the_learned_calibration(tmp_path: Path) -> None:
-    from sentinel.daemon import learned_diagnosis
+    from sentinel.agents.root_cause import learned_diagnosis
     from sentinel.learning.priors import LearnedState
     from sentinel.rca import diagnose_incident
 

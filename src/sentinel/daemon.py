@@ -42,21 +42,19 @@ from sentinel.agents.approvals import ClickHandler, GroupMembers
 from sentinel.agents.learning import LearningAgent
 from sentinel.agents.metric import MetricAgent
 from sentinel.agents.remediation import RemediationAgent
-from sentinel.agents.root_cause import DiagnoseFn
+from sentinel.agents.root_cause import learned_diagnosis
 from sentinel.agents.tickets import ConsoleSink, OutboxNotifier, TicketDesk, incident_picture
 from sentinel.api import AppDeps, create_app
 from sentinel.clock import Clock, SystemClock
-from sentinel.detection import Anomaly
 from sentinel.errors import NotifyError, SentinelError, StoreError
 from sentinel.incidents import IncidentResolved
 from sentinel.ingest import IngestQueue
 from sentinel.observability import SelfMetrics, configure_logging
 from sentinel.playbooks.loader import load_playbooks
 from sentinel.ports import TicketSink
-from sentinel.rca import Hypothesis, diagnose_incident
 from sentinel.settings import Settings, SlackMode
 from sentinel.sli import step_start
-from sentinel.telemetry import ChangeEvent, Span, TopologyEdge
+from sentinel.telemetry import ChangeEvent
 
 if TYPE_CHECKING:
     from sentinel.adapters.executors import Executor
@@ -507,32 +505,6 @@ class Daemon:
             # APScheduler runs on real time, whatever clock the daemon judges by.
             next_run_time=SystemClock().now() + timedelta(seconds=first_in),
         )
-
-
-def learned_diagnosis(store: SqlStore) -> DiagnoseFn:
-    """The Root Cause engine with what was learned: the store's latest learned state
-    (component priors, calibration), read at every diagnosis so that a `sentinel learn`
-    or a reset applies without a restart."""
-
-    def diagnose(
-        anomalies: Sequence[Anomaly],
-        spans: Sequence[Span],
-        changes: Sequence[ChangeEvent],
-        /,
-        *,
-        topology: Sequence[TopologyEdge] = (),
-    ) -> Sequence[Hypothesis]:
-        learned = store.learned()
-        return diagnose_incident(
-            anomalies,
-            spans,
-            changes,
-            topology,
-            priors=learned.component_priors or None,
-            calibration=learned.calibration(),
-        )
-
-    return diagnose
 
 
 def _on_click(handler: ClickHandler) -> Callable[[Click], Coroutine[Any, Any, None]]:

@@ -24,6 +24,7 @@ import structlog
 from sentinel.detection import Anomaly
 from sentinel.errors import StoreError, UnknownIncident
 from sentinel.incidents import TrackedIncident
+from sentinel.learning.priors import LearnedState
 from sentinel.observability import SelfMetrics
 from sentinel.ports import DIAGNOSIS_ACTOR, IncidentStore, TelemetryStore
 from sentinel.rca import Hypothesis, diagnose_incident
@@ -139,3 +140,35 @@ def _failed(
     if metrics is not None:
         metrics.rca_failures.labels(reason=outcome.value).inc()
     return outcome
+
+
+class LearnedSource(Protocol):
+    """Where the latest learned state is read (``adapters.db.SqlStore``)."""
+
+    def learned(self) -> LearnedState: ...
+
+
+def learned_diagnosis(store: LearnedSource) -> DiagnoseFn:
+    """The Root Cause engine with what was learned: the store's latest learned state
+    (component priors, calibration), read at every diagnosis so that a `sentinel learn`
+    or a reset applies without a restart."""
+
+    def diagnose(
+        anomalies: Sequence[Anomaly],
+        spans: Sequence[Span],
+        changes: Sequence[ChangeEvent],
+        /,
+        *,
+        topology: Sequence[TopologyEdge] = (),
+    ) -> Sequence[Hypothesis]:
+        learned = store.learned()
+        return diagnose_incident(
+            anomalies,
+            spans,
+            changes,
+            topology,
+            priors=learned.component_priors or None,
+            calibration=learned.calibration(),
+        )
+
+    return diagnose
