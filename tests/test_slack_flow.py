@@ -501,3 +501,5 @@ def test_the_root_cause_chosen_in_the_ticket_is_confirmed_for_learning(
         )
     confirmed = [e for e in w.store.audit("inc-slack") if e.action == "root_cause_confirmed"]
     assert [e.actor for e in confirmed] == [f"slack:{APPROVER}"]
+    refused = [e for e in w.store.audit("inc-slack") if e.action == "approval_refused"]
+    assert [(e.actor, e.detail["wanted"]) for e in refused] == [("slack:U0INTRUDER", "confirm")]

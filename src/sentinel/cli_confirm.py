@@ -107,13 +107,14 @@ def confirm(
 ) -> None:
     """Confirm or correct an incident's root cause.
 
-    Recorded in the audit log as cli:<your login>. Not gated by [approvals]: it changes
-    no system, only what sentinel learns from the incident. A resolved incident's case
-    is archived again at once with the confirmed [truth] (and committed when the archive
-    folder is a git repository).
+    Recorded in the audit log as cli:<your login>. Not gated by the approvers list: it
+    changes no system, only what sentinel learns from the incident. A resolved
+    incident's case is archived again at once with the confirmed truth (and committed
+    when the archive folder is a git repository). Its ticket shows the confirmation.
     """
     from sentinel.adapters.db import open_store
     from sentinel.agents.learning import LearningAgent
+    from sentinel.agents.tickets import refresh_ticket
 
     s = _settings(config)
     by = f"cli:{getpass.getuser()}"
@@ -129,6 +130,7 @@ def confirm(
                 runner=source.run if source is not None else asyncio.run,
             )
             done = agent.confirm(incident_id, root_cause, fault, by)
+            refresh_ticket(store, incident_id)  # the daemon delivers the update
         finally:
             store.close()
     except SentinelError as e:

@@ -253,7 +253,8 @@ class LearningSettings(_Section):
     lookback_minutes: Annotated[float, Field(gt=0)] = 45.0
     # `sentinel eval --baseline`: fail when AC@1 falls by more than this.
     eval_tolerance: Annotated[float, Field(ge=0, le=1)] = 0.05
-    # Refit calibration and priors only with at least this many archived cases with truth.
+    # Refit the calibration only with at least this many archived cases with confirmed
+    # truth (priors are fitted from any number).
     min_cases: Annotated[int, Field(ge=1)] = 20
 
 

@@ -207,6 +207,15 @@ class ClickHandler:
         approve may confirm. What they are told (privately) is returned."""
         actor = f"slack:{user_id}"
         if not authorized(actor, self.settings, await self.groups.get()):
+            refusal = AuditEntry(
+                time=self.clock.now(),
+                actor=actor,
+                action=REFUSED,
+                incident_id=incident_id,
+                detail={"wanted": "confirm", "component": component},
+            )
+            await asyncio.to_thread(self.store.append_audit, refusal)
+            log.warning("confirmation refused", actor=actor, incident=incident_id)
             text = f"You may not confirm root causes ({actor} is not an approver). Ask an approver."
         elif self.confirm_cause is None:
             text = "Confirming root causes is off (no archive configured)."

@@ -599,6 +599,7 @@ def write_dataset(dataset: RunDataset, path: Path) -> Path:
     if path.suffix.lower() not in (".yaml", ".yml", ".json"):
         raise ValueError(f"{path}: the dataset file must end in .yaml, .yml or .json")
     name = f"{path.stem}_schema.json"  # relative: the YAML names it relative to itself
+    path.parent.mkdir(parents=True, exist_ok=True)
     dataset.to_file(path, schema_path=name, custom_evaluator_types=EVALUATORS)
     return path.parent / name
 
