@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import getpass
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
 from sentinel.errors import ConfigError, SentinelError
@@ -62,3 +65,23 @@ def say(line: str = "") -> None:
 def who(by: str | None) -> str:
     """The actor of a CLI decision: ``--by`` when given, else ``cli:<login>``."""
     return by or f"cli:{getpass.getuser()}"
+
+
+@contextmanager
+def case_progress(label: str) -> Iterator[Callable[[int, int, str], None]]:
+    """A progress bar on stderr for work over archived cases; yields the callback
+    ``(done, total, case name)`` that ``evaluate_archive`` and ``fit_learned`` call."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=None)
+
+        def show(done: int, total: int, name: str) -> None:
+            bar.update(task, completed=done, total=total, description=name or label)
+
+        yield show

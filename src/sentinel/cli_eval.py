@@ -30,11 +30,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from sentinel.cli_common import ConfigOption, err, out
+from sentinel.cli_common import ConfigOption, case_progress, err, out
 from sentinel.cli_common import cli_settings as _settings
 from sentinel.cli_common import say as _say
 from sentinel.errors import SentinelError
@@ -170,19 +169,7 @@ def _read_baseline(path: Path) -> EvalReport:
 
 
 def _evaluate(archive_dir: Path, settings: Settings) -> EvalReport:
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("cases", total=None)
-
-        def show(done: int, total: int, name: str) -> None:
-            bar.update(task, completed=done, total=total, description=name or "cases")
-
+    with case_progress("cases") as show:
         return evaluate_archive(archive_dir, settings, progress=show)
 
 

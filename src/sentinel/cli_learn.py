@@ -35,12 +35,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
 from sentinel.cases import CaseTruth, TruthBasis, read_case
-from sentinel.cli_common import ByOption, ConfigOption, err, out
+from sentinel.cli_common import ByOption, ConfigOption, case_progress, err, out
 from sentinel.cli_common import cli_settings as _settings
 from sentinel.cli_common import fail as _fail
 from sentinel.cli_common import say as _say
@@ -291,19 +290,7 @@ def _read_truths(
 def _fit_with_progress(
     store: SqlStore, settings: Settings, folder: Path | None, now: datetime
 ) -> Fit:
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("diagnosing cases", total=None)
-
-        def show(done: int, total: int, name: str) -> None:
-            bar.update(task, completed=done, total=total, description=name or "cases")
-
+    with case_progress("diagnosing cases") as show:
         return fit_learned(store, settings, folder, now, progress=show)
 
 
