@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol, TextIO
@@ -34,7 +34,7 @@ import structlog
 from sentinel.errors import NotifyError, UnknownIncident
 from sentinel.incidents import Incident, fold, lifecycle_events
 from sentinel.learning.archive import confirmations
-from sentinel.learning.priors import playbook_success, success_of
+from sentinel.learning.priors import Beta, PlaybookKey, playbook_success, success_of
 from sentinel.observability import SelfMetrics
 from sentinel.ports import (
     Block,
@@ -88,9 +88,14 @@ class TicketStore(TelemetryStore, IncidentStore, Protocol):
     ) -> None: ...
 
 
-def refresh_ticket(store: TicketStore, incident: Incident | str) -> bool:
+def refresh_ticket(
+    store: TicketStore,
+    incident: Incident | str,
+    success: Mapping[PlaybookKey, Beta] | None = None,
+) -> bool:
     """Write what the incident's ticket should say now to the outbox; True when it
-    changed (and will be delivered). Blocking."""
+    changed (and will be delivered). Blocking. ``success``: the playbooks' track
+    records (``playbook_success`` of every action), when the caller has them already."""
     record = store.get_incident(incident) if isinstance(incident, str) else incident
     if record is None:
         raise UnknownIncident(f"no incident {incident!r}")
@@ -103,8 +108,9 @@ def refresh_ticket(store: TicketStore, incident: Incident | str) -> bool:
     track = ""
     if action is not None:
         # How this playbook fared on this fault before, from every action of the store.
-        every = store.actions(states=list(ActionState))
-        beta = success_of(playbook_success(every), action.playbook, action.hypothesis.fault)
+        if success is None:
+            success = playbook_success(store.actions(states=list(ActionState)))
+        beta = success_of(success, action.playbook, action.hypothesis.fault)
         track = f"{action.playbook} for {action.hypothesis.fault}: {beta.text}"
     view = build_ticket(
         record,
@@ -304,10 +310,15 @@ class TicketDesk:
 
     def refresh(self, incident_ids: Iterable[str]) -> list[str]:
         """Refresh these incidents' tickets; the ids whose ticket changed. Blocking."""
-        changed = []
-        for incident_id in incident_ids:
+        changed: list[str] = []
+        ids = list(dict.fromkeys(incident_ids))
+        if not ids:
+            return changed
+        # Every action of the store, read once for all the tickets' track records.
+        success = playbook_success(self.store.actions(states=list(ActionState)))
+        for incident_id in ids:
             try:
-                if refresh_ticket(self.store, incident_id):
+                if refresh_ticket(self.store, incident_id, success):
                     changed.append(incident_id)
                 self._queue_picture(incident_id)
             except UnknownIncident:
