@@ -34,7 +34,7 @@ from sentinel.agents.remediation import RemediationAgent, RemediationEvent
 from sentinel.cases import FaultKind, ingest_case
 from sentinel.clock import FakeClock
 from sentinel.detection import Anomaly
-from sentinel.incidents import Incident, TrackedIncident
+from sentinel.incidents import Incident, IncidentOpened, TrackedIncident, audit_entry
 from sentinel.playbooks.loader import load_playbooks
 from sentinel.playbooks.model import AnyAction, BlastRadius, Playbook
 from sentinel.ports import StepResult
@@ -113,7 +113,11 @@ def seed_incident(
     store: SqlStore, remote: Remote, confidence: float, inc: TrackedIncident | None = None
 ) -> TrackedIncident:
     inc = inc or incident()
-    store.put_incident(inc.incident)
+    # With its lifecycle event, as the Metric Agent writes it: a daemon sees it open.
+    opened = IncidentOpened(
+        incident_id=inc.id, time=inc.onset, onset=inc.onset, anomalies=inc.anomalies
+    )
+    store.put_incident(inc.incident, [audit_entry(opened, "metric-agent")])
     short = remote.bad[:7]
     store.add_changes(
         [
@@ -232,7 +236,7 @@ def test_a_sure_diagnosis_is_rolled_back_once_verified_and_audited(world: Daemon
         RemediationEvent.APPLIED,
         RemediationEvent.VERIFIED,
     ]
-    proposed = world.store.audit("inc-1")[1]  # after "diagnosed"
+    (proposed,) = [e for e in world.store.audit("inc-1") if e.action == "action_proposed"]
     assert proposed.actor == "remediation-agent"
     assert proposed.detail["hypothesis"]["confidence"] == 0.95
     assert proposed.detail["hypothesis"]["evidence"] == [

@@ -24,15 +24,19 @@ from sentinel.adapters.db import SqlStore, open_store
 from sentinel.adapters.slack import APPROVE_ACTION_ID, REJECT_ACTION_ID, SlackSink
 from sentinel.agents.tickets import OutboxNotifier, TicketDesk, refresh_ticket
 from sentinel.clock import FakeClock, SystemClock
-from sentinel.detection import Anomaly
-from sentinel.incidents import IncidentOpened, audit_entry, transition
 from sentinel.rca import Hypothesis
 from sentinel.remediation import ActionState
 from sentinel.settings import Settings
-from sentinel.telemetry import ChangeEvent, ChangeKind, SliKind
 from tests.fixtures.slack import SlackFake, block_actions_payload
 from tests.harness import make_settings, running_daemon
-from tests.test_remediation_agent import PROMPT_GOOD, ROOT, Remote, make_remote
+from tests.test_remediation_agent import (
+    PROMPT_GOOD,
+    ROOT,
+    Remote,
+    incident,
+    make_remote,
+    seed_incident,
+)
 
 APPROVER = "U0APPROVER"
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -52,43 +56,10 @@ def wait_for(what: str, probe: Callable[[], _T | None], timeout: float = 30.0) -
 
 def seed(store: SqlStore, remote: Remote, confidence: float) -> str:
     """An open incident (with its lifecycle event, as the Metric Agent writes it), the
-    commit that caused it, and a diagnosis blaming that commit."""
-    now = SystemClock().now()
-    anomaly = Anomaly(
-        component="agent:support-agent",
-        sli=SliKind.LATENCY_P95,
-        onset=now - timedelta(minutes=2),
-        baseline=1.2,
-        observed=4.8,
-        score=12.0,
-    )
-    opened = IncidentOpened(
-        incident_id="inc-slack", time=now, onset=anomaly.onset, anomalies=(anomaly,)
-    )
-    state = transition(None, opened)
-    store.put_incident(state.incident, [audit_entry(opened, "metric-agent")])
-    short = remote.bad[:7]
-    store.add_changes(
-        [
-            ChangeEvent(
-                id=short,
-                time=now - timedelta(minutes=3),
-                component="prompt:support-agent",
-                affects=("agent:support-agent",),
-                kind=ChangeKind.PROMPT,
-                repo="agent-config",
-                path="prompts/support.md",
-            )
-        ]
-    )
-    h = Hypothesis(
-        component="prompt:support-agent",
-        fault="prompt_regression",
-        confidence=confidence,
-        change=short,
-        evidence=("p95 latency of agent:support-agent 1.2 s -> 4.8 s",),
-    )
-    store.put_hypotheses("inc-slack", [h], now)
+    commit that caused it, and a diagnosis blaming that commit; the key of the action
+    the rollback playbook will propose."""
+    at = SystemClock().now() - timedelta(minutes=2)
+    seed_incident(store, remote, confidence, incident("inc-slack", at))
     return "inc-slack/rollback-bad-change"
 
 
