@@ -51,7 +51,7 @@ def say(line: str) -> None:
 
 def score_case(
     case: Case, target: str | None, det: DetectionSettings, pricing: PricingSettings
-) -> tuple[bool, bool, bool | None, float, str]:
+) -> tuple[bool, bool, bool | None, float, str, float | None]:
     assert case.truth is not None
     t = time.perf_counter()
     incidents = replay_case(case, det, pricing)
@@ -68,17 +68,31 @@ def score_case(
         if incidents
         else "-"
     )
-    return one, on_time, hit, seconds, f"{len(incidents)} incident(s), onset {off}"
+    # When the replay opened the first incident after the fault (a replay judges at
+    # every step's end, so a live run adds the ingest lag and its run time to this).
+    opened = [
+        (i.incident.opened_at - case.truth.fault_start).total_seconds()
+        for i in incidents
+        if i.incident.opened_at >= case.truth.fault_start
+    ]
+    delay = min(opened) if opened else None
+    note = f"{len(incidents)} incident(s), onset {off}"
+    if delay is not None:
+        note += f", opened +{delay:.0f}s"
+    return one, on_time, hit, seconds, note, delay
 
 
 def fault_suite(n: int, seed: int, det: DetectionSettings, pricing: PricingSettings) -> None:
     rows: list[tuple[bool, bool, bool | None, float]] = []
+    delays: list[float] = []
     by_kind: dict[str, list[bool]] = {}
     for spec in suite(n, seed):
         case = simulate_case(spec)
         target = plan_fault(spec, random.Random(spec.seed)).target
-        one, on_time, hit, secs, note = score_case(case, target, det, pricing)
+        one, on_time, hit, secs, note, delay = score_case(case, target, det, pricing)
         rows.append((one, on_time, hit, secs))
+        if delay is not None:
+            delays.append(delay)
         by_kind.setdefault(spec.fault.value, []).append(one and on_time)
         say(
             f"  {case.meta.id:<55} {spec.magnitude.value:<6} {spec.onset.value:<6} {note}"
@@ -87,8 +101,10 @@ def fault_suite(n: int, seed: int, det: DetectionSettings, pricing: PricingSetti
     public = sorted(p for p in SHARED.iterdir() if (p / "case.toml").exists())
     for p in public:
         case = read_case(p, with_truth=True)
-        one, on_time, hit, secs, note = score_case(case, None, det, pricing)
+        one, on_time, hit, secs, note, delay = score_case(case, None, det, pricing)
         rows.append((one, on_time, hit, secs))
+        if delay is not None:
+            delays.append(delay)
         say(f"  {case.meta.id:<55} {'public':<13} {note}")
     total = len(rows)
     say("")
@@ -97,6 +113,14 @@ def fault_suite(n: int, seed: int, det: DetectionSettings, pricing: PricingSetti
     say(f"  first onset within +-90 s:     {sum(r[1] for r in rows) / total:6.1%}  (target >= 90%)")
     hits = [r[2] for r in rows if r[2] is not None]
     say(f"  target among first incident:  {sum(hits) / len(hits):6.1%}  (simulated cases)")
+    if delays:
+        step = det.step_seconds
+        med = statistics.median(delays)
+        say(
+            f"  replay delay fault -> opened:  median {med:.0f} s = {med / step:.2f} steps "
+            f"({len(delays)} cases; a replay judges at each step's end, live adds the "
+            f"{det.ingest_lag_seconds:g} s ingest lag and the run's own time)"
+        )
     durations = [r[3] for r in rows]
     say(
         f"  seconds per case (replay):     median {statistics.median(durations):.2f}, "
