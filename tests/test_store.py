@@ -70,6 +70,7 @@ TABLES = {
     "tickets",
     "ticket_messages",
     "learned_state",
+    "llm_outputs",
 }
 
 
@@ -440,6 +441,7 @@ def test_a_database_at_0001_gains_the_later_tables_and_loses_them_on_downgrade(
         "tickets",
         "ticket_messages",
         "learned_state",
+        "llm_outputs",
     }
 
     s = open_store(store_url, FakeClock(NOW))  # upgrades to head
@@ -453,16 +455,24 @@ def test_a_database_at_0001_gains_the_later_tables_and_loses_them_on_downgrade(
     finally:
         s.close()
 
+    _alembic(store_url, downgrade_to="0005")
+    assert _tables(store_url) == TABLES - {"llm_outputs"}
     _alembic(store_url, downgrade_to="0004")
-    assert _tables(store_url) == TABLES - {"learned_state"}
+    assert _tables(store_url) == TABLES - {"learned_state", "llm_outputs"}
     _alembic(store_url, downgrade_to="0003")
-    assert _tables(store_url) == TABLES - {"tickets", "ticket_messages", "learned_state"}
+    assert _tables(store_url) == TABLES - {
+        "tickets",
+        "ticket_messages",
+        "learned_state",
+        "llm_outputs",
+    }
     _alembic(store_url, downgrade_to="0002")
     assert _tables(store_url) == TABLES - {
         "actions",
         "tickets",
         "ticket_messages",
         "learned_state",
+        "llm_outputs",
     }
     assert _versions(store_url) == ["0002"]
     _alembic(store_url, downgrade_to="0001")
@@ -472,6 +482,7 @@ def test_a_database_at_0001_gains_the_later_tables_and_loses_them_on_downgrade(
         "tickets",
         "ticket_messages",
         "learned_state",
+        "llm_outputs",
     }
     assert _versions(store_url) == ["0001"]
 

@@ -22,6 +22,7 @@ from sentinel.telemetry import ChangeEvent, Sample, Series, Span
 
 if TYPE_CHECKING:  # incidents imports cases, which imports this module
     from sentinel.incidents import AuditEntry, Incident
+    from sentinel.llm.records import LlmAgentName, LlmRecord
     from sentinel.playbooks.model import AnyAction, BlastRadius
     from sentinel.rca import Hypothesis
 
@@ -104,6 +105,10 @@ class TelemetryStore(Protocol):
         (the oldest) when given."""
         ...
 
+    def span(self, trace_id: str, span_id: str) -> Span | None:
+        """The span with these ids, or None when the store does not hold it."""
+        ...
+
     def add_changes(self, changes: Sequence[ChangeEvent]) -> int: ...
 
     def changes(self, start: datetime, end: datetime) -> list[ChangeEvent]: ...
@@ -124,6 +129,7 @@ class AuditAction(StrEnum):
     DIAGNOSED = "diagnosed"  # put_hypotheses: detail names the top hypothesis
     PAUSED = "remediation_paused"  # the kill switch turned on (set_paused)
     RESUMED = "remediation_resumed"
+    LLM_OUTPUT = "llm_output"  # put_llm_output: detail names the agent, outcome and cost
 
 
 # Who a diagnosis is attributed to in the audit log unless the caller says otherwise.
@@ -160,6 +166,23 @@ class IncidentStore(Protocol):
     def hypotheses(self, incident_id: str) -> list[Hypothesis]:
         """The hypotheses of the incident's latest diagnosis, best first ([] before its
         first). Raises ``UnknownIncident`` for an id the store does not hold."""
+        ...
+
+
+class LlmOutputStore(Protocol):
+    """What sentinel's LLM agents wrote, per incident (``llm.records.LlmRecord``). Blocking."""
+
+    def put_llm_output(self, record: LlmRecord) -> int:
+        """Store the record and its ``AuditAction.LLM_OUTPUT`` entry atomically; returns
+        the record's id. Raises ``UnknownIncident`` for an id the store does not hold."""
+        ...
+
+    def llm_outputs(self, incident_id: str, agent: LlmAgentName | None = None) -> list[LlmRecord]:
+        """The incident's records (only ``agent``'s when given), oldest first."""
+        ...
+
+    def llm_tokens_used(self, incident_id: str) -> int:
+        """Input plus output tokens of all the incident's records (0 when none)."""
         ...
 
 

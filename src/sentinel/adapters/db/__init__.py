@@ -17,6 +17,7 @@ Layout (import from here, not from the modules):
     incidents  incidents, hypotheses, audit, actions, kill switch, cursors  (mixin)
     outbox     tickets and their thread messages          (mixin)
     learned    versions of the learned state (priors, calibration)  (mixin)
+    llm        what sentinel's LLM agents wrote per incident  (mixin)
     engine     ``create_engine_for``, ``migrate``
     store      ``SqlStore`` composed of the mixins, ``open_store``
 

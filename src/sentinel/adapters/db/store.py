@@ -11,6 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sentinel.adapters.db.engine import create_engine_for, migrate
 from sentinel.adapters.db.incidents import IncidentsMixin
 from sentinel.adapters.db.learned import LearnedMixin
+from sentinel.adapters.db.llm import LlmMixin
 from sentinel.adapters.db.outbox import OutboxMixin
 from sentinel.adapters.db.telemetry import TelemetryMixin
 from sentinel.clock import Clock
@@ -18,9 +19,10 @@ from sentinel.errors import StoreError
 from sentinel.settings import mask_url
 
 
-class SqlStore(TelemetryMixin, IncidentsMixin, OutboxMixin, LearnedMixin):
+class SqlStore(TelemetryMixin, IncidentsMixin, OutboxMixin, LearnedMixin, LlmMixin):
     """``ports.TelemetryStore`` and the incident/audit/cursor store on SQLAlchemy, with
-    the ticket outbox and the versions of the learned state."""
+    the ticket outbox, the versions of the learned state and what the LLM agents wrote
+    (``ports.LlmOutputStore``)."""
 
 
 def open_store(url: str, clock: Clock, *, auto_migrate: bool = True) -> SqlStore:

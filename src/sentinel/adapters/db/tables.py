@@ -217,6 +217,28 @@ class LearnedStateRow(SQLModel, table=True):
     state: str  # JSON of learning.priors.LearnedState
 
 
+class LlmOutputRow(SQLModel, table=True):
+    # Every run of sentinel's own LLM agents on an incident (llm.records.LlmRecord),
+    # whatever its outcome, never updated: the newest OK one of an agent for the
+    # incident's current basis is the one in use; the token columns feed its budget.
+    __tablename__ = "llm_outputs"
+
+    id: int | None = Field(default=None, primary_key=True)
+    incident_id: str = Field(index=True, foreign_key="incidents.id", ondelete="CASCADE")
+    agent: str  # LlmAgentName
+    basis: str  # digest of the hypotheses the run was given
+    outcome: str  # LlmOutcome
+    prompt: str
+    prompt_version: str
+    model: str
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    output: str | None = None  # JSON of the validated output; NULL unless OK
+    note: str = ""
+    input_tokens: int = Field(default=0, sa_type=sa.BigInteger)
+    output_tokens: int = Field(default=0, sa_type=sa.BigInteger)
+    cost_usd: float = 0.0
+
+
 class CursorRow(SQLModel, table=True):
     __tablename__ = "cursors"
 
@@ -238,5 +260,6 @@ ACTIONS: sa.Table = ActionRow.__table__  # type: ignore[attr-defined]
 TICKETS: sa.Table = TicketRow.__table__  # type: ignore[attr-defined]
 TICKET_MESSAGES: sa.Table = TicketMessageRow.__table__  # type: ignore[attr-defined]
 LEARNED_STATE: sa.Table = LearnedStateRow.__table__  # type: ignore[attr-defined]
+LLM_OUTPUTS: sa.Table = LlmOutputRow.__table__  # type: ignore[attr-defined]
 
 METADATA = SQLModel.metadata

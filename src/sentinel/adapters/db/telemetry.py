@@ -93,6 +93,14 @@ class TelemetryMixin(_Base):
             rows = conn.execute(q).mappings().all()
         return [_span_from_row(r) for r in rows]
 
+    def span(self, trace_id: str, span_id: str) -> Span | None:
+        """The span with these ids (the stored, lower-case hex), or None."""
+        t = SPANS
+        q = sa.select(t).where(t.c.trace_id == trace_id, t.c.span_id == span_id)
+        with self._read(f"reading span {trace_id!r}/{span_id!r}") as conn:
+            r = conn.execute(q).mappings().first()
+        return None if r is None else _span_from_row(r)
+
     def span_count(self) -> int:
         with self._read("counting spans") as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(SPANS)).scalar_one())
