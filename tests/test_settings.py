@@ -279,6 +279,7 @@ def test_secrets_come_from_the_environment_and_are_masked(tmp_path: Path) -> Non
         "SENTINEL_SLACK_BOT_TOKEN": "(unset)",
         "SENTINEL_SLACK_APP_TOKEN": "(unset)",
         "SENTINEL_SLACK_SIGNING_SECRET": "(unset)",
+        "SENTINEL_LLM_API_KEY": "(unset)",
     }
     for text in (to_toml(shown), repr(shown), repr(s), str(s)):
         assert TOKEN not in text
@@ -676,6 +677,24 @@ def test_a_slack_channel_needs_the_tokens_of_its_mode(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="SENTINEL_SLACK_SIGNING_SECRET"):
         load_settings(http, env={"SENTINEL_SLACK_BOT_TOKEN": "xoxb-1"})
     assert load_settings(http, env={}, serving=False).slack.mode.value == "http"
+
+
+def test_an_llm_needs_its_key_or_a_local_server(tmp_path: Path) -> None:
+    hosted = write(tmp_path, '[llm]\nmodel = "openai:gpt-4o"\n')
+    with pytest.raises(
+        ConfigError, match=r"config.toml: llm.model = 'openai:gpt-4o' needs .*SENTINEL_LLM_API_KEY"
+    ):
+        load_settings(hosted, env={})
+    keyed = load_settings(hosted, env={"SENTINEL_LLM_API_KEY": "sk-1"})
+    assert keyed.secrets.llm_api_key is not None
+    assert "sk-1" not in str(effective_config(keyed))
+    local = write(
+        tmp_path, '[llm]\nmodel = "openai:llama3.1"\nbase_url = "http://127.0.0.1:11434/v1"\n'
+    )
+    assert load_settings(local, env={}).llm.enabled
+    bad = write(tmp_path, '[llm]\nmodel = "gpt-4o"\n')
+    with pytest.raises(ConfigError, match=r"llm.model.*use \"none\" or \"openai:<model>\""):
+        load_settings(bad, env={})
 
 
 def test_approvers_must_name_where_they_approve_from(tmp_path: Path) -> None:

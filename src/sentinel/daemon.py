@@ -39,6 +39,7 @@ from sentinel.adapters.slack import (
 )
 from sentinel.adapters.span_writer import SpanWriterProcess
 from sentinel.agents.approvals import ClickHandler, GroupMembers
+from sentinel.agents.explainer import Explainer
 from sentinel.agents.learning import LearningAgent
 from sentinel.agents.metric import MetricAgent
 from sentinel.agents.remediation import RemediationAgent
@@ -46,9 +47,11 @@ from sentinel.agents.root_cause import learned_diagnosis
 from sentinel.agents.tickets import ConsoleSink, OutboxNotifier, TicketDesk, incident_picture
 from sentinel.api import AppDeps, create_app
 from sentinel.clock import Clock, SystemClock
-from sentinel.errors import NotifyError, SentinelError, StoreError
+from sentinel.errors import ConfigError, NotifyError, SentinelError, StoreError
 from sentinel.incidents import IncidentResolved
 from sentinel.ingest import IngestQueue
+from sentinel.llm.agents import build_model
+from sentinel.llm.tracing import self_tracing
 from sentinel.observability import SelfMetrics, configure_logging
 from sentinel.playbooks.loader import load_playbooks
 from sentinel.ports import TicketSink
@@ -57,6 +60,9 @@ from sentinel.sli import step_start
 from sentinel.telemetry import ChangeEvent
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from pydantic_ai.models import Model
+
     from sentinel.adapters.executors import Executor
 
 log = structlog.get_logger(__name__)
@@ -79,10 +85,21 @@ class _Server(uvicorn.Server):
 
 
 class Daemon:
-    def __init__(self, settings: Settings, clock: Clock, *, store: SqlStore | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Clock,
+        *,
+        store: SqlStore | None = None,
+        llm_model: Model | None = None,
+    ) -> None:
         """``store``: an already open store to use instead of opening ``settings``' one
-        (the daemon closes it on shutdown)."""
+        (the daemon closes it on shutdown). ``llm_model``: the model of the LLM agents
+        instead of the one ``[llm]`` names (tests: a ``FunctionModel``)."""
         self.settings = settings
+        self.llm_model = llm_model
+        self.explainer: Explainer | None = None
+        self._llm_tracing: TracerProvider | None = None
         self.clock = clock
         self.metrics = SelfMetrics()
         self.port: int | None = None
@@ -219,6 +236,14 @@ class Daemon:
         async def deliver_tickets() -> None:
             await desk.deliver(self.clock.now())
 
+        explainer = self.explainer = self._explainer(store, desk)
+        if explainer is not None:
+
+            async def explain() -> None:
+                await explainer.run_once()
+
+            self._schedule(scheduler, "llm_explain", explain, s.llm.every_seconds)
+
         self._schedule(scheduler, "deliver_tickets", deliver_tickets, s.slack.deliver_seconds)
         handler = self._click_handler(store, desk)
         slack_http: dict[str, Any] = {}
@@ -346,6 +371,8 @@ class Daemon:
                 await self.slack.close()
             if self.prometheus is not None:
                 await self.prometheus.aclose()
+            if self._llm_tracing is not None:
+                await asyncio.to_thread(self._llm_tracing.shutdown)
             await asyncio.to_thread(store.close)
             log.info("stopped", queue_drained=drained)
 
@@ -364,7 +391,44 @@ class Daemon:
             cap_seconds=s.slack.retry_max_seconds,
             picture=picture,
             metrics=self.metrics,
+            max_shift=s.llm.max_confidence_shift,
         )
+
+    def _explainer(self, store: SqlStore, desk: TicketDesk) -> Explainer | None:
+        """The LLM agents, when ``[llm]`` names a model (or one was given). A bad LLM
+        config (no key, no prompt) is logged and the daemon runs without them: the
+        deterministic core never needs them."""
+        s = self.settings
+        try:
+            model = self.llm_model or build_model(s.llm, s.secrets)
+            if model is None:
+                return None
+            instrument = None
+            if s.llm.export_traces_to:
+                instrument, self._llm_tracing = self_tracing(s.llm.export_traces_to)
+
+            def refresh(incident_id: str) -> None:
+                desk.refresh([incident_id])
+
+            explainer = Explainer(
+                s,
+                store,
+                self.clock,
+                model,
+                instrument=instrument,
+                metrics=self.metrics,
+                on_written=refresh,
+            )
+        except ConfigError as e:
+            log.error("llm agents off: bad [llm] config", error=str(e))
+            return None
+        log.info(
+            "llm agents on",
+            model=explainer.model_name,
+            prompts={a.value: p.version for a, p in explainer.prompts.items()},
+            traces_to=s.llm.export_traces_to or None,
+        )
+        return explainer
 
     def _learning_agent(self, store: SqlStore) -> LearningAgent | None:
         """The Learning Agent archives resolved incidents, when an archive is configured."""
@@ -557,11 +621,12 @@ def daemon_thread(
     *,
     store: SqlStore | None = None,
     start_timeout: float = 30.0,
+    llm_model: Model | None = None,
 ) -> Iterator[RunningDaemon]:
     """Run a daemon on its own thread and event loop until the block ends (graceful stop,
     as SIGTERM). For embedding: tests, benchmarks, the demo. Port 0 binds any free port;
     ``url`` is where it listens. An error of the daemon is raised here."""
-    daemon = Daemon(settings, clock, store=store)
+    daemon = Daemon(settings, clock, store=store, llm_model=llm_model)
     loop_box: list[asyncio.AbstractEventLoop] = []
     errors: list[BaseException] = []
 

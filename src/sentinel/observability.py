@@ -140,6 +140,26 @@ class SelfMetrics:
             ["action"],
             registry=r,
         )
+        self.llm_runs = Counter(
+            "sentinel_llm_runs",
+            "Runs of sentinel's own LLM agents, by agent and outcome (ok, rejected, "
+            "timeout, budget, unreachable, error). Anything but ok leaves the ticket on "
+            "the deterministic text, with a note.",
+            ["agent", "outcome"],
+            registry=r,
+        )
+        self.llm_tokens = Counter(
+            "sentinel_llm_tokens",
+            "Tokens sentinel's own LLM agents used, by agent and direction.",
+            ["agent", "direction"],
+            registry=r,
+        )
+        self.llm_cost = Counter(
+            "sentinel_llm_cost_usd",
+            "What sentinel's own LLM agents cost, in USD, from [pricing] (0 for a model "
+            "without a price).",
+            registry=r,
+        )
         self.rca_failures = Counter(
             "sentinel_rca_failures",
             "Root-cause diagnoses of an incident that failed, by reason: engine (the "

@@ -258,6 +258,59 @@ class LearningSettings(_Section):
     min_cases: Annotated[int, Field(ge=1)] = 20
 
 
+class LlmSettings(_Section):
+    """sentinel's own LLM agents (``sentinel.llm``): the ticket's narrative, and an
+    investigation when the engine is unsure. Detection, ranking, gates and verification
+    never need them. The API key comes from SENTINEL_LLM_API_KEY only."""
+
+    # "none": no LLM (the default). "openai:<model>": OpenAI, or with base_url any
+    # OpenAI-compatible server (Ollama, vLLM, a gateway).
+    model: str = "none"
+    base_url: str = ""
+    # One agent run, model calls and tools included.
+    timeout_seconds: Annotated[float, Field(gt=0)] = 60.0
+    # Retries of an output that failed validation (bad shape, evidence not in the store).
+    retries: Annotated[int, Field(ge=0, le=10)] = 2
+    # Tokens (input + output) all runs on one incident may use; then the ticket says so.
+    max_tokens_per_incident: Annotated[int, Field(gt=0)] = 60_000
+    # The investigator runs when the top hypothesis' confidence is below this.
+    investigate_below: Annotated[float, Field(ge=0, le=1)] = 0.6
+    # How far the investigator may move a hypothesis' confidence, either way. What a
+    # gate sees is never above the engine's confidence, whatever this is.
+    max_confidence_shift: Annotated[float, Field(ge=0, le=1)] = 0.15
+    # Versioned prompt files, prompts/<name>.v<N>.md; the newest unless pinned here
+    # (e.g. prompt_versions = { narrative = "v1" }).
+    prompts_dir: str = "prompts"
+    prompt_versions: dict[str, str] = {}
+    # OTLP/HTTP traces endpoint for the agents' own spans (GenAI conventions); "" keeps
+    # them in-process. Pointing it at sentinel's own /v1/traces makes sentinel watch itself.
+    export_traces_to: str = ""
+    # How often the daemon looks for incidents to explain.
+    every_seconds: Annotated[float, Field(gt=0)] = 10.0
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        if v != "none" and not re.fullmatch(r"openai:\S+", v):
+            raise ValueError(
+                f'model {v!r}: use "none" or "openai:<model>" (with base_url for any '
+                "OpenAI-compatible server such as Ollama or vLLM)"
+            )
+        return v
+
+    @field_validator("prompt_versions")
+    @classmethod
+    def _versions(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = {k: x for k, x in v.items() if not re.fullmatch(r"v[0-9]+", x)}
+        if bad:
+            raise ValueError(f'prompt versions look like "v1"; got {bad}')
+        return v
+
+    @property
+    def enabled(self) -> bool:
+        return self.model != "none"
+
+
 class LoggingSettings(_Section):
     level: LogLevel = LogLevel.INFO
     format: LogFormat = LogFormat.JSON
@@ -415,6 +468,7 @@ class Secrets(_Section):
     slack_bot_token: SecretStr | None = None
     slack_app_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
+    llm_api_key: SecretStr | None = None
 
 
 # env var -> Secrets field
@@ -426,6 +480,7 @@ SECRET_ENV: Mapping[str, str] = {
     "SENTINEL_SLACK_BOT_TOKEN": "slack_bot_token",
     "SENTINEL_SLACK_APP_TOKEN": "slack_app_token",
     "SENTINEL_SLACK_SIGNING_SECRET": "slack_signing_secret",
+    "SENTINEL_LLM_API_KEY": "llm_api_key",
 }
 
 
@@ -443,6 +498,7 @@ class Settings(_Section):
     slack: SlackSettings = SlackSettings()
     approvals: ApprovalSettings = ApprovalSettings()
     learning: LearningSettings = LearningSettings()
+    llm: LlmSettings = LlmSettings()
     secrets: Secrets = Secrets()
 
     @field_validator("slo")
@@ -542,6 +598,11 @@ def load_settings(
 
 
 def _check_cross_fields(s: Settings, path: Path, *, serving: bool) -> None:
+    if serving and s.llm.enabled and not s.llm.base_url and s.secrets.llm_api_key is None:
+        raise ConfigError(
+            f"{path}: llm.model = {s.llm.model!r} needs the API key in SENTINEL_LLM_API_KEY "
+            '(or llm.base_url for a server that needs none; model = "none" turns the LLM off)'
+        )
     if serving and s.server.ingest_auth and s.secrets.ingest_token is None:
         raise ConfigError(
             f"{path}: server.ingest_auth = true needs the token in SENTINEL_INGEST_TOKEN"

@@ -190,6 +190,20 @@ class ActionView(_View):
                 assert_never(self.gate)
 
 
+class StoryView(_View):
+    """What sentinel's LLM agents added to the ticket: advisory text, never what the
+    ranking above or any gate rests on."""
+
+    summary: str = ""
+    likely_cause: str = ""
+    next_checks: tuple[str, ...] = ()
+    # The investigator's re-ranking, bounded: "1. tool:x 55 % (engine 40 %): reason".
+    investigation: tuple[str, ...] = ()
+    # Why some LLM text is missing (timeout, budget, refused output, unreachable).
+    note: str = ""
+    source: str = ""  # "narrative.v1 · openai:gpt-4o"
+
+
 class TicketView(_View):
     """Everything a ticket says, worded; rendered by ``ticket_blocks`` and
     ``ticket_text``."""
@@ -206,6 +220,7 @@ class TicketView(_View):
     action: ActionView | None = None
     status_line: str  # "open · diagnosed · action awaiting approval"
     confirmed: str | None = None  # the root cause a person confirmed, if any
+    story: StoryView | None = None  # from the LLM agents, when configured
 
     @property
     def awaiting_approval(self) -> bool:
@@ -222,6 +237,7 @@ def build_ticket(
     action: ActionRecord | None,
     confirmed: str | None = None,
     track_record: str = "",
+    story: StoryView | None = None,
 ) -> TicketView:
     """The ticket of ``incident``: its anomalies (earliest onset first), its hypotheses
     (best first, as ranked; the top ``MAX_HYPOTHESES``), the action proposed for it and
@@ -255,6 +271,7 @@ def build_ticket(
         action=view,
         status_line=_status_line(incident.status, bool(hypotheses), view),
         confirmed=confirmed,
+        story=story,
     )
 
 
@@ -561,6 +578,8 @@ def ticket_blocks(view: TicketView) -> list[Block]:
     blocks: list[Block] = [
         {"type": "header", "text": _plain(f"{icon} {view.title}", HEADER_LIMIT)},
     ]
+    if view.story is not None:
+        blocks.append(_section(_story_text(view.story)))
     wrong = [
         f"• {_esc(s.name)} of `{_esc(s.component)}`: {_esc(s.before)} → *{_esc(s.after)}* "
         f"({_esc(s.change)}) since {_clock(s.onset)}"
@@ -596,6 +615,25 @@ def ticket_blocks(view: TicketView) -> list[Block]:
     )
     # The layout above has at most seven blocks; the guard keeps the limit if it grows.
     return blocks[: MAX_BLOCKS - 1] + blocks[-1:] if len(blocks) > MAX_BLOCKS else blocks
+
+
+def _story_text(story: StoryView) -> str:
+    lines: list[str] = []
+    if story.summary:
+        lines.append(_esc(story.summary))
+    if story.likely_cause:
+        lines.append(f"*Likely cause:* {_esc(story.likely_cause)}")
+    if story.next_checks:
+        lines.append("*Check next:*")
+        lines.extend(f"• {_esc(_clip(c, LINE_LIMIT))}" for c in story.next_checks)
+    if story.investigation:
+        lines.append("*Investigator's re-ranking* (advisory; gates use the engine's confidence):")
+        lines.extend(f"{_esc(_clip(x, LINE_LIMIT))}" for x in story.investigation)
+    if story.note:
+        lines.append(f"_{_esc(story.note)}_")
+    if story.source:
+        lines.append(f"_written by {_esc(story.source)}_")
+    return _fit("*Summary*", lines, SECTION_LIMIT, what="more lines")
 
 
 def _cause_lines(view: TicketView) -> list[str]:
@@ -710,8 +748,9 @@ def ticket_text(view: TicketView, *, max_slis: int | None = MAX_TEXT_SLIS) -> st
         + (f" · resolved {_when(view.resolved_at)}" if view.resolved_at else ""),
         f"status: {view.status_line}",
         "",
-        "What is wrong:",
     ]
+    lines.extend(_story_lines(view.story))
+    lines.append("What is wrong:")
     slis = view.slis if max_slis is None else view.slis[:max_slis]
     lines.extend(f"  - {s.text}" for s in slis)
     if len(slis) < len(view.slis):
@@ -732,6 +771,26 @@ def ticket_text(view: TicketView, *, max_slis: int | None = MAX_TEXT_SLIS) -> st
         lines.append(f"  {ELLIPSIS} and {view.more_hypotheses} less likely hypotheses")
     lines.extend(_fix_lines(view))
     return "\n".join(lines)
+
+
+def _story_lines(story: StoryView | None) -> Iterable[str]:
+    if story is None:
+        return
+    if story.summary:
+        yield f"Summary: {story.summary}"
+    if story.likely_cause:
+        yield f"Likely cause: {story.likely_cause}"
+    if story.next_checks:
+        yield "Check next:"
+        yield from (f"  - {c}" for c in story.next_checks)
+    if story.investigation:
+        yield "Investigator's re-ranking (advisory; gates use the engine's confidence):"
+        yield from (f"  {x}" for x in story.investigation)
+    if story.note:
+        yield f"({story.note})"
+    if story.source:
+        yield f"(written by {story.source})"
+    yield ""
 
 
 def _fix_lines(view: TicketView) -> Iterable[str]:

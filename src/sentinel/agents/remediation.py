@@ -41,6 +41,8 @@ from sentinel.clock import Clock
 from sentinel.errors import ActionRefused, RemediationError
 from sentinel.incidents import AuditEntry, TrackedIncident
 from sentinel.learning.priors import order_playbooks, playbook_success
+from sentinel.llm.bounds import gate_ranking
+from sentinel.llm.story import current_investigation
 from sentinel.observability import SelfMetrics
 from sentinel.playbooks.model import (
     GIT_ACTIONS,
@@ -49,7 +51,13 @@ from sentinel.playbooks.model import (
     Playbook,
     TemplateContext,
 )
-from sentinel.ports import ActionExecutor, IncidentStore, Notifier, TelemetryStore
+from sentinel.ports import (
+    ActionExecutor,
+    IncidentStore,
+    LlmOutputStore,
+    Notifier,
+    TelemetryStore,
+)
 from sentinel.rca import Hypothesis
 from sentinel.remediation import (
     STARTED,
@@ -95,7 +103,7 @@ class RemediationEvent(StrEnum):
     EXPIRED = "action_expired"
 
 
-class ActionStore(TelemetryStore, IncidentStore, Protocol):
+class ActionStore(TelemetryStore, IncidentStore, LlmOutputStore, Protocol):
     """What the agent reads and writes (``adapters.db.SqlStore``)."""
 
     def put_action(
@@ -304,9 +312,13 @@ class RemediationAgent:
         )
 
     def _propose(self, incident: TrackedIncident, now: datetime, run: RemediationRun) -> None:
-        hypotheses = self.store.hypotheses(incident.id)
-        if not hypotheses:
+        engine = self.store.hypotheses(incident.id)
+        if not engine:
             return
+        # An investigation may point the action at another hypothesis, never with more
+        # confidence than the engine gave it: the LLM cannot pass a gate on its own.
+        investigation = current_investigation(self.store.llm_outputs(incident.id), engine)
+        hypotheses = gate_ranking(engine, investigation, self.settings.llm.max_confidence_shift)
         top = hypotheses[0]
         tried = {r.playbook for r in self.store.actions(incident.id)}
         history = self.store.actions(states=list(ActionState))

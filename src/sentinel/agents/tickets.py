@@ -35,10 +35,12 @@ from sentinel.errors import NotifyError, UnknownIncident
 from sentinel.incidents import Incident, fold, lifecycle_events
 from sentinel.learning.archive import confirmations
 from sentinel.learning.priors import Beta, PlaybookKey, playbook_success, success_of
+from sentinel.llm.story import story_view
 from sentinel.observability import SelfMetrics
 from sentinel.ports import (
     Block,
     IncidentStore,
+    LlmOutputStore,
     OutboxKind,
     OutboxMessage,
     OutboxTicket,
@@ -46,7 +48,11 @@ from sentinel.ports import (
     TicketSink,
 )
 from sentinel.remediation import ActionRecord, ActionState
+from sentinel.settings import LlmSettings
 from sentinel.tickets import build_ticket, ticket_blocks, ticket_text
+
+# The investigator's bound when the caller has no settings at hand (a CLI confirmation).
+DEFAULT_MAX_SHIFT = LlmSettings().max_confidence_shift
 
 log = structlog.get_logger(__name__)
 
@@ -54,7 +60,7 @@ log = structlog.get_logger(__name__)
 FIRST_BACKOFF_SECONDS = 2.0
 
 
-class TicketStore(TelemetryStore, IncidentStore, Protocol):
+class TicketStore(TelemetryStore, IncidentStore, LlmOutputStore, Protocol):
     """What the ticket desk reads and writes (``adapters.db.SqlStore``)."""
 
     def actions(
@@ -92,10 +98,13 @@ def refresh_ticket(
     store: TicketStore,
     incident: Incident | str,
     success: Mapping[PlaybookKey, Beta] | None = None,
+    *,
+    max_shift: float = DEFAULT_MAX_SHIFT,
 ) -> bool:
     """Write what the incident's ticket should say now to the outbox; True when it
     changed (and will be delivered). Blocking. ``success``: the playbooks' track
-    records (``playbook_success`` of every action), when the caller has them already."""
+    records (``playbook_success`` of every action), when the caller has them already.
+    ``max_shift``: ``llm.max_confidence_shift``, for the investigator's bounded ranking."""
     record = store.get_incident(incident) if isinstance(incident, str) else incident
     if record is None:
         raise UnknownIncident(f"no incident {incident!r}")
@@ -112,13 +121,15 @@ def refresh_ticket(
             success = playbook_success(store.actions(states=list(ActionState)))
         beta = success_of(success, action.playbook, action.hypothesis.fault)
         track = f"{action.playbook} for {action.hypothesis.fault}: {beta.text}"
+    hypotheses = store.hypotheses(record.id)
     view = build_ticket(
         record,
         anomalies,
-        store.hypotheses(record.id),
+        hypotheses,
         action,
         confirmed.component if confirmed is not None else None,
         track,
+        story_view(store.llm_outputs(record.id), hypotheses, max_shift),
     )
     return store.put_ticket(record.id, ticket_text(view), ticket_blocks(view))
 
@@ -298,9 +309,12 @@ class TicketDesk:
         cap_seconds: float,
         picture: Callable[[str], bytes | None] | None = None,
         metrics: SelfMetrics | None = None,
+        max_shift: float = DEFAULT_MAX_SHIFT,
     ) -> None:
         """``picture``: the PNG of an incident's causal graph (None when it has none);
-        blocking, called from a worker thread."""
+        blocking, called from a worker thread. ``max_shift``:
+        ``llm.max_confidence_shift``."""
+        self.max_shift = max_shift
         self.store = store
         self.sink = sink
         self.cap_seconds = cap_seconds
@@ -318,7 +332,7 @@ class TicketDesk:
         success = playbook_success(self.store.actions(states=list(ActionState)))
         for incident_id in ids:
             try:
-                if refresh_ticket(self.store, incident_id, success):
+                if refresh_ticket(self.store, incident_id, success, max_shift=self.max_shift):
                     changed.append(incident_id)
                 self._queue_picture(incident_id)
             except UnknownIncident:
