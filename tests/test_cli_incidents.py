@@ -278,6 +278,7 @@ def test_the_detail_as_json(world: World, tmp_path: Path) -> None:
         "actions",
         "audit",
         "graph",
+        "llm",
     }
     assert doc["incident"]["id"] == world.open_id and doc["incident"]["status"] == "open"
     assert doc["status_line"] == "open · diagnosed · action awaiting approval"

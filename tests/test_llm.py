@@ -9,6 +9,7 @@ What must not live here: the store's own round trips of the records (``test_stor
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shutil
 import socket
@@ -62,7 +63,9 @@ from sentinel.settings import Secrets, Settings
 from sentinel.sim import FaultSpec, Topology, simulate_case
 from sentinel.telemetry import SliKind, Span
 from tests.harness import make_settings
+from tests.test_cli import write_config
 from tests.test_cli_incidents import detected, persist
+from tests.test_cli_incidents import run as run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 SPAN_REF = re.compile(r"span ([0-9a-f]{32}):([0-9a-f]{16})")
@@ -215,6 +218,13 @@ def test_a_valid_narrative_is_stored_with_its_prompt_version_and_tokens_and_tick
     # The engine's ranking is still there, below the story.
     assert text.index("Summary:") < text.index("Likely causes:")
     assert metrics.llm_runs.labels(agent="narrative", outcome="ok")._value.get() == 1
+    # `sentinel incident` tells the same story, and --json lists the record.
+    cfg = write_config(tmp_path / "cli", f'[store]\nurl = "{store.url}"\n')
+    shown = run_cli("incident", world.incident_id, "-c", str(cfg))
+    assert shown.exit_code == 0, shown.output
+    assert "Summary: The support agent slowed down" in shown.output
+    doc = json.loads(run_cli("incident", world.incident_id, "--json", "-c", str(cfg)).output)
+    assert [r["prompt_version"] for r in doc["llm"]] == ["v1"]
     # Same diagnosis: nothing to do again, the model is not called.
     assert asyncio.run(ex.run_once()).written == []
     assert len(script.seen) == 1

@@ -177,6 +177,7 @@ def incident(
             state = _state(record, trail)
             hypotheses = store.hypotheses(incident_id)
             actions = store.actions(incident_id)
+            llm = store.llm_outputs(incident_id)
             if graph is not None:
                 from sentinel.rca.picture import incident_graph_png
 
@@ -199,7 +200,12 @@ def incident(
             )
             raise typer.Exit(1) from e
 
-    view = build_ticket(record, state.anomalies, hypotheses, actions[-1] if actions else None)
+    from sentinel.llm.story import story_view
+
+    story = story_view(llm, hypotheses, s.llm.max_confidence_shift)
+    view = build_ticket(
+        record, state.anomalies, hypotheses, actions[-1] if actions else None, story=story
+    )
     if as_json:
         doc = {
             "incident": _incident_doc(record),
@@ -215,6 +221,7 @@ def incident(
                 {"rank": n, **h.model_dump(mode="json")} for n, h in enumerate(hypotheses, start=1)
             ],
             "actions": [r.model_dump(mode="json") for r in actions],
+            "llm": [r.model_dump(mode="json") for r in llm],
             "audit": [e.model_dump(mode="json") for e in trail],
             "graph": str(graph) if graph is not None else None,
         }

@@ -20,9 +20,7 @@ What must not live here: when to run, budgets, timeouts and recording
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -38,6 +36,7 @@ from sentinel.errors import ConfigError
 from sentinel.incidents import Incident
 from sentinel.llm.outputs import EvidenceKind, EvidenceRef, Investigation, Narrative
 from sentinel.llm.prompts import Prompt
+from sentinel.llm.records import basis_of
 from sentinel.rca import Hypothesis
 from sentinel.rca.graph import build_graph
 from sentinel.settings import LlmSettings, PricingSettings, Secrets
@@ -105,16 +104,6 @@ def anomaly_id(a: Anomaly) -> str:
     """How an anomaly is cited: "<component>/<sli>" or "<component>/<sli>/<qualifier>"."""
     base = f"{a.component}/{a.sli.value}"
     return f"{base}/{a.qualifier}" if a.qualifier else base
-
-
-def basis_of(hypotheses: Sequence[Hypothesis]) -> str:
-    """A digest of what an agent was given: a stored output whose basis differs from the
-    incident's current one was written for an older diagnosis."""
-    data = [
-        [h.component, h.fault, round(h.confidence, 3), h.change, list(h.evidence)]
-        for h in hypotheses
-    ]
-    return hashlib.sha256(json.dumps(data).encode()).hexdigest()[:16]
 
 
 def render_incident(ev: Evidence) -> str:

@@ -8,14 +8,18 @@ What must not live here: the agents themselves (``sentinel.llm.agents``), SQL.
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sentinel.rca import Hypothesis
 from sentinel.telemetry import AwareDatetime
 
-__all__ = ["LlmAgentName", "LlmOutcome", "LlmRecord"]
+__all__ = ["LlmAgentName", "LlmOutcome", "LlmRecord", "basis_of"]
 
 
 class LlmAgentName(StrEnum):
@@ -39,7 +43,7 @@ class LlmRecord(BaseModel):
 
     incident_id: str
     agent: LlmAgentName
-    # Digest of the hypotheses the run was given (``llm.agents.basis_of``): a record whose
+    # Digest of the hypotheses the run was given (``basis_of``): a record whose
     # basis is not the incident's current one is stale, and the agent runs again.
     basis: str
     outcome: LlmOutcome
@@ -57,3 +61,13 @@ class LlmRecord(BaseModel):
     @property
     def tokens(self) -> int:
         return self.input_tokens + self.output_tokens
+
+
+def basis_of(hypotheses: Sequence[Hypothesis]) -> str:
+    """A digest of what an agent was given: a stored output whose basis differs from the
+    incident's current one was written for an older diagnosis."""
+    data = [
+        [h.component, h.fault, round(h.confidence, 3), h.change, list(h.evidence)]
+        for h in hypotheses
+    ]
+    return hashlib.sha256(json.dumps(data).encode()).hexdigest()[:16]

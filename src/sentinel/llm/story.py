@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sentinel.llm.agents import basis_of
 from sentinel.llm.bounds import bounded_ranking
 from sentinel.llm.outputs import Investigation, Narrative
-from sentinel.llm.records import LlmAgentName, LlmOutcome, LlmRecord
+from sentinel.llm.records import LlmAgentName, LlmOutcome, LlmRecord, basis_of
 from sentinel.rca import Hypothesis, percent
 from sentinel.tickets import StoryView
 
