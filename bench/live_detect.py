@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -80,14 +81,7 @@ def run_case(spec: FaultSpec, speed: float, give_up: timedelta) -> tuple[float |
         configure_logging(settings.logging)
         origin = datetime.now(UTC).replace(microsecond=0)
         clock = ScaledClock(origin, speed)
-        spec = FaultSpec(
-            spec.topology,
-            spec.fault,
-            seed=spec.seed,
-            magnitude=spec.magnitude,
-            onset=spec.onset,
-            sample_ratio=1.0,
-        )
+        spec = replace(spec, sample_ratio=1.0)
         with daemon_thread(settings, clock) as d:
             live = LiveRun(spec, clock, d.url, export_interval=5.0 / speed)
             fault = live.truth.fault_start
@@ -114,16 +108,7 @@ def run_case(spec: FaultSpec, speed: float, give_up: timedelta) -> tuple[float |
 def replay_delay(spec: FaultSpec, det: DetectionSettings) -> tuple[float | None, int]:
     """(delay in seconds or None if missed, false incidents before the fault) of the case
     replayed with full traces, as a live run on the step grid would see it."""
-    case = simulate_case(
-        FaultSpec(
-            spec.topology,
-            spec.fault,
-            seed=spec.seed,
-            magnitude=spec.magnitude,
-            onset=spec.onset,
-            sample_ratio=1.0,
-        )
-    )
+    case = simulate_case(replace(spec, sample_ratio=1.0))
     assert case.truth is not None
     fault = case.truth.fault_start
     incidents = replay_case(case, det, PricingSettings())

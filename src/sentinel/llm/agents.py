@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import networkx as nx
 from pydantic_ai import Agent, ModelRetry, RunContext
@@ -54,6 +54,8 @@ __all__ = [
     "narrative_agent",
     "render_incident",
 ]
+
+_Out = TypeVar("_Out", Narrative, Investigation)
 
 # What one tool call returns at most: the model's context is the budget.
 MAX_TOOL_LINES = 40
@@ -152,8 +154,23 @@ def build_model(settings: LlmSettings, secrets: Secrets) -> Model | None:
     return OpenAIChatModel(name, provider=provider)
 
 
-def _capabilities(instrument: InstrumentationSettings | None) -> list[Instrumentation]:
-    return [] if instrument is None else [Instrumentation(settings=instrument)]
+def _agent(
+    model: Model,
+    prompt: Prompt,
+    output_type: type[_Out],
+    name: str,
+    retries: int,
+    instrument: InstrumentationSettings | None,
+) -> Agent[Evidence, _Out]:
+    return Agent(
+        model,
+        output_type=output_type,
+        instructions=prompt.text,
+        deps_type=Evidence,
+        name=name,
+        retries=retries,
+        capabilities=[] if instrument is None else [Instrumentation(settings=instrument)],
+    )
 
 
 # --- the narrative -----------------------------------------------------------------------
@@ -166,15 +183,7 @@ def narrative_agent(
     retries: int,
     instrument: InstrumentationSettings | None = None,
 ) -> Agent[Evidence, Narrative]:
-    agent: Agent[Evidence, Narrative] = Agent(
-        model,
-        output_type=Narrative,
-        instructions=prompt.text,
-        deps_type=Evidence,
-        name="sentinel-narrative",
-        retries=retries,
-        capabilities=_capabilities(instrument),
-    )
+    agent = _agent(model, prompt, Narrative, "sentinel-narrative", retries, instrument)
 
     @agent.output_validator
     def _check(ctx: RunContext[Evidence], out: Narrative) -> Narrative:
@@ -198,15 +207,7 @@ def investigator_agent(
     retries: int,
     instrument: InstrumentationSettings | None = None,
 ) -> Agent[Evidence, Investigation]:
-    agent: Agent[Evidence, Investigation] = Agent(
-        model,
-        output_type=Investigation,
-        instructions=prompt.text,
-        deps_type=Evidence,
-        name="sentinel-investigator",
-        retries=retries,
-        capabilities=_capabilities(instrument),
-    )
+    agent = _agent(model, prompt, Investigation, "sentinel-investigator", retries, instrument)
 
     @agent.tool
     def sli_series(ctx: RunContext[Evidence], component: str, sli: str) -> str:
