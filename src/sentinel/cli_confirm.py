@@ -130,7 +130,8 @@ def confirm(
                 runner=source.run if source is not None else asyncio.run,
             )
             done = agent.confirm(incident_id, root_cause, fault, by)
-            refresh_ticket(store, incident_id)  # the daemon delivers the update
+            # the daemon delivers the update
+            refresh_ticket(store, incident_id, max_shift=s.llm.max_confidence_shift)
         finally:
             store.close()
     except SentinelError as e:
