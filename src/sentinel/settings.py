@@ -322,6 +322,12 @@ class ModelPrice(_Section):
     input_per_million: Annotated[float, Field(ge=0)]
     output_per_million: Annotated[float, Field(ge=0)]
 
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        """USD of that many tokens."""
+        return (
+            input_tokens * self.input_per_million + output_tokens * self.output_per_million
+        ) / 1e6
+
 
 # Providers' published list prices (USD per million tokens) when this table was written;
 # they change: config.toml says how to replace them. Keys are the model names as spans

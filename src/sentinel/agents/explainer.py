@@ -19,8 +19,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 import httpx
 import structlog
@@ -32,7 +31,7 @@ from pydantic_ai.models.instrumented import InstrumentationSettings
 from pydantic_ai.settings import ModelSettings
 from pydantic_ai.usage import RunUsage, UsageLimits
 
-from sentinel.agents.root_cause import CHANGE_LOOKBACK, MAX_SPANS, SPAN_LOOKBACK
+from sentinel.agents.root_cause import evidence_window
 from sentinel.clock import Clock
 from sentinel.errors import StoreError, UnknownIncident
 from sentinel.incidents import Incident, fold, lifecycle_events
@@ -59,8 +58,6 @@ log = structlog.get_logger(__name__)
 
 # The most a single model response may write; the rest of the budget stays for retries.
 MAX_OUTPUT_TOKENS = 2_000
-
-_Out = TypeVar("_Out", bound=BaseModel)
 
 
 class ExplainStore(TelemetryStore, IncidentStore, LlmOutputStore, Protocol):
@@ -100,7 +97,7 @@ class Explainer:
         self.topology = tuple(topology)
         folder = settings.resolve(self.llm.prompts_dir)
         self.prompts: dict[LlmAgentName, Prompt] = {
-            a: load_prompt(Path(folder), a.value, self.llm.prompt_versions.get(a.value))
+            a: load_prompt(folder, a.value, self.llm.prompt_versions.get(a.value))
             for a in LlmAgentName
         }
         retries = self.llm.retries
@@ -173,8 +170,7 @@ class Explainer:
         if state is None:
             return None
         try:
-            spans = self.store.spans(state.onset - SPAN_LOOKBACK, now, limit=MAX_SPANS)
-            changes = self.store.changes(state.onset - CHANGE_LOOKBACK, now)
+            spans, changes = evidence_window(self.store, state.onset, now)
         except StoreError as e:
             log.error(
                 "llm: reading the incident's evidence failed", incident=incident.id, error=str(e)
@@ -257,12 +253,7 @@ class Explainer:
 
     def _cost(self, usage: RunUsage) -> float:
         price = self.settings.pricing.models.get(self.llm.model.removeprefix("openai:"))
-        if price is None:
-            return 0.0
-        return (
-            usage.input_tokens * price.input_per_million
-            + usage.output_tokens * price.output_per_million
-        ) / 1e6
+        return 0.0 if price is None else price.cost(usage.input_tokens, usage.output_tokens)
 
     def _count(self, r: LlmRecord) -> None:
         log.info(

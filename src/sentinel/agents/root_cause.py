@@ -71,6 +71,16 @@ class DiagnosisOutcome(StrEnum):
     GONE = "gone"  # the store no longer holds the incident
 
 
+def evidence_window(
+    store: TelemetryStore, onset: datetime, now: datetime, *, max_spans: int = MAX_SPANS
+) -> tuple[list[Span], list[ChangeEvent]]:
+    """What a diagnosis of an incident with this onset reads: its spans from
+    ``SPAN_LOOKBACK`` before the onset to ``now`` (at most ``max_spans``, the oldest) and
+    its changes since ``CHANGE_LOOKBACK`` before it. Blocking; raises ``StoreError``."""
+    spans = store.spans(onset - SPAN_LOOKBACK, now, limit=max_spans)
+    return spans, store.changes(onset - CHANGE_LOOKBACK, now)
+
+
 def diagnose_stored(
     store: RootCauseStore,
     state: TrackedIncident,
@@ -88,8 +98,7 @@ def diagnose_stored(
     known besides the spans' (inferred from metrics, for a metrics-only system)."""
     incident = state.id
     try:
-        spans = store.spans(state.onset - SPAN_LOOKBACK, now, limit=max_spans)
-        changes = store.changes(state.onset - CHANGE_LOOKBACK, now)
+        spans, changes = evidence_window(store, state.onset, now, max_spans=max_spans)
     except StoreError as e:
         return _failed(DiagnosisOutcome.STORE_FAILED, incident, e, metrics)
     if len(spans) >= max_spans:

@@ -33,7 +33,10 @@ def current_investigation(
     records: Sequence[LlmRecord], hypotheses: Sequence[Hypothesis]
 ) -> Investigation | None:
     """The validated investigation of the current diagnosis, if one succeeded."""
-    r = current_output(records, LlmAgentName.INVESTIGATOR, hypotheses)
+    return _investigation(current_output(records, LlmAgentName.INVESTIGATOR, hypotheses))
+
+
+def _investigation(r: LlmRecord | None) -> Investigation | None:
     if r is None or r.outcome is not LlmOutcome.OK or r.output is None:
         return None
     return Investigation.model_validate(r.output)
@@ -66,7 +69,7 @@ def story_view(
         view = StoryView(
             summary=n.summary, likely_cause=n.likely_cause, next_checks=tuple(n.next_checks)
         )
-    inv = current_investigation(records, hypotheses)
+    inv = _investigation(investigated)
     if inv is not None:
         engine = {h.component: h.confidence for h in hypotheses}
         reasons = {c.component: c.reason for c in inv.ranking}

@@ -91,7 +91,7 @@ def _model_call_cost(s: Span, prices: Mapping[str, ModelPrice]) -> float | None:
     price = prices.get(s.component[len(_MODEL_PREFIX) :])
     if price is None:
         return None
-    return ((inp or 0) * price.input_per_million + (out or 0) * price.output_per_million) / 1e6
+    return price.cost(inp or 0, out or 0)
 
 
 class _Trees:
