@@ -22,7 +22,7 @@ from sentinel.adapters.prometheus import FakeMetricSource
 from sentinel.agents.metric import MetricAgent, SliWindow
 from sentinel.cases import Case, FaultKind, ingest_case
 from sentinel.clock import FakeClock, ScaledClock
-from sentinel.detection import Anomaly
+from sentinel.detection import Anomaly, Detector, detect
 from sentinel.errors import MetricSourceUnavailable, StoreError
 from sentinel.incidents import (
     AnomalyMerged,
@@ -36,7 +36,7 @@ from sentinel.incidents import (
 from sentinel.observability import SelfMetrics
 from sentinel.ports import AuditAction
 from sentinel.rca import Hypothesis
-from sentinel.settings import Settings
+from sentinel.settings import DetectionSettings, Settings
 from sentinel.sim import FaultSpec, Topology, plan_fault, simulate_case
 from sentinel.sim.live import LiveRun
 from sentinel.sli import SliKey, SliKind, SliSeries
@@ -350,6 +350,41 @@ def test_the_sli_window_replaces_refreshed_steps_and_keeps_a_silent_component_at
     # Points older than `keep` are dropped.
     window.refresh({}, t0 + 7 * step, t0 + 14 * step)
     assert min(t for t, _ in window.series()[rate].points) >= t0 + 4 * step
+
+
+def test_a_new_error_type_gets_a_zero_baseline_and_emerges_live(case: Case) -> None:
+    """Live, a refresh reads only recent steps: an error type first seen now must still
+    have its zeros before (from the component's error rate), as a replay computing the
+    whole window has, or its emergence could never be detected."""
+    step = timedelta(seconds=30)
+    t0 = case.meta.start
+    window = SliWindow(step, keep=timedelta(minutes=60))
+    errors = SliKey("tool:order_status", SliKind.ERROR_RATE)
+    limited = SliKey("tool:order_status", SliKind.ERROR_RATE_BY_TYPE, "RateLimitError")
+
+    def series(key: SliKey, values: list[float], start_at: int) -> SliSeries:
+        return SliSeries(
+            key=key,
+            points=tuple((t0 + (start_at + i) * step, v) for i, v in enumerate(values)),
+            counts=tuple(20 for _ in values),
+        )
+
+    for i in range(40):  # 20 minutes without an error, one step per run
+        window.refresh({errors: series(errors, [0.0], i)}, t0 + i * step, t0 + (i + 1) * step)
+    assert limited not in window.series()
+    for i in range(40, 46):  # then 30 % of the calls are refused
+        window.refresh(
+            {errors: series(errors, [0.3], i), limited: series(limited, [0.3], i)},
+            t0 + i * step,
+            t0 + (i + 1) * step,
+        )
+    got = window.series()[limited]
+    assert len(got.points) == 46
+    assert [v for _, v in got.points[:40]] == [0.0] * 40
+    assert got.counts[:40] == (20,) * 40
+    found = detect(window.series(), t0 + 46 * step, DetectionSettings())
+    emerged = [a for a in found.anomalies if a.key == limited]
+    assert [a.detector for a in emerged] == [Detector.EMERGENCE]
 
 
 def test_the_daemon_runs_the_metric_agent_on_its_interval(tmp_path: Path) -> None:

@@ -11,11 +11,15 @@ from hypothesis import strategies as st
 
 from sentinel.detection import Anomaly, Detector
 from sentinel.errors import IllegalTransition
-from sentinel.incidents import Incident, TrackedIncident
+from sentinel.incidents import Incident, TrackedIncident, recovered
 from sentinel.playbooks.model import (
+    ActionKind,
     Gates,
+    GitFile,
     Guardrails,
+    ModelFailover,
     Playbook,
+    ShadowMode,
     TemplateContext,
     Verification,
 )
@@ -32,6 +36,7 @@ from sentinel.remediation import (
     effective_gates,
     guardrail_violations,
     matches,
+    moved_off,
     propose,
     verify,
 )
@@ -328,3 +333,41 @@ def test_verify_needs_hold_after_the_fix_and_fails_after_the_window() -> None:
         verify(_incident(), {}, applied + timedelta(minutes=10), applied, spec, det)
         is Verdict.FAILED
     )
+
+
+def test_a_failover_is_verified_on_what_users_see_not_on_the_model_it_left() -> None:
+    """After a failover the failing model gets no traffic: its SLIs have no data, and
+    missing data is not recovery. The agent's SLIs decide; without them nothing can."""
+    model_errors = Anomaly(
+        component="model:gpt-4o",
+        sli=SliKind.ERROR_RATE,
+        onset=T0,
+        baseline=0.0,
+        observed=0.4,
+        score=30.0,
+    )
+    inc = _incident()
+    both = inc.model_copy(update={"anomalies": (*inc.anomalies, model_errors)})
+    steps = (
+        ModelFailover(
+            action=ActionKind.MODEL_FAILOVER, model="gpt-4o", git=GitFile(path="agents.yaml")
+        ),
+        ShadowMode(
+            action=ActionKind.SHADOW_MODE, target="prompt:support", git=GitFile(path="r.yaml")
+        ),
+    )
+    off = moved_off(steps)
+    assert off == {"model:gpt-4o", "prompt:support"}
+    spec = Verification(window_minutes=10, hold_minutes=3)
+    det = DetectionSettings()
+    applied = T0 + timedelta(minutes=20)
+    good = _series([3.0] * 40 + [1.0] * 30, T0)  # the agent recovers; gpt-4o has no data
+    later = applied + timedelta(minutes=10)
+    assert verify(both, good, later, applied, spec, det) is Verdict.FAILED
+    assert verify(both, good, later, applied, spec, det, moved_off=off) is Verdict.VERIFIED
+    assert recovered(both, good, later, det, moved_off=off)
+    assert not recovered(both, good, later, det)
+    # Every anomaly on a component moved off: nothing left to judge, not recovered.
+    only_model = inc.model_copy(update={"anomalies": (model_errors,)})
+    assert verify(only_model, good, later, applied, spec, det, moved_off=off) is Verdict.FAILED
+    assert not recovered(only_model, good, later, det, moved_off=off)

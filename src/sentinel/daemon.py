@@ -22,6 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
@@ -42,7 +43,7 @@ from sentinel.agents.approvals import ClickHandler, GroupMembers
 from sentinel.agents.explainer import Explainer
 from sentinel.agents.learning import LearningAgent
 from sentinel.agents.metric import MetricAgent
-from sentinel.agents.remediation import RemediationAgent
+from sentinel.agents.remediation import RemediationAgent, verified_moved_off
 from sentinel.agents.root_cause import learned_diagnosis
 from sentinel.agents.tickets import ConsoleSink, OutboxNotifier, TicketDesk, incident_picture
 from sentinel.api import AppDeps, create_app
@@ -92,12 +93,15 @@ class Daemon:
         *,
         store: SqlStore | None = None,
         llm_model: Model | None = None,
+        ticket_sink: TicketSink | None = None,
     ) -> None:
         """``store``: an already open store to use instead of opening ``settings``' one
         (the daemon closes it on shutdown). ``llm_model``: the model of the LLM agents
-        instead of the one ``[llm]`` names (tests: a ``FunctionModel``)."""
+        instead of the one ``[llm]`` names (tests: a ``FunctionModel``). ``ticket_sink``:
+        where tickets go without Slack instead of stdout (the demo: a file)."""
         self.settings = settings
         self.llm_model = llm_model
+        self.ticket_sink = ticket_sink
         self.explainer: Explainer | None = None
         self._llm_tracing: TracerProvider | None = None
         self.clock = clock
@@ -192,6 +196,7 @@ class Daemon:
             source=self.prometheus,
             metrics=self.metrics,
             diagnose=learned_diagnosis(store),
+            moved_off=partial(verified_moved_off, store),
         )
 
         notifier = OutboxNotifier(store)
@@ -384,7 +389,7 @@ class Daemon:
             return incident_picture(store, incident_id, self.clock.now())
 
         self.slack = slack_sink_from_settings(s)
-        sink: TicketSink = self.slack if self.slack is not None else ConsoleSink(sys.stdout)
+        sink: TicketSink = self.slack or self.ticket_sink or ConsoleSink(sys.stdout)
         return TicketDesk(
             store,
             sink,
@@ -622,11 +627,12 @@ def daemon_thread(
     store: SqlStore | None = None,
     start_timeout: float = 30.0,
     llm_model: Model | None = None,
+    ticket_sink: TicketSink | None = None,
 ) -> Iterator[RunningDaemon]:
     """Run a daemon on its own thread and event loop until the block ends (graceful stop,
     as SIGTERM). For embedding: tests, benchmarks, the demo. Port 0 binds any free port;
     ``url`` is where it listens. An error of the daemon is raised here."""
-    daemon = Daemon(settings, clock, store=store, llm_model=llm_model)
+    daemon = Daemon(settings, clock, store=store, llm_model=llm_model, ticket_sink=ticket_sink)
     loop_box: list[asyncio.AbstractEventLoop] = []
     errors: list[BaseException] = []
 

@@ -379,14 +379,23 @@ def recovered(
     now: datetime,
     settings: DetectionSettings,
     slos: Sequence[SloSettings] = (),
+    moved_off: frozenset[str] = frozenset(),
 ) -> bool:
     """Whether every SLI of the incident has points in the last ``resolve_minutes`` and
     all of them are back within the anomaly's baseline, and every SLO alert of it has
-    stopped burning. Missing data is not recovery; nor is an SLO no longer configured."""
+    stopped burning. Missing data is not recovery; nor is an SLO no longer configured.
+
+    ``moved_off``: components a fix took out of the users' path (a model failed over
+    from, a version in shadow): their anomalies are not judged, since the first gets no
+    traffic and the second stays as bad as it was, by design. When every anomaly is on
+    them, nothing can be judged and the incident has not recovered."""
     since = now - timedelta(minutes=settings.resolve_minutes)
     step = timedelta(seconds=settings.step_seconds)
     by_name = {slo.name: slo for slo in slos}
-    for a in incident.anomalies:
+    judged = [a for a in incident.anomalies if a.component not in moved_off]
+    if not judged:
+        return False
+    for a in judged:
         series = slis.get(a.key)
         if a.detector is Detector.BURN_RATE:
             slo = by_name.get(a.slo)

@@ -412,6 +412,18 @@ class Verdict(StrEnum):
     FAILED = "failed"  # the window closed without recovery: undo
 
 
+def moved_off(steps: Sequence[AnyAction]) -> frozenset[str]:
+    """The components these steps take out of the users' path: the model agents fail
+    over from, the version put in shadow."""
+    out: set[str] = set()
+    for step in steps:
+        if isinstance(step, ModelFailover):
+            out.add(f"model:{step.model}")
+        elif isinstance(step, ShadowMode):
+            out.add(step.target)
+    return frozenset(out)
+
+
 def verify(
     incident: TrackedIncident,
     slis: Mapping[SliKey, SliSeries],
@@ -420,10 +432,12 @@ def verify(
     spec: Verification,
     detection: DetectionSettings,
     slos: Sequence[SloSettings] = (),
+    moved_off: frozenset[str] = frozenset(),
 ) -> Verdict:
     """Whether the fix worked: the incident's SLIs (those of ``spec.slis`` when given)
     all back within their baseline for ``spec.hold_minutes`` of points taken after the
-    fix. Missing data is not recovery."""
+    fix, except those of the components the fix moved traffic off (``moved_off``, see
+    ``incidents.recovered``). Missing data is not recovery."""
     chosen = incident
     if spec.slis:
         kinds = set(spec.slis)
@@ -435,7 +449,7 @@ def verify(
     hold = max(spec.hold_minutes, detection.persistence_points * detection.step_seconds / 60)
     if now - applied_at >= timedelta(minutes=hold):
         settings = detection.model_copy(update={"resolve_minutes": hold})
-        if recovered(chosen, slis, now, settings, slos):
+        if recovered(chosen, slis, now, settings, slos, moved_off):
             return Verdict.VERIFIED
     if now - applied_at >= timedelta(minutes=spec.window_minutes):
         return Verdict.FAILED

@@ -29,7 +29,7 @@ SQL or HTTP (adapters), scheduling (``daemon.py``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -123,6 +123,7 @@ class SliWindow:
             for (t, v), c in zip(series.points, series.counts, strict=True):
                 if t >= since:
                     by_time[t] = (v, c)
+        self._fill_error_types()
         horizon = end - self.keep
         for key in list(self._points):
             by_time = self._points[key]
@@ -130,6 +131,22 @@ class SliWindow:
                 del by_time[t]
             if not by_time:
                 del self._points[key]
+
+    def _fill_error_types(self) -> None:
+        """An error type's share is 0 at every step its component answered without it.
+        A refresh reads only recent steps, so a type first seen now would have no points
+        before (no baseline: its emergence could never be detected live, while a replay,
+        computing the whole window at once, has the zeros): they are filled in from the
+        component's error rate, which counts the same requests."""
+        for key, by_time in self._points.items():
+            if key.kind is not SliKind.ERROR_RATE_BY_TYPE or key in self.declared:
+                continue
+            total = self._points.get(SliKey(key.component, SliKind.ERROR_RATE))
+            if total is None:
+                continue
+            for t, (_, count) in total.items():
+                if t not in by_time and count > 0:
+                    by_time[t] = (0.0, count)
 
     def series(self) -> dict[SliKey, SliSeries]:
         out: dict[SliKey, SliSeries] = {}
@@ -172,8 +189,12 @@ class MetricAgent:
         source: MetricSource | None = None,
         metrics: SelfMetrics | None = None,
         diagnose: DiagnoseFn = diagnose_incident,
+        moved_off: Callable[[str], frozenset[str]] = lambda incident_id: frozenset(),
     ) -> None:
-        """``diagnose``: the Root Cause engine run on the incidents a run changed."""
+        """``diagnose``: the Root Cause engine run on the incidents a run changed.
+        ``moved_off``: the components a verified fix of an incident took out of the
+        users' path, whose SLIs its resolution does not wait for (``recovered``)."""
+        self.moved_off = moved_off
         self.settings = settings
         self.store = store
         self.clock = clock
@@ -328,7 +349,8 @@ class MetricAgent:
                 events.append(await asyncio.to_thread(self._persist, ev, open_))
             if not failures:
                 for state in list(open_.values()):
-                    if recovered(state, slis, judged_at, det, s.slo):
+                    off = await asyncio.to_thread(self.moved_off, state.id)
+                    if recovered(state, slis, judged_at, det, s.slo, off):
                         ev = IncidentResolved(incident_id=state.id, time=now)
                         events.append(await asyncio.to_thread(self._persist, ev, open_))
         except SentinelError:

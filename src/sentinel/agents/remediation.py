@@ -68,6 +68,7 @@ from sentinel.remediation import (
     Verdict,
     advance,
     guardrail_violations,
+    moved_off,
     propose,
     step_key,
     verify,
@@ -121,6 +122,15 @@ class ActionStore(TelemetryStore, IncidentStore, LlmOutputStore, Protocol):
     ) -> list[ActionRecord]: ...
 
     def paused(self) -> bool: ...
+
+
+def verified_moved_off(store: ActionStore, incident_id: str) -> frozenset[str]:
+    """What the incident's verified fixes took out of the users' path (``moved_off``):
+    its resolution does not wait for those components' SLIs."""
+    out: frozenset[str] = frozenset()
+    for record in store.actions(incident_id, states=[ActionState.VERIFIED]):
+        out |= moved_off(record.steps)
+    return out
 
 
 @dataclass
@@ -564,6 +574,7 @@ class RemediationAgent:
                 record.verification,
                 self.settings.detection,
                 self.settings.slo,
+                moved_off(record.steps),
             )
         if verdict is Verdict.PENDING:
             return
