@@ -526,10 +526,11 @@ def _mount_remediation() -> None:
 
     app.command()(inc.incidents)
     app.command()(inc.incident)
-    from sentinel import cli_confirm, cli_eval, cli_learn
+    from sentinel import cli_confirm, cli_demo, cli_eval, cli_learn
 
     app.command("eval")(cli_eval.eval_archive)
     app.command()(cli_confirm.confirm)
+    app.command()(cli_demo.demo)
     app.command()(cli_learn.learn)
     app.command("export-evals")(cli_learn.export_evals)
 

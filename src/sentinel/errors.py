@@ -15,7 +15,8 @@ it came from (a file and key, a query, a URL). Nothing else lives here.
      │    └── MetricQueryError          the server rejected the query (4xx, bad PromQL)
      ├── ChangeFeedError        a git repository or change webhook payload that failed
      ├── SimulationError        the simulator's live run could not deliver its telemetry
-     │    └── LiveExportError   (sim/live.py: carries the run's LiveReport)
+     │    ├── LiveExportError   (sim/live.py: carries the run's LiveReport)
+     │    └── DemoError         `sentinel demo` could not set up or keep its fleet running
      ├── IllegalTransition      an incident lifecycle event that does not apply to its state
      └── UnknownIncident        an incident id the store does not hold
 """
@@ -78,6 +79,11 @@ class IllegalTransition(SentinelError):
 
 class SimulationError(SentinelError):
     """The simulator could not do its work (a live run whose daemon refused or vanished)."""
+
+
+class DemoError(SimulationError):
+    """``sentinel demo`` could not set up its workspace, fleet or daemon, or its fleet
+    died: says which, and where its log is."""
 
 
 class UnknownIncident(SentinelError):

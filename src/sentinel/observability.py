@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TextIO
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -16,9 +17,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from sentinel.settings import LogFormat, LoggingSettings
 
 
-def configure_logging(settings: LoggingSettings) -> None:
-    """Route structlog and the standard library's logging to stderr, as JSON lines or
-    as console text."""
+def configure_logging(settings: LoggingSettings, stream: TextIO | None = None) -> None:
+    """Route structlog and the standard library's logging to ``stream`` (stderr by
+    default), as JSON lines or as console text."""
     level = getattr(logging, settings.level.value.upper())
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -45,7 +46,7 @@ def configure_logging(settings: LoggingSettings) -> None:
             renderer,
         ],
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
