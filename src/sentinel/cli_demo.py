@@ -37,6 +37,10 @@ def demo(
     yes: Annotated[
         bool, typer.Option("--yes", "-y", help="Approve a fix that needs a person, unasked.")
     ] = False,
+    manual: Annotated[
+        bool,
+        typer.Option("--manual", help="Every fix asks a person (playbooks without auto)."),
+    ] = False,
     workspace: Annotated[
         Path | None,
         typer.Option(
@@ -64,6 +68,7 @@ def demo(
         workspace=workspace,
         approve=Approve.YES if yes else Approve.ASK,
         slack=settings,
+        manual=manual,
     )
     display = Display(out)
     try:

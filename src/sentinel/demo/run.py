@@ -44,6 +44,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
+from ruamel.yaml import YAML
 
 from sentinel.agents.approvals import decide_as
 from sentinel.agents.tickets import ConsoleSink
@@ -103,6 +104,7 @@ class DemoOptions:
     # --slack: the user's settings, whose [slack], [approvals] and secrets are used.
     slack: Settings | None = None
     seed: int = 7
+    manual: bool = False  # every fix asks a person (playbooks with allow_auto: false)
     # Clock minutes from the start after which the demo gives up on a stage.
     timeout_minutes: float = 80.0
 
@@ -179,6 +181,23 @@ def _bundled_playbooks() -> Path:
     )
 
 
+def _playbooks(ws: Path, manual: bool) -> Path:
+    """The bundled playbooks; with ``manual``, copies in the workspace whose gates say
+    ``allow_auto: false``, so that every fix asks a person."""
+    bundled = _bundled_playbooks()
+    if not manual:
+        return bundled
+    folder = ws / "playbooks"
+    folder.mkdir()
+    yaml = YAML()
+    for path in sorted(bundled.glob("*.yaml")):
+        data = yaml.load(path.read_text())
+        data.setdefault("gates", {})["allow_auto"] = False
+        with (folder / path.name).open("w") as out:
+            yaml.dump(data, out)
+    return folder
+
+
 def demo_settings(ws: Path, remote: Path, options: DemoOptions) -> Settings:
     """Embedded defaults in the workspace. Intervals the daemon counts in real seconds
     (the change feed's poll) are divided by the speed so that they match the defaults in
@@ -222,7 +241,7 @@ def demo_settings(ws: Path, remote: Path, options: DemoOptions) -> Settings:
         ),
         detection=DetectionSettings(ingest_lag_seconds=max(5.0, 0.3 * speed)),
         remediation=RemediationSettings(
-            playbooks_dir=str(_bundled_playbooks()),
+            playbooks_dir=str(_playbooks(ws, options.manual)),
             config_repo=CONFIG_REPO,
             workdir=str(ws / "gitops"),
         ),
@@ -296,6 +315,8 @@ class FleetProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 @contextlib.contextmanager
@@ -445,7 +466,12 @@ class Display:
 
     @property
     def interactive(self) -> bool:
+        """A live table (a terminal), or one line per stage."""
         return self.console.is_terminal
+
+    @property
+    def can_ask(self) -> bool:
+        return self.console.is_terminal or self._input is not None
 
     def say(self, text: str, style: str = "") -> None:
         if self.live is not None:
@@ -617,9 +643,7 @@ def _maybe_approve(
     state.asked.add(a.key)
     h = a.hypothesis
     what = f"{a.playbook} for {h.component} ({h.fault}, {h.confidence:.0%})"
-    if options.approve is Approve.NO or (
-        options.approve is Approve.ASK and not display.interactive
-    ):
+    if options.approve is Approve.NO or (options.approve is Approve.ASK and not display.can_ask):
         display.say(
             f"  {what} needs approval: `sentinel approve {a.incident_id} --config "
             f"{running.daemon.settings.base_dir / 'sentinel.toml'}` (or run the demo with --yes)",

@@ -1,0 +1,225 @@
+"""``sentinel demo`` end to end, and its parts.
+
+The end-to-end tests run the real demo at 30x: the fleet's own process (pydantic-ai
+agents on ``FunctionModel``, tool HTTP services, a git config repository), a real daemon
+(SQLite, its OTLP receiver, the bundled playbooks), the fault, and the whole loop up to
+the archived case. They check the outcome in the store, the git remote and the archive,
+not in the demo's own report.
+
+What must not live here: the agents' own behaviour (their tests).
+"""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from rich.console import Console
+from typer.testing import CliRunner
+
+from sentinel.adapters.db import open_store
+from sentinel.agents.remediation import RemediationEvent
+from sentinel.cases import read_case
+from sentinel.cli import app
+from sentinel.clock import FakeClock
+from sentinel.demo.fleet import BAD_PROMPT, GOOD_PROMPT, config_files, parse_config
+from sentinel.demo.run import Approve, DemoOptions, DemoResult, Display, print_summary, run_demo
+from sentinel.demo.scenarios import Scenario
+from sentinel.demo.stages import Snapshot, Stage, StageState, finished, progress
+from sentinel.demo.timing import SPAN_OVERHEAD_NS, TimedExporter, TraceClocks, VirtualTimes, Warp
+from sentinel.incidents import Incident, IncidentStatus
+from sentinel.remediation import ActionState
+from tests.gitrepos import git
+
+T0 = datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
+
+
+# --- end to end ---------------------------------------------------------------------------
+
+
+def _run(tmp_path: Path, scenario: Scenario, **options: object) -> tuple[DemoResult, str]:
+    out = io.StringIO()
+    display = Display(Console(file=out, width=250, force_terminal=False), ask=io.StringIO("y\n"))
+    result = run_demo(
+        DemoOptions(scenario=scenario, speed=30.0, workspace=tmp_path / "ws", **options),  # type: ignore[arg-type]
+        display,
+    )
+    print_summary(display, result)
+    return result, out.getvalue()
+
+
+def _remote_log(result: DemoResult) -> list[str]:
+    return git(result.workspace / "config.git", "log", "--format=%s", "main").splitlines()
+
+
+def _check_common(result: DemoResult, text: str) -> None:
+    spec = result.scenario
+    assert result.ok, text
+    assert result.summary.right, text
+    assert result.snapshot.false_incidents == (), text
+    # The stages, printed in order, each once.
+    marks = [line for line in text.splitlines() if line.startswith(("✔", "–", "✘"))]
+    assert [m.split(".", 1)[1].split("  ")[0].strip() for m in marks] == [s.value for s in Stage], (
+        text
+    )
+    assert "right" in text
+    # What the store says, read afresh.
+    store = open_store(f"sqlite:///{result.workspace / 'sentinel.db'}", FakeClock(T0))
+    try:
+        inc = result.snapshot.incident
+        assert inc is not None
+        stored = store.get_incident(inc.id)
+        assert stored is not None and stored.status is IncidentStatus.RESOLVED
+        top = store.hypotheses(inc.id)[0]
+        assert top.component == spec.root_cause
+        (action,) = store.actions(inc.id)  # proposed once, applied once
+        assert action.playbook == spec.playbook
+        assert action.state is ActionState.VERIFIED
+        applied = [e for e in store.audit(inc.id) if e.action == RemediationEvent.APPLIED]
+        assert len(applied) == 1
+    finally:
+        store.close()
+    # The case is archived, with the fix's root cause as its (weak) truth.
+    case = read_case(Path(result.snapshot.archived_path), with_truth=True)
+    assert case.truth is not None
+    assert case.truth.root_cause == spec.root_cause
+    assert case.spans
+
+
+def test_the_demo_rolls_a_prompt_regression_back_once_and_archives_it(tmp_path: Path) -> None:
+    result, text = _run(tmp_path, Scenario.PROMPT_REGRESSION, approve=Approve.NO)
+    _check_common(result, text)
+    assert result.fault_commit is not None
+    # Exactly one revert of exactly the bad commit, and the prompt is good again.
+    log = _remote_log(result)
+    reverts = [s for s in log if s.startswith("Revert")]
+    assert len(reverts) == 1 and "warmer tone" in reverts[0], log
+    assert git(result.workspace / "config.git", "show", "main:prompts/support.md") + "\n" == (
+        GOOD_PROMPT
+    )
+    assert "automatic" in text
+
+
+def test_the_demo_asks_before_throttling_a_rate_limited_tool(tmp_path: Path) -> None:
+    """With --manual every fix needs a person: the demo asks, the answer "y" approves
+    it through the same path as `sentinel approve`, and the throttle lands once."""
+    result, text = _run(tmp_path, Scenario.TOOL_RATE_LIMIT, approve=Approve.ASK, manual=True)
+    _check_common(result, text)
+    assert "Approve throttle-rate-limited-tool" in text
+    assert result.snapshot.action is not None
+    assert (result.snapshot.action.decided_by or "").startswith("cli:")
+    throttles = [s for s in _remote_log(result) if s.startswith("Throttle tool:order_status")]
+    assert len(throttles) == 1
+    limits = yaml.safe_load(git(result.workspace / "config.git", "show", "main:limits.yaml"))
+    assert limits["rate_limits"]["tool:order_status"]["requests_per_minute"] == 30
+
+
+# --- the parts ----------------------------------------------------------------------------
+
+
+def test_spans_are_timed_on_their_trace_clock_not_on_the_machine() -> None:
+    """A span lasts what the simulation says it waited (plus 1 ms per boundary), however
+    long the machine took; a trace starts at its warped real start; children stay
+    inside their parents."""
+    warp = Warp.from_origin(T0, wall0_ns=1_000_000_000, speed=30.0)
+    clocks = TraceClocks()
+    times = VirtualTimes(clocks, warp)
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(times)
+    provider.add_span_processor(SimpleSpanProcessor(TimedExporter(memory, times)))
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span("root", start_time=1_000_000_000 + 10**9) as root:
+        trace_id = root.get_span_context().trace_id
+        with tracer.start_as_current_span("model"):
+            clocks.advance(trace_id, 0.8)  # the model's answer took 0.8 clock seconds
+        with tracer.start_as_current_span("tool"):
+            clocks.advance(trace_id, 0.12)
+    assert len(clocks) == 0  # the trace's clock ends with its root
+    spans = {s.name: s for s in memory.get_finished_spans()}
+    root_s, model, tool = spans["root"], spans["model"], spans["tool"]
+
+    def ns(s: object) -> tuple[int, int]:
+        start, end = getattr(s, "start_time"), getattr(s, "end_time")  # noqa: B009
+        assert isinstance(start, int) and isinstance(end, int)
+        return start, end
+
+    start = warp(1_000_000_000 + 10**9)
+    assert start == round(T0.timestamp() * 1e9) + 30 * 10**9  # 1 real s = 30 clock s
+    assert ns(root_s)[0] == start + SPAN_OVERHEAD_NS
+    assert ns(model)[1] - ns(model)[0] == 800_000_000 + SPAN_OVERHEAD_NS
+    assert ns(tool)[1] - ns(tool)[0] == 120_000_000 + SPAN_OVERHEAD_NS
+    assert ns(root_s)[0] < ns(model)[0] < ns(model)[1] < ns(tool)[0] < ns(tool)[1]
+    assert ns(tool)[1] < ns(root_s)[1]
+
+
+def test_the_fleet_config_names_the_broken_file() -> None:
+    files = config_files()
+    cfg = parse_config(files, "a" * 40)
+    assert cfg.models == {"support-agent": "gpt-4o", "research-agent": "gpt-4o-mini"}
+    assert cfg.rate_limits["tool:order_status"] == 600
+    assert BAD_PROMPT != GOOD_PROMPT == cfg.prompt
+    with pytest.raises(ValueError, match=r"agents\.yaml at aaaaaaa"):
+        parse_config({**files, "agents.yaml": "agents: [1, 2]\n"}, "a" * 40)
+    with pytest.raises(ValueError, match=r"limits\.yaml at aaaaaaa"):
+        parse_config({**files, "limits.yaml": "rate_limits: {t: {rpm: 3}}\n"}, "a" * 40)
+
+
+def _incident(status: IncidentStatus = IncidentStatus.OPEN) -> Incident:
+    return Incident(
+        id="inc-1",
+        title="t",
+        status=status,
+        opened_at=T0 + timedelta(minutes=2),
+        updated_at=T0,
+        resolved_at=T0 + timedelta(minutes=20) if status is IncidentStatus.RESOLVED else None,
+        components=("agent:support-agent",),
+    )
+
+
+def test_stages_wait_in_order_and_a_fault_without_a_playbook_skips_the_fix() -> None:
+    before = progress(Snapshot(now=T0, judged=0))
+    assert [v.state for v in before] == [StageState.WAITING] * 10
+    assert not finished(before)
+    learned = progress(Snapshot(now=T0, baseline_at=T0, judged=40))
+    assert learned[0].state is StageState.DONE and "40 SLI series" in learned[0].detail
+    # Resolved with nothing proposed (no playbook matched): the fix stages are skipped,
+    # and the demo is finished once the case is archived.
+    snap = Snapshot(
+        now=T0 + timedelta(minutes=30),
+        baseline_at=T0,
+        judged=40,
+        fault_start=T0,
+        incident=_incident(IncidentStatus.RESOLVED),
+        ticket_at=T0 + timedelta(minutes=3),
+        ticket_where="console",
+    )
+    views = progress(snap)
+    by = {v.stage: v for v in views}
+    assert by[Stage.HYPOTHESES].state is StageState.WAITING  # not diagnosed yet
+    for s in (Stage.APPROVAL, Stage.ACTION, Stage.VERIFICATION):
+        assert by[s].state is StageState.SKIPPED
+    assert by[Stage.RESOLVED].state is StageState.DONE
+    assert not finished(views)  # not archived yet
+
+
+def test_the_demo_command_refuses_bad_input_with_a_clear_error(tmp_path: Path) -> None:
+    runner = CliRunner()
+    bad = runner.invoke(app, ["demo", "--scenario", "meteor_strike"])
+    assert bad.exit_code == 2
+    assert "meteor_strike" in bad.output
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "keep.txt").write_text("mine")
+    r = runner.invoke(app, ["demo", "--workspace", str(busy)])
+    assert r.exit_code == 1
+    assert "not empty" in r.output
+    assert (busy / "keep.txt").read_text() == "mine"  # nothing touched
+    r = runner.invoke(app, ["demo", "--speed", "0", "--workspace", str(tmp_path / "new")])
+    assert r.exit_code == 1 and "--speed must be positive" in r.output
