@@ -29,6 +29,12 @@ How one series is judged at ``now`` (only steps complete at ``now`` are used):
   with ``min_z`` and the minimum effects times ``fast_evidence_factor``, ratios and
   ``max_p_value`` to that power), so a hard failure
   pages on its first complete step; a drop of traffic always needs the full persistence;
+- the fast path is also judged on the same SLI at ``step_seconds / fast_step_divisor``
+  when the caller passes it (``fine``): the same detector and bars over its own
+  baseline, so two points of a hard failure take half a step each. A share's short
+  point needs only its share of the step's observations, and its baseline's runs count
+  at their lower confidence bound (one error in three calls is not a burst); the onset
+  found is put on the step grid;
 - a share's baseline rate is tested at its upper confidence bound: a quiet component
   that showed no error in its baseline by chance does not page on a few errors;
 - a component whose baseline shows short bursts must beat its worst burst of as many
@@ -439,23 +445,37 @@ def _judge_fine(
     if recent[-n][0] <= at.complete_until - n * at.step:
         return None
     fast_min = max(min_count, round(s.min_point_count * s.fast_evidence_factor))
+    # A p50 or a mean of three calls is noise however short its point, so levels keep the
+    # step's minimum. A share's requests are pooled and weighed by the binomial test, so
+    # its short point needs only its share of a step's minimum (the same calls a second).
+    if kind in _SHARES:
+        fast_min = max(min_count, math.ceil(fast_min * (at.step / step)))
     if any(c < fast_min for _, _, c in recent[-n:]):
         return None
     detector = _detect_share if kind in _SHARES else _detect_level
     found = detector(series.key, base, recent, at.fast)
-    if found is None or not _beats_bursts(kind, base.points, recent, at.fast):
+    # A run of two 15 s points of a quiet component with one error in three requests is
+    # a 33 % "burst": on points this short, a run's rate counts at its lower confidence
+    # bound (a busy component's real bursts stay near their rate).
+    if found is None or not _beats_bursts(kind, base.points, recent, at.fast, confident=True):
         return None
     onset = origin + ((found.onset - origin) // step) * step
     return found if onset == found.onset else found.model_copy(update={"onset": onset})
 
 
 def _beats_bursts(
-    kind: SliKind, base: list[_Point], recent: list[_Point], s: DetectionSettings
+    kind: SliKind,
+    base: list[_Point],
+    recent: list[_Point],
+    s: DetectionSettings,
+    *,
+    confident: bool = False,
 ) -> bool:
     """Whether the last ``s.persistence_points`` points beat, by ``s``' minimum effect,
     the worst run of as many points the baseline itself showed. A component whose
     baseline has short bursts (a provider's minute of 10 % errors every quarter hour)
-    does not page on the next burst (``s`` is the fast path's bar, or the full one)."""
+    does not page on the next burst (``s`` is the fast path's bar, or the full one).
+    ``confident``: a share's baseline runs count at their lower confidence bound."""
     n = s.persistence_points
     if len(base) < n:
         return True
@@ -468,7 +488,13 @@ def _beats_bursts(
         # the run's least bad point: a run is as bad as it stays throughout
         return min(values) if direction_of(kind) is Direction.UP else max(values)
 
-    runs = [level(base[i : i + n]) for i in range(len(base) - n + 1)]
+    def run_level(points: Sequence[_Point]) -> float:
+        if confident and kind in _SHARES:
+            err, req = _pool(points)
+            return _lower_rate(err, req) if req else 0.0
+        return level(points)
+
+    runs = [run_level(base[i : i + n]) for i in range(len(base) - n + 1)]
     up = direction_of(kind) is Direction.UP
     worst = max(runs) if up else min(runs)
     typical = level(base) if kind in _SHARES else _median([v for _, v, _ in base])
@@ -671,6 +697,16 @@ def _upper_rate(errors: int, n: int) -> float:
     centre = p + z2 / (2 * n)
     spread = _WILSON_Z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
     return min(1.0, (centre + spread) / (1 + z2 / n))
+
+
+def _lower_rate(errors: int, n: int) -> float:
+    """The lower Wilson score bound (about 2.5 %) of a rate seen as ``errors`` of ``n``:
+    0 when no error was seen, close to the rate itself for many."""
+    z2 = _WILSON_Z**2
+    p = min(max(errors / n, 0.0), 1.0)
+    centre = p + z2 / (2 * n)
+    spread = _WILSON_Z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return max(0.0, (centre - spread) / (1 + z2 / n))
 
 
 def _binomial_cost(recent: Sequence[_Point], k: int, before: float) -> float:
