@@ -55,6 +55,20 @@ def series(kind: SliKind, values: list[float], counts: list[int] | None = None) 
     )
 
 
+# The fast path also judged on half-steps.
+HALF = S.model_copy(update={"fast_step_divisor": 2})
+FINE = STEP / 2
+
+
+def fine_series(kind: SliKind, values: list[float], counts: list[int]) -> SliSeries:
+    """The same SLI on the half-step grid (2N points over the same window)."""
+    return SliSeries(
+        key=SliKey("tool:lookup", kind),
+        points=tuple((T0 + i * FINE, v) for i, v in enumerate(values)),
+        counts=tuple(counts),
+    )
+
+
 def at_end(n: int = N) -> datetime:
     return T0 + n * STEP
 
@@ -93,8 +107,10 @@ def test_no_detector_fires_on_a_constant_series(
     if kind in (SliKind.ERROR_RATE, SliKind.ERROR_RATE_BY_TYPE, SliKind.TOOL_FAILURE_RATE):
         value = min(value, 1.0)
     s = series(kind, [value] * length, [count] * length)
+    f = fine_series(kind, [value] * (2 * length), [count] * (2 * length))
     for n in (length // 2, length, length + 3):
         assert not isinstance(detect_series(s, at_end(n), S), Anomaly)
+        assert not isinstance(detect_series(s, at_end(n), HALF, f), Anomaly)
 
 
 @given(kind=st.sampled_from(list(SliKind)), seed=st.integers(0, 2**32 - 1))
@@ -271,6 +287,74 @@ def test_a_component_that_bursts_must_beat_its_own_bursts() -> None:
     found = detect_series(series(SliKind.ERROR_RATE, values, [1000] * N), at_end(), S)
     assert isinstance(found, Anomaly)
     assert found.onset == T0 + (N - 4) * STEP
+
+
+# --- the fast path on half-steps (fast_step_divisor) ----------------------------------------
+
+
+def test_a_hard_failure_pages_on_two_half_steps_with_its_onset_on_the_step_grid() -> None:
+    # p50 0.2 s, ten times slower from the second half of the step before last: the last
+    # three half-steps are slow, the steps show one slow point after a mixed one.
+    rng = random.Random(5)
+    fine = [0.2 * (1 + rng.uniform(-0.05, 0.05)) for _ in range(2 * N - 3)] + [2.0] * 3
+    steps = [0.2 * (1 + rng.uniform(-0.05, 0.05)) for _ in range(N - 2)] + [0.25, 2.0]
+    s = series(SliKind.LATENCY_P50, steps, [20] * N)
+    f = fine_series(SliKind.LATENCY_P50, fine, [10] * (2 * N))
+    # On steps, one slow point is not the fast path's two: no anomaly yet.
+    assert detect_series(s, at_end(), HALF) is None
+    # With a divisor of 1 the half-steps are not looked at.
+    steps_only = S.model_copy(update={"fast_step_divisor": 1})
+    assert detect_series(s, at_end(), steps_only, f) is None
+    found = detect_series(s, at_end(), HALF, f)
+    assert isinstance(found, Anomaly)
+    # The change is at half-step 2N-3, inside step N-2: dated at that step's start.
+    assert found.onset == T0 + (N - 2) * STEP
+    result = detect({s.key: s}, at_end(), HALF, {f.key: f})
+    assert [a.onset for a in result.anomalies] == [found.onset]
+
+
+def test_half_steps_of_few_observations_do_not_take_the_fast_path() -> None:
+    fine = [0.2] * (2 * N - 2) + [2.0] * 2
+    few = [S.min_point_count] * (2 * N)  # a p50 of three calls, ten times slower
+    s = series(SliKind.LATENCY_P50, [0.2] * (N - 1) + [2.0], [2 * S.min_point_count] * N)
+    f = fine_series(SliKind.LATENCY_P50, fine, few)
+    assert detect_series(s, at_end(), HALF, f) is None
+    # A half-step missing at the end is no evidence either.
+    gap = fine_series(SliKind.LATENCY_P50, fine[:-1], [20] * (2 * N - 1))
+    assert detect_series(s, at_end(), HALF, gap) is None
+
+
+def test_a_quiet_component_pages_on_half_steps_unless_its_baseline_burst_as_much() -> None:
+    # A model called about 8 times a step: a lone error in its baseline (in a run of two
+    # half-steps of two calls), then 12 errors in 16 calls over the last two half-steps
+    # (a provider failing three calls in four).
+    counts = [4] * (2 * N - 2) + [5, 11]
+    values = [0.0] * (2 * N - 2) + [4 / 5, 8 / 11]
+    values[40], counts[40], counts[41] = 1 / 2, 2, 2
+
+    def on_steps(values: list[float], counts: list[int]) -> SliSeries:
+        errors = [v * c for v, c in zip(values, counts, strict=True)]
+        per_step = [counts[2 * i] + counts[2 * i + 1] for i in range(N)]
+        return series(
+            SliKind.ERROR_RATE,
+            [(errors[2 * i] + errors[2 * i + 1]) / per_step[i] for i in range(N)],
+            per_step,
+        )
+
+    s = on_steps(values, counts)
+    f = fine_series(SliKind.ERROR_RATE, values, counts)
+    # On steps, the errors sit in the last point only: not a shift that held.
+    assert detect_series(s, at_end(), HALF) is None
+    # On half-steps they hold two points. The baseline's run of one error in four calls
+    # is not a 25 % burst the failure would have to beat by four times.
+    found = detect_series(s, at_end(), HALF, f)
+    assert isinstance(found, Anomaly)
+    assert found.onset == T0 + (N - 1) * STEP
+    # Three errors in four calls are a burst: the same failure is then the component's
+    # usual weather, not a page.
+    values[100], counts[100], values[101], counts[101] = 1.0, 2, 1 / 2, 2
+    bursty = fine_series(SliKind.ERROR_RATE, values, counts)
+    assert detect_series(on_steps(values, counts), at_end(), HALF, bursty) is None
 
 
 def test_one_spike_of_errors_is_not_a_persistent_shift() -> None:

@@ -39,7 +39,7 @@ from sentinel.rca import Hypothesis
 from sentinel.settings import DetectionSettings, Settings
 from sentinel.sim import FaultSpec, Topology, plan_fault, simulate_case
 from sentinel.sim.live import LiveRun
-from sentinel.sli import SliKey, SliKind, SliSeries
+from sentinel.sli import SliKey, SliKind, SliSeries, step_start
 from sentinel.telemetry import ChangeEvent, Sample, Series, Span, TopologyEdge
 from tests.harness import make_settings, running_daemon
 
@@ -86,9 +86,9 @@ def sqlite_store(tmp_path: Path, case: Case) -> Iterator[SqlStore]:
         s.close()
 
 
-def settings(tmp_path: Path) -> Settings:
+def settings(tmp_path: Path, **detection: object) -> Settings:
     # No ingest lag: the case is in the store whole, as the replay sees it.
-    return make_settings(tmp_path, detection={"ingest_lag_seconds": 0.0})
+    return make_settings(tmp_path, detection={"ingest_lag_seconds": 0.0, **detection})
 
 
 def walk(agent: MetricAgent, clock: FakeClock, until: timedelta) -> None:
@@ -100,16 +100,18 @@ def walk(agent: MetricAgent, clock: FakeClock, until: timedelta) -> None:
         asyncio.run(agent.run_once())
 
 
+@pytest.mark.parametrize("divisor", [1, 2])  # the fast path on steps only, and on half-steps
 def test_walking_a_case_opens_the_incident_the_replay_finds_and_persists_its_events(
-    tmp_path: Path, case: Case, sqlite_store: SqlStore
+    tmp_path: Path, case: Case, sqlite_store: SqlStore, divisor: int
 ) -> None:
     store = sqlite_store
-    s = settings(tmp_path)
+    s = settings(tmp_path, fast_step_divisor=divisor)
     expected = replay_case(case, s.detection, s.pricing)
     assert len(expected) == 1  # the suite's own check of this spec
     # The first run reads the whole baseline: starting shortly before the fault is the
-    # same as having run all along.
-    clock = FakeClock(fault_start(case) - timedelta(minutes=5))
+    # same as having run all along. Runs on the step grid, as the daemon places them.
+    step = timedelta(seconds=s.detection.step_seconds)
+    clock = FakeClock(step_start(fault_start(case) - timedelta(minutes=5), step))
     metrics = SelfMetrics()
     agent = MetricAgent(s, store, clock, metrics=metrics)
 
@@ -123,6 +125,8 @@ def test_walking_a_case_opens_the_incident_the_replay_finds_and_persists_its_eve
     rebuilt = fold(events)
     assert rebuilt is not None
     assert rebuilt.onset == expected[0].onset
+    # ... and at the run the replay opened it at.
+    assert stored[0].opened_at == expected[0].incident.opened_at
     assert {a.key for a in rebuilt.anomalies} == {a.key for a in expected[0].anomalies}
     target = plan_fault(SPEC, random.Random(SPEC.seed)).target
     assert target in rebuilt.components
@@ -132,6 +136,31 @@ def test_walking_a_case_opens_the_incident_the_replay_finds_and_persists_its_eve
     assert {e.action for e in trail} <= {*lifecycle, AuditAction.DIAGNOSED.value}
     assert metrics.metric_agent_runs.labels(outcome="ok")._value.get() > 0
     assert metrics.open_incidents._value.get() == 1
+
+
+def test_the_agent_judges_half_steps_as_the_replay_does_and_pages_a_step_sooner(
+    tmp_path: Path,
+) -> None:
+    # A tool ten times slower from mid-step: on half-steps its two points of evidence are
+    # there a step before the steps' two are.
+    spec = dataclasses.replace(SPEC, seed=11)
+    case = dataclasses.replace(simulate_case(spec), samples=())
+    s = settings(tmp_path, fast_step_divisor=2)
+    expected = replay_case(case, s.detection, s.pricing)
+    on_steps = replay_case(case, s.detection.model_copy(update={"fast_step_divisor": 1}), s.pricing)
+    assert expected[0].incident.opened_at + timedelta(seconds=30) == on_steps[0].incident.opened_at
+    store = open_store("sqlite:///" + str(tmp_path / "s.db"), FakeClock(case.meta.start))
+    try:
+        ingest_case(store, case)
+        step = timedelta(seconds=s.detection.step_seconds)
+        clock = FakeClock(step_start(fault_start(case) - timedelta(minutes=2), step))
+        agent = MetricAgent(s, store, clock)
+        walk(agent, clock, timedelta(minutes=4))
+        assert [(i.id, i.opened_at) for i in store.incidents()] == [
+            (expected[0].id, expected[0].incident.opened_at)
+        ]
+    finally:
+        store.close()
 
 
 def test_a_restarted_agent_rebuilds_open_incidents_and_opens_nothing_twice(

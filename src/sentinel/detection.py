@@ -29,6 +29,12 @@ How one series is judged at ``now`` (only steps complete at ``now`` are used):
   with ``min_z`` and the minimum effects times ``fast_evidence_factor``, ratios and
   ``max_p_value`` to that power), so a hard failure
   pages on its first complete step; a drop of traffic always needs the full persistence;
+- the fast path is also judged on the same SLI at ``step_seconds / fast_step_divisor``
+  when the caller passes it (``fine``): the same detector and bars over its own
+  baseline, so two points of a hard failure take half a step each. A share's short
+  point needs only its share of the step's observations, and its baseline's runs count
+  at their lower confidence bound (one error in three calls is not a burst); the onset
+  found is put on the step grid;
 - a share's baseline rate is tested at its upper confidence bound: a quiet component
   that showed no error in its baseline by chance does not page on a few errors;
 - a component whose baseline shows short bursts must beat its worst burst of as many
@@ -259,22 +265,38 @@ class _At:
     recent_from: datetime
     baseline_from: datetime
     fresh_from: datetime
+    step: timedelta
     full: DetectionSettings
     fast: DetectionSettings
     slow: DetectionSettings
+    # The same on the fast path's shorter grid (``fast_step_divisor``), if it has one.
+    fine: _At | None
 
     @classmethod
     def of(cls, now: datetime, s: DetectionSettings) -> _At:
         step = timedelta(seconds=s.step_seconds)
         recent_from = now - timedelta(minutes=s.recent_minutes)
+        fine = None
+        if s.fast_step_divisor > 1 and s.fast_persistence_points < s.persistence_points:
+            fine = cls.of(
+                now,
+                s.model_copy(
+                    update={
+                        "step_seconds": s.step_seconds / s.fast_step_divisor,
+                        "fast_step_divisor": 1,
+                    }
+                ),
+            )
         return cls(
             complete_until=now - step,
             recent_from=recent_from,
             baseline_from=recent_from - timedelta(minutes=s.baseline_minutes),
             fresh_from=now - step * (s.persistence_points + 1),
+            step=step,
             full=s,
             fast=_fast(s),
             slow=_slow(s),
+            fine=fine,
         )
 
 
@@ -321,13 +343,19 @@ class _Baseline:
 
 
 def detect_series(
-    series: SliSeries, now: datetime, settings: DetectionSettings
+    series: SliSeries,
+    now: datetime,
+    settings: DetectionSettings,
+    fine: SliSeries | None = None,
 ) -> Anomaly | NotEnoughData | None:
-    """Judge one series at ``now``: an anomaly, not enough data, or None (normal)."""
-    return _judge(series, _At.of(now, settings))
+    """Judge one series at ``now``: an anomaly, not enough data, or None (normal).
+    ``fine``: the same SLI at ``step_seconds / fast_step_divisor``, for the fast path."""
+    return _judge(series, _At.of(now, settings), fine)
 
 
-def _judge(series: SliSeries, at: _At) -> Anomaly | NotEnoughData | None:
+def _judge(
+    series: SliSeries, at: _At, fine: SliSeries | None = None
+) -> Anomaly | NotEnoughData | None:
     s = at.full
     key = series.key
     kind = key.kind
@@ -384,16 +412,70 @@ def _judge(series: SliSeries, at: _At) -> Anomaly | NotEnoughData | None:
             found = detector(key, base, recent, fast)
             if found is not None and not _beats_bursts(kind, base.points, recent, fast):
                 found = None
+    if found is None and fine is not None and at.fine is not None:
+        found = _judge_fine(fine, at.fine, min_count, series.rows[0][0], at.step)
     return found
 
 
+def _judge_fine(
+    series: SliSeries, at: _At, min_count: int, origin: datetime, step: timedelta
+) -> Anomaly | None:
+    """The fast path on the shorter grid: the same detector, bars and burst check on
+    the fine series' own baseline, over its last ``fast_persistence_points`` points.
+
+    Why: a step's worth of evidence is the grain of the step path, so two points of
+    30 s need 60 s of a fault, plus the part of the step it started in, before the fast
+    path can page. On 15 s points the same bars are met after 30 s of a hard failure,
+    and a point's noise is measured on points as short (the fine baseline's own MAD),
+    so a shorter point does not make a noisy series look calmer. It only ever adds an
+    anomaly the step path has not found, and its onset is put on the step grid (the
+    start of the step holding it, on the grid of ``origin`` and ``step``), where
+    incidents and the step path date everything else."""
+    s = at.full
+    kind = series.key.kind
+    raw_base, raw_recent = _split_points(series, at)
+    base = _Baseline([p for p in raw_base if p[2] >= min_count])
+    if len(base.points) < s.min_baseline_points:
+        return None
+    recent = [p for p in raw_recent if p[2] >= min_count]
+    n = s.fast_persistence_points
+    if len(recent) < n:
+        return None
+    # The last n fine steps, all there and each resting on the fast path's observations.
+    if recent[-n][0] <= at.complete_until - n * at.step:
+        return None
+    fast_min = max(min_count, round(s.min_point_count * s.fast_evidence_factor))
+    # A p50 or a mean of three calls is noise however short its point, so levels keep the
+    # step's minimum. A share's requests are pooled and weighed by the binomial test, so
+    # its short point needs only its share of a step's minimum (the same calls a second).
+    if kind in _SHARES:
+        fast_min = max(min_count, math.ceil(fast_min * (at.step / step)))
+    if any(c < fast_min for _, _, c in recent[-n:]):
+        return None
+    detector = _detect_share if kind in _SHARES else _detect_level
+    found = detector(series.key, base, recent, at.fast)
+    # A run of two 15 s points of a quiet component with one error in three requests is
+    # a 33 % "burst": on points this short, a run's rate counts at its lower confidence
+    # bound (a busy component's real bursts stay near their rate).
+    if found is None or not _beats_bursts(kind, base.points, recent, at.fast, confident=True):
+        return None
+    onset = origin + ((found.onset - origin) // step) * step
+    return found if onset == found.onset else found.model_copy(update={"onset": onset})
+
+
 def _beats_bursts(
-    kind: SliKind, base: list[_Point], recent: list[_Point], s: DetectionSettings
+    kind: SliKind,
+    base: list[_Point],
+    recent: list[_Point],
+    s: DetectionSettings,
+    *,
+    confident: bool = False,
 ) -> bool:
     """Whether the last ``s.persistence_points`` points beat, by ``s``' minimum effect,
     the worst run of as many points the baseline itself showed. A component whose
     baseline has short bursts (a provider's minute of 10 % errors every quarter hour)
-    does not page on the next burst (``s`` is the fast path's bar, or the full one)."""
+    does not page on the next burst (``s`` is the fast path's bar, or the full one).
+    ``confident``: a share's baseline runs count at their lower confidence bound."""
     n = s.persistence_points
     if len(base) < n:
         return True
@@ -406,7 +488,13 @@ def _beats_bursts(
         # the run's least bad point: a run is as bad as it stays throughout
         return min(values) if direction_of(kind) is Direction.UP else max(values)
 
-    runs = [level(base[i : i + n]) for i in range(len(base) - n + 1)]
+    def run_level(points: Sequence[_Point]) -> float:
+        if confident and kind in _SHARES:
+            err, req = _pool(points)
+            return _lower_rate(err, req) if req else 0.0
+        return level(points)
+
+    runs = [run_level(base[i : i + n]) for i in range(len(base) - n + 1)]
     up = direction_of(kind) is Direction.UP
     worst = max(runs) if up else min(runs)
     typical = level(base) if kind in _SHARES else _median([v for _, v, _ in base])
@@ -611,6 +699,16 @@ def _upper_rate(errors: int, n: int) -> float:
     return min(1.0, (centre + spread) / (1 + z2 / n))
 
 
+def _lower_rate(errors: int, n: int) -> float:
+    """The lower Wilson score bound (about 2.5 %) of a rate seen as ``errors`` of ``n``:
+    0 when no error was seen, close to the rate itself for many."""
+    z2 = _WILSON_Z**2
+    p = min(max(errors / n, 0.0), 1.0)
+    centre = p + z2 / (2 * n)
+    spread = _WILSON_Z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return max(0.0, (centre - spread) / (1 + z2 / n))
+
+
 def _binomial_cost(recent: Sequence[_Point], k: int, before: float) -> float:
     """Negative log-likelihood of the shares' errors as two binomial levels: ``before``
     up to split ``k``, the tail's pooled rate after it (the maximum-likelihood change
@@ -771,9 +869,14 @@ def _detect_share(
 
 
 def detect(
-    slis: Mapping[SliKey, SliSeries], now: datetime, settings: DetectionSettings
+    slis: Mapping[SliKey, SliSeries],
+    now: datetime,
+    settings: DetectionSettings,
+    fine: Mapping[SliKey, SliSeries] | None = None,
 ) -> DetectionResult:
-    """Every series judged at ``now``: anomalies and not-enough-data, in key order."""
+    """Every series judged at ``now``: anomalies and not-enough-data, in key order.
+    ``fine``: the SLIs at ``step_seconds / fast_step_divisor``, which the fast path also
+    judges when the divisor is above 1 (without them it sees the steps' points only)."""
     if now.tzinfo is None:
         raise ValueError(f"now {now.isoformat()!r} has no timezone")
     anomalies: list[Anomaly] = []
@@ -783,7 +886,7 @@ def detect(
     # Key order, with the keys' fields compared in C (SliKey's own comparison runs in
     # Python, and a replay sorts at every step).
     for key in sorted(slis, key=_fields):
-        verdict = _judge(slis[key], at)
+        verdict = _judge(slis[key], at, None if fine is None else fine.get(key))
         if isinstance(verdict, NotEnoughData):
             missing.append(verdict)
             continue

@@ -422,17 +422,23 @@ def replay(
     end: datetime,
     settings: DetectionSettings,
     slos: Sequence[SloSettings] = (),
+    *,
+    fine: Mapping[SliKey, SliSeries] | None = None,
 ) -> tuple[tuple[TrackedIncident, ...], tuple[LifecycleEvent, ...]]:
     """Detection (and the ``slos``' burn-rate rules) and correlation at every step from
     ``start`` to ``end``, as the Metric Agent runs them live: the incidents (in opening
-    order) and every event."""
+    order) and every event. ``fine``: the SLIs on the fast path's shorter grid
+    (``detect``)."""
     edges = frozenset(graph_edges)
     step = timedelta(seconds=settings.step_seconds)
     incidents: dict[str, TrackedIncident] = {}
     events: list[LifecycleEvent] = []
     now = start + step
     while now <= end:
-        found = (*detect(slis, now, settings).anomalies, *evaluate_slos(slos, slis, now, step))
+        found = (
+            *detect(slis, now, settings, fine).anomalies,
+            *evaluate_slos(slos, slis, now, step),
+        )
         live = [i for i in incidents.values() if i.incident.status is not IncidentStatus.RESOLVED]
         for ev in correlate(found, edges, live, now, settings):
             incidents[ev.incident_id] = transition(incidents.get(ev.incident_id), ev)
@@ -465,14 +471,18 @@ def replay_case(
     slos: Sequence[SloSettings] = (),
     *,
     slis: Mapping[SliKey, SliSeries] | None = None,
+    fine: Mapping[SliKey, SliSeries] | None = None,
 ) -> tuple[TrackedIncident, ...]:
     """A case's telemetry (never its truth) through SLIs, detection and correlation, as
     live: the incidents ``sentinel detect`` reports. The graph is every edge the case
     shows. ``slis``: the case's ``case_slis`` at the detection step, when the caller
-    has them already (they are most of a replay's cost)."""
+    has them already (they are most of a replay's cost); ``fine``: the same on the fast
+    path's shorter grid (computed here when ``fast_step_divisor`` asks for them)."""
     step = timedelta(seconds=detection.step_seconds)
     if slis is None:
         slis = case_slis(case, step, pricing)
+    if fine is None and detection.fast_step_divisor > 1:
+        fine = case_slis(case, step / detection.fast_step_divisor, pricing)
     edges = component_edges(case.spans, case.topology, case.changes)
-    incidents, _ = replay(slis, edges, case.meta.start, case.meta.end, detection, slos)
+    incidents, _ = replay(slis, edges, case.meta.start, case.meta.end, detection, slos, fine=fine)
     return incidents

@@ -367,6 +367,10 @@ class DetectionSettings(_Section):
     # interval or two, not after the full persistence. Equal persistences: no fast path.
     fast_persistence_points: Annotated[int, Field(ge=1)] = 2
     fast_evidence_factor: Annotated[float, Field(ge=1)] = 2.0
+    # The fast path is also judged on the SLIs at step_seconds / fast_step_divisor (same
+    # bars, its points that much shorter): with 30 s steps, two points of evidence take
+    # 30 s, not 60 s, to accumulate. 1: the fast path sees the step's points only.
+    fast_step_divisor: Annotated[int, Field(ge=1)] = 2
     # Points resting on fewer observations (requests, runs, scores) are ignored.
     min_point_count: Annotated[int, Field(ge=1)] = 3
     # Robust z (shift of the recent median over the baseline's MAD) required.

@@ -216,6 +216,13 @@ class MetricAgent:
         self.window = SliWindow(
             self.step, self.keep, frozenset(promql_key(d) for d in settings.prometheus.slis)
         )
+        # The fast path's shorter grid (``fast_step_divisor``): the same span and metric
+        # SLIs, not the declared PromQL ones (those keep the step path's fast path).
+        self.fine_window = (
+            SliWindow(self.step / det.fast_step_divisor, self.keep)
+            if det.fast_step_divisor > 1
+            else None
+        )
         self._filled_to: datetime | None = None
         self._edges: set[Edge] = set()
         # No span has shown a call yet: a metrics-only system, whose structure is
@@ -281,7 +288,9 @@ class MetricAgent:
 
     async def _read(
         self, since: datetime, end: datetime
-    ) -> tuple[dict[SliKey, SliSeries], tuple[SentinelError, ...]]:
+    ) -> tuple[dict[SliKey, SliSeries], dict[SliKey, SliSeries], tuple[SentinelError, ...]]:
+        """The SLIs from ``since`` to ``end`` on the step grid and on the fast path's
+        shorter one (empty without it), and the metric sources that failed."""
         s = self.settings
         step = self.step
         # Counters need the sample before a step to give its rate: read a little earlier.
@@ -295,12 +304,19 @@ class MetricAgent:
             span_slis(spans, since, end, step, s.pricing),
             metric_slis(samples, early, end, step),
         )
+        fine: dict[SliKey, SliSeries] = {}
+        if self.fine_window is not None:
+            fine_step = self.fine_window.step
+            fine = merge(
+                span_slis(spans, since, end, fine_step, s.pricing),
+                metric_slis(samples, early, end, fine_step),
+            )
         failures: tuple[SentinelError, ...] = ()
         if s.prometheus.slis and self.source is not None:
             fetched = await fetch_promql_slis(self.source, s.prometheus.slis, since, end, step)
             fresh.update(fetched.slis)  # declared SLIs win over computed ones
             failures = fetched.failures
-        return fresh, failures
+        return fresh, fine, failures
 
     async def run_once(self) -> MetricRun:
         s = self.settings
@@ -318,8 +334,10 @@ class MetricAgent:
             chunk_start = since
             while chunk_start < end:
                 chunk_end = min(end, chunk_start + _FILL_CHUNK) if chunk_start < recent else end
-                fresh, failed = await self._read(chunk_start, chunk_end)
+                fresh, fine, failed = await self._read(chunk_start, chunk_end)
                 self.window.refresh(fresh, chunk_start, chunk_end)
+                if self.fine_window is not None:
+                    self.fine_window.refresh(fine, chunk_start, chunk_end)
                 failures.extend(failed)
                 chunk_start = chunk_end
             changes = await asyncio.to_thread(self.store.changes, oldest, end)
@@ -337,7 +355,8 @@ class MetricAgent:
                 self.metrics.metric_source_failures.labels(source="prometheus").inc()
 
         slis = self.window.series()
-        result = detect(slis, judged_at, det)
+        fine_slis = None if self.fine_window is None else self.fine_window.series()
+        result = detect(slis, judged_at, det, fine_slis)
         anomalies = (*result.anomalies, *evaluate_slos(s.slo, slis, judged_at, self.step))
         open_ = self._open
         self._inferred = () if self._calls_seen else infer_topology(slis)

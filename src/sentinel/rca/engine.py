@@ -130,13 +130,16 @@ def diagnose(
     hypotheses say so. A metrics-only case without a topology gets one inferred from its
     metrics (``with_inferred_topology``)."""
     # One set of SLIs serves the inference and both passes (``sensitive`` keeps the step).
-    slis = case_slis(case, timedelta(seconds=detection.step_seconds), pricing)
+    step = timedelta(seconds=detection.step_seconds)
+    slis = case_slis(case, step, pricing)
+    divisor = detection.fast_step_divisor
+    fine = case_slis(case, step / divisor, pricing) if divisor > 1 else None
     case = with_inferred_topology(case, slis)
     note: tuple[str, ...] = ()
-    incident = main_incident(replay_case(case, detection, pricing, slos, slis=slis))
+    incident = main_incident(replay_case(case, detection, pricing, slos, slis=slis, fine=fine))
     if incident is None:
         bar = sensitive(detection)
-        incident = main_incident(replay_case(case, bar, pricing, slos, slis=slis))
+        incident = main_incident(replay_case(case, bar, pricing, slos, slis=slis, fine=fine))
         note = (BELOW_PAGING,)
     if incident is None:
         return Diagnosis(case=case.meta.id, onset=None)
