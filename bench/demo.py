@@ -41,11 +41,11 @@ def main() -> int:
     p.add_argument("--speed", type=float, default=30.0)
     args = p.parse_args()
     scenarios = [Scenario(s) for s in args.scenario] if args.scenario else list(Scenario)
-    print(  # noqa: T201
+    print(
         f"sentinel demo at {args.speed:g}x on {os.cpu_count()} cores; "
         "times in real seconds (wall) and clock seconds (the rest)"
     )
-    print(  # noqa: T201
+    print(
         f"{'scenario':<24}{'wall s':>8}{'ok':>5}{'right':>7}{'detect':>8}{'diagnose':>10}"
         f"{'fix':>6}{'verified':>10}"
     )
@@ -66,13 +66,13 @@ def main() -> int:
             wall = time.monotonic() - start
         worst = max(worst, wall)
         s = r.summary
-        print(  # noqa: T201
+        print(
             f"{scenario.value:<24}{wall:>8.1f}{'yes' if r.ok else 'NO':>5}"
             f"{'yes' if s.right else 'NO':>7}{_s(s.detection_delay):>8}"
             f"{_s(s.time_to_diagnosis):>10}{_s(s.time_to_fix):>6}{_s(s.time_to_verified):>10}"
         )
         sys.stdout.flush()
-    print(f"slowest scenario: {worst:.1f} s (target: under 180 s)")  # noqa: T201
+    print(f"slowest scenario: {worst:.1f} s (target: under 180 s)")
     return 0
 
 
