@@ -12,6 +12,7 @@ What must not live here: the agents' own behaviour (their tests).
 from __future__ import annotations
 
 import io
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -29,12 +30,21 @@ from sentinel.cases import read_case
 from sentinel.cli import app
 from sentinel.clock import FakeClock
 from sentinel.demo.fleet import BAD_PROMPT, GOOD_PROMPT, config_files, parse_config
-from sentinel.demo.run import Approve, DemoOptions, DemoResult, Display, print_summary, run_demo
+from sentinel.demo.run import (
+    Approve,
+    DemoOptions,
+    DemoResult,
+    Display,
+    demo_settings,
+    print_summary,
+    run_demo,
+)
 from sentinel.demo.scenarios import Scenario
 from sentinel.demo.stages import Snapshot, Stage, StageState, finished, progress
 from sentinel.demo.timing import SPAN_OVERHEAD_NS, TimedExporter, TraceClocks, VirtualTimes, Warp
 from sentinel.incidents import Incident, IncidentStatus
 from sentinel.remediation import ActionState
+from sentinel.settings import Settings
 from tests.gitrepos import git
 
 T0 = datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
@@ -223,3 +233,30 @@ def test_the_demo_command_refuses_bad_input_with_a_clear_error(tmp_path: Path) -
     assert (busy / "keep.txt").read_text() == "mine"  # nothing touched
     r = runner.invoke(app, ["demo", "--speed", "0", "--workspace", str(tmp_path / "new")])
     assert r.exit_code == 1 and "--speed must be positive" in r.output
+
+
+def test_with_slack_the_demo_uses_the_users_slack_and_approvers(tmp_path: Path) -> None:
+    """--slack: the [slack] section, its secrets and the approvers of the user's config
+    go to the demo's daemon; without it, tickets go to a file, delivered on clock time."""
+    user = Settings.model_validate_json(  # JSON mode, as a config file is read
+        json.dumps(
+            {
+                "slack": {"channel": "C0DEMO", "mode": "http"},
+                "approvals": {"users": ["slack:U1"], "slack_groups": ["S9"]},
+                "secrets": {"slack_bot_token": "xoxb-1", "slack_signing_secret": "shh"},
+            }
+        )
+    )
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    s = demo_settings(ws, ws / "config.git", DemoOptions(slack=user, speed=30.0))
+    assert s.slack.channel == "C0DEMO" and s.slack.mode.value == "http"
+    assert s.secrets.slack_bot_token is not None
+    assert s.secrets.slack_bot_token.get_secret_value() == "xoxb-1"
+    assert "slack:U1" in s.approvals.users and s.approvals.slack_groups == ("S9",)
+    assert any(u.startswith("cli:") for u in s.approvals.users)
+    plain = demo_settings(ws, ws / "config.git", DemoOptions(speed=30.0))
+    assert plain.slack.channel == ""
+    assert plain.slack.deliver_seconds == pytest.approx(2.0 / 30.0)
+    assert plain.changes.poll_seconds == pytest.approx(1.0)  # 30 clock seconds
+    assert plain.store.url.endswith("ws/sentinel.db")
