@@ -18,39 +18,27 @@ What must not live here: the fleet (``demo.fleet``), the stages' logic (``demo.s
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import json
-import logging
 import os
-import select
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TextIO
 
-import httpx
-import structlog
-from rich.console import Console
-from rich.live import Live
-from rich.table import Table
-from rich.text import Text
 from ruamel.yaml import YAML
 
 from sentinel.agents.approvals import decide_as
 from sentinel.agents.tickets import ConsoleSink
 from sentinel.clock import ScaledClock
 from sentinel.daemon import RunningDaemon, daemon_thread
+from sentinel.demo.display import Display, print_summary
 from sentinel.demo.fleet import BAD_PROMPT, FleetFault, config_files
+from sentinel.demo.processes import FleetProcess, fleet_process, logging_to, prometheus
 from sentinel.demo.scenarios import SCENARIOS, Scenario, ScenarioSpec
 from sentinel.demo.stages import (
     Snapshot,
@@ -63,7 +51,6 @@ from sentinel.demo.stages import (
     summarize,
 )
 from sentinel.errors import DemoError
-from sentinel.observability import configure_logging
 from sentinel.remediation import ActionState, Gate
 from sentinel.settings import (
     ApprovalSettings,
@@ -82,7 +69,7 @@ from sentinel.settings import (
 )
 from sentinel.telemetry import ChangeKind
 
-__all__ = ["Approve", "DemoOptions", "DemoResult", "Display", "run_demo"]
+__all__ = ["Approve", "DemoOptions", "DemoResult", "Display", "print_summary", "run_demo"]
 
 CONFIG_REPO = "agent-config"
 DEVELOPER = ("Dana Developer", "dana@example.com")
@@ -275,328 +262,6 @@ def _write_config(ws: Path, s: Settings) -> Path:
     return path
 
 
-# --- processes around the daemon ----------------------------------------------------------
-
-
-@dataclass
-class FleetProcess:
-    proc: subprocess.Popen[str]
-    control: str
-    ports: dict[str, int]
-    log: Path
-
-    def status(self) -> dict[str, Any]:
-        try:
-            r = httpx.get(f"{self.control}/status", timeout=2.0)
-            return dict(r.json())
-        except (httpx.HTTPError, ValueError):
-            return {}
-
-    def fault(self, kind: FleetFault, on: bool) -> None:
-        url = f"{self.control}/faults/{kind.value}"
-        try:
-            r = httpx.post(url, timeout=5.0) if on else httpx.delete(url, timeout=5.0)
-            r.raise_for_status()
-        except httpx.HTTPError as e:
-            raise DemoError(f"the fleet refused fault {kind.value!r}: {e}") from e
-
-    def check(self) -> None:
-        if self.proc.poll() is not None:
-            tail = self.log.read_text(errors="replace").splitlines()[-15:]
-            raise DemoError(
-                f"the fleet stopped (exit {self.proc.returncode}); {self.log}:\n" + "\n".join(tail)
-            )
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-
-@contextlib.contextmanager
-def fleet_process(
-    ws: Path, endpoint: str, remote: Path, clock: ScaledClock, wall0_ns: int, seed: int
-) -> Iterator[FleetProcess]:
-    log = ws / "fleet.log"
-    with log.open("a") as err:
-        proc = subprocess.Popen(  # our own module, fixed arguments
-            [
-                sys.executable,
-                "-m",
-                "sentinel.demo.fleet",
-                "--endpoint",
-                endpoint,
-                "--repo",
-                str(remote),
-                "--origin",
-                clock.origin.isoformat(),
-                "--wall0-ns",
-                str(wall0_ns),
-                "--speed",
-                str(clock.speed),
-                "--seed",
-                str(seed),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=err,
-            text=True,
-        )
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], 60.0)
-    line = proc.stdout.readline() if ready else ""
-    fleet = FleetProcess(proc, "", {}, log)
-    try:
-        try:
-            info = json.loads(line)
-        except ValueError:
-            fleet.stop()
-            fleet.check()
-            raise DemoError(f"the fleet did not start within 60 s; see {log}") from None
-        fleet.control = f"http://127.0.0.1:{info['control']}"
-        fleet.ports = dict(info["ports"])
-        yield fleet
-    finally:
-        fleet.stop()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def prometheus(ws: Path, daemon_url: str) -> Iterator[str | None]:
-    """A Prometheus scraping the daemon's own /metrics, if one is installed; its URL.
-    The daemon does not query it: its samples are stamped in real time, and the demo's
-    clock runs faster."""
-    binary = shutil.which("prometheus")
-    if binary is None:
-        yield None
-        return
-    folder = ws / "prometheus"
-    folder.mkdir(exist_ok=True)
-    target = daemon_url.removeprefix("http://")
-    (folder / "prometheus.yml").write_text(
-        "global:\n  scrape_interval: 5s\nscrape_configs:\n"
-        f"  - job_name: sentinel\n    static_configs:\n      - targets: ['{target}']\n"
-    )
-    port = _free_port()
-    with (folder / "prometheus.log").open("a") as log:
-        proc = subprocess.Popen(  # fixed arguments, no shell
-            [
-                binary,
-                f"--config.file={folder / 'prometheus.yml'}",
-                f"--storage.tsdb.path={folder / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=log,
-            stderr=log,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 15.0
-        up = False
-        while time.monotonic() < deadline and proc.poll() is None and not up:
-            with contextlib.suppress(httpx.HTTPError):
-                up = httpx.get(f"{url}/-/ready", timeout=1.0).status_code == 200
-            if not up:
-                time.sleep(0.2)
-        yield url if up else None
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-@contextlib.contextmanager
-def _logging_to(path: Path, settings: LoggingSettings) -> Iterator[None]:
-    """The daemon logs to the workspace while the demo holds the terminal; the process's
-    logging is put back afterwards."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    saved = structlog.get_config()
-    with path.open("a") as out:
-        configure_logging(settings, stream=out)
-        try:
-            yield
-        finally:
-            root.handlers[:] = handlers
-            root.setLevel(level)
-            structlog.configure(**saved)
-
-
-# --- display ----------------------------------------------------------------------------
-
-
-def _ago(t: datetime | None, ref: datetime | None) -> str:
-    if t is None or ref is None:
-        return ""
-    s = (t - ref).total_seconds()
-    sign = "-" if s < 0 else "+"
-    m, sec = divmod(round(abs(s)), 60)
-    return f"{sign}{m}m{sec:02d}s"
-
-
-_MARK = {
-    StageState.DONE: ("✔", "green"),
-    StageState.WAITING: ("…", "dim"),
-    StageState.FAILED: ("✘", "red"),
-    StageState.SKIPPED: ("–", "yellow"),
-}
-
-
-class Display:
-    """The demo's output: a live table of the stages on a terminal, else one line per
-    stage as it completes (logs, CI)."""
-
-    def __init__(self, console: Console | None = None, *, ask: TextIO | None = None) -> None:
-        self.console = console or Console()
-        self.live: Live | None = None
-        self._printed: set[str] = set()
-        self._input = ask
-
-    @property
-    def interactive(self) -> bool:
-        """A live table (a terminal), or one line per stage."""
-        return self.console.is_terminal
-
-    @property
-    def can_ask(self) -> bool:
-        return self.console.is_terminal or self._input is not None
-
-    def say(self, text: str, style: str = "") -> None:
-        if self.live is not None:
-            self.live.console.print(Text(text, style=style))
-        else:
-            self.console.print(Text(text, style=style), soft_wrap=True)
-
-    def table(self, views: tuple[StageView, ...], fault: datetime | None, footer: str) -> Table:
-        t = Table(show_header=False, box=None, expand=False, pad_edge=False)
-        t.add_column(width=3, justify="right")
-        t.add_column(width=2)
-        t.add_column(width=20, no_wrap=True)
-        t.add_column(width=9, no_wrap=True)
-        t.add_column(overflow="fold")
-        for i, v in enumerate(views, 1):
-            mark, style = _MARK[v.state]
-            t.add_row(
-                f"{i}.",
-                Text(mark, style=style),
-                Text(v.stage.value, style="bold" if v.state is StageState.DONE else ""),
-                _ago(v.at, fault),
-                Text(v.detail, style="dim" if v.state is StageState.WAITING else ""),
-            )
-        t.add_row("", "", "", "", Text(footer, style="dim"))
-        return t
-
-    def update(self, views: tuple[StageView, ...], fault: datetime | None, footer: str) -> None:
-        if self.interactive:
-            if self.live is None:
-                self.live = Live(
-                    self.table(views, fault, footer), console=self.console, refresh_per_second=4
-                )
-                self.live.start()
-            else:
-                self.live.update(self.table(views, fault, footer))
-            return
-        for i, v in enumerate(views, 1):
-            if v.state is StageState.WAITING:
-                break  # in order: a later stage waits for this one to be printed
-            key = f"{i}:{v.state.value}"
-            if key not in self._printed:
-                self._printed.add(key)
-                mark, _ = _MARK[v.state]
-                self.console.print(
-                    f"{mark} {i:>2}. {v.stage.value:<20} {_ago(v.at, fault):>9}  {v.detail}",
-                    soft_wrap=True,
-                    highlight=False,
-                )
-
-    def confirm(self, question: str) -> bool:
-        if self.live is not None:
-            self.live.stop()
-        try:
-            if self._input is not None:
-                self.console.print(question, end="")
-                answer = self._input.readline()
-            else:
-                answer = self.console.input(question)
-        finally:
-            if self.live is not None:
-                self.live.start()
-        return answer.strip().lower() in ("y", "yes")
-
-    def close(self) -> None:
-        if self.live is not None:
-            self.live.stop()
-            self.live = None
-
-
-def _duration(d: timedelta | None, step: float | None = None) -> str:
-    if d is None:
-        return "—"
-    s = d.total_seconds()
-    m, sec = divmod(round(s), 60)
-    text = f"{m}m{sec:02d}s" if m else f"{sec}s"
-    if step:
-        text += f" ({s / step:.1f} intervals of {step:g} s)"
-    return text
-
-
-def print_summary(d: Display, r: DemoResult) -> None:
-    s = r.summary
-    top = s.top
-    spec = r.scenario
-    lines = [
-        (f"Summary: {spec.scenario.value} at {r.snapshot.now:%H:%M} clock time", "bold"),
-        (f"  fault               {spec.what}", ""),
-        (f"  detection delay     {_duration(s.detection_delay, r.interval)}", ""),
-        (f"  time to diagnosis   {_duration(s.time_to_diagnosis)}", ""),
-        (
-            f"  time to fix         {_duration(s.time_to_fix)} applied, "
-            f"{_duration(s.time_to_verified)} verified",
-            "",
-        ),
-    ]
-    if top is not None:
-        verdict = "right" if s.right else f"WRONG (the root cause is {spec.root_cause})"
-        lines.append(
-            (
-                f"  top hypothesis      {top.component} ({top.fault}, {top.confidence:.0%}): "
-                f"{verdict}",
-                "green" if s.right else "red",
-            )
-        )
-    else:
-        lines.append(("  top hypothesis      none", "red"))
-    if r.snapshot.false_incidents:
-        lines.append(
-            (f"  before the fault    incidents {', '.join(r.snapshot.false_incidents)}", "yellow")
-        )
-    lines.append((f"  real time           {r.wall_seconds:.0f} s at {r.speed}x", ""))
-    inc = r.snapshot.incident
-    lines.append((f"  workspace           {r.workspace}", ""))
-    if inc is not None:
-        cfg = r.workspace / "sentinel.toml"
-        lines.append((f"  look around         sentinel incident {inc.id} --config {cfg}", ""))
-        lines.append(
-            (f"                      sentinel audit --incident {inc.id} --config {cfg}", "")
-        )
-    if r.timed_out:
-        lines.append(("  gave up waiting: a stage did not complete in time (see the logs)", "red"))
-    for text, style in lines:
-        d.say(text, style)
-
-
 # --- the run ----------------------------------------------------------------------------
 
 
@@ -707,7 +372,7 @@ def run_demo(options: DemoOptions, display: Display | None = None) -> DemoResult
     timed_out = False
     try:
         with (
-            _logging_to(ws / "sentinel.log", s.logging),
+            logging_to(ws / "sentinel.log", s.logging),
             daemon_thread(s, clock, ticket_sink=sink) as running,
             prometheus(ws, running.url) as prom,
             fleet_process(
