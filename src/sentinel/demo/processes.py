@@ -38,7 +38,6 @@ __all__ = ["FleetProcess", "fleet_process", "logging_to", "prometheus"]
 class FleetProcess:
     proc: subprocess.Popen[str]
     control: str
-    ports: dict[str, int]
     log: Path
 
     def status(self) -> dict[str, Any]:
@@ -106,16 +105,14 @@ def fleet_process(
     assert proc.stdout is not None
     ready, _, _ = select.select([proc.stdout], [], [], 60.0)
     line = proc.stdout.readline() if ready else ""
-    fleet = FleetProcess(proc, "", {}, log)
+    fleet = FleetProcess(proc, "", log)
     try:
         try:
             info = json.loads(line)
         except ValueError:
-            fleet.stop()
-            fleet.check()
+            fleet.check()  # it died: the error quotes its log
             raise DemoError(f"the fleet did not start within 60 s; see {log}") from None
         fleet.control = f"http://127.0.0.1:{info['control']}"
-        fleet.ports = dict(info["ports"])
         yield fleet
     finally:
         fleet.stop()

@@ -19,7 +19,6 @@ What must not live here: the fleet (``demo.fleet``), the stages' logic (``demo.s
 from __future__ import annotations
 
 import getpass
-import json
 import os
 import shutil
 import subprocess
@@ -66,6 +65,7 @@ from sentinel.settings import (
     Settings,
     SlackSettings,
     StoreSettings,
+    to_toml,
 )
 from sentinel.telemetry import ChangeKind
 
@@ -248,16 +248,12 @@ def demo_settings(ws: Path, remote: Path, options: DemoOptions) -> Settings:
 
 
 def _write_config(ws: Path, s: Settings) -> Path:
-    """A config file for looking around afterwards (``sentinel incidents --config``)."""
+    """The demo's settings as a config file, for looking around afterwards
+    (``sentinel incident ID --config``). Secrets stay out: they come from the environment."""
     path = ws / "sentinel.toml"
     path.write_text(
-        "# Written by `sentinel demo`: the demo's store, archive and config repository.\n"
-        f'[store]\nurl = "{s.store.url}"\n\n'
-        f'[learning]\narchive_dir = "{s.learning.archive_dir}"\n\n'
-        f"[approvals]\nusers = {json.dumps(list(s.approvals.users))}\n\n"
-        f'[remediation]\nplaybooks_dir = "{s.remediation.playbooks_dir}"\n'
-        f'config_repo = "{CONFIG_REPO}"\nworkdir = "{s.remediation.workdir}"\n\n'
-        f'[[changes.repos]]\nname = "{CONFIG_REPO}"\nurl = "{s.changes.repos[0].url}"\n'
+        "# Written by `sentinel demo`: the settings its daemon ran with.\n"
+        + to_toml(s.model_dump(mode="json", exclude={"secrets", "base_dir"}))
     )
     return path
 
@@ -356,7 +352,7 @@ def run_demo(options: DemoOptions, display: Display | None = None) -> DemoResult
     remote = _config_repo(ws, clock.now() - timedelta(hours=1))
     s = demo_settings(ws, remote, options)
     _write_config(ws, s)
-    approver = f"cli:{getpass.getuser()}"
+    approver = s.approvals.users[0]  # the demo's own user (demo_settings puts it first)
     step = s.detection.step_seconds
     tickets = (ws / "tickets.txt").open("a")
     sink = None if s.slack.channel else ConsoleSink(tickets)

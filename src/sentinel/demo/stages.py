@@ -9,7 +9,7 @@ What must not live here: display (``demo.run``), anything that changes the store
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -293,11 +293,8 @@ def read_snapshot(
     if ticket_at is None and ticket is not None and ticket.ref is not None:
         ticket_at = now
     last = archived[-1] if archived else None
-    return Snapshot(
-        now=now,
-        baseline_at=baseline_at,
-        judged=judged,
-        fault_start=fault,
+    return replace(
+        base,
         incident=inc,
         anomalies=tuple(anomalies),
         hypotheses=hypotheses,
@@ -308,5 +305,4 @@ def read_snapshot(
         archived_at=last.time if last is not None else None,
         archived_path=str(Path(str(last.detail.get("path", "")))) if last is not None else "",
         archived_truth=str(last.detail.get("truth", "")) if last is not None else "",
-        false_incidents=early,
     )
