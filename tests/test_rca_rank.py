@@ -275,3 +275,44 @@ def test_rca_of_a_missing_case_is_one_clear_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["rca", str(tmp_path / "nope"), "--json"])
     assert result.exit_code != 0
     assert "nope" in result.output
+
+
+def test_a_prompt_change_explains_the_tokens_its_agent_now_asks_of_its_model() -> None:
+    # The picture an incident can open on: the model's answers got longer, the agent
+    # itself shows nothing yet. Demand flows down, so the prompt change to the agent
+    # above the model is the suspect, and a model without errors or latency is no
+    # provider fault.
+    found = ranked(
+        [anomaly(MODEL, SliKind.OUTPUT_TOKENS_PER_REQUEST, score=12)],
+        (change("prompt:helper", (AGENT,)),),
+    )
+    top = found[0]
+    assert top.component == "prompt:helper"
+    assert top.fault == FaultKind.PROMPT_REGRESSION.value
+    assert top.change == "9f1c2ab"
+    model = next(h for h in found if h.component == MODEL)
+    assert model.fault == FaultKind.MODEL_VERSION_CHANGE.value
+
+
+def test_a_lone_demand_anomaly_is_never_a_certain_diagnosis() -> None:
+    # One candidate used to mean certainty (a softmax over one score): a callee's usage
+    # shift is as well explained by the agent that asks for it, which stands as a
+    # silent suspect, so neither clears an automatic gate.
+    found = ranked([anomaly(MODEL, SliKind.OUTPUT_TOKENS_PER_REQUEST, score=12)])
+    components = [h.component for h in found]
+    assert AGENT in components and MODEL in components
+    assert found[0].confidence < 0.9
+    agent = found[components.index(AGENT)]
+    assert agent.fault == FaultKind.PROMPT_REGRESSION.value
+    assert any("model:gpt-4o" in e for e in agent.evidence)
+    # A silent suspect is not credited with what its own spans would show: the model's
+    # errors are the model's.
+    errors = ranked(
+        [
+            anomaly(MODEL, SliKind.OUTPUT_TOKENS_PER_REQUEST, score=12),
+            anomaly(MODEL, SliKind.ERROR_RATE, score=30),
+        ]
+    )
+    assert errors[0].component == MODEL
+    silent = next(h for h in errors if h.component == AGENT)
+    assert not any("error_rate" in e for e in silent.evidence)

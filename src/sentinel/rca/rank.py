@@ -4,13 +4,15 @@ confidence meant to be a calibrated probability.
 Every component with anomalies is a candidate; so is the changed component of a change
 event near the onset (a prompt or config that no span names, or a model whose new version
 shows no symptom of its own stands for what the change affects, and the affected
-component keeps no credit for the change, so the change ranks above it); and so are the
-indexes and models under an agent whose answers got worse ("silent" suspects: fewer
-documents retrieved shows in no latency or error). Anomalies travel along call edges by
-their flow: supply (latency, errors) up to callers, demand (tokens, steps, cost) down to
-callees, quality (evaluator scores) up, and drops of traffic down. Saturation (CPU,
-memory) is a cause like supply, but only more demand from a caller explains it, never a
-neighbour's latency or errors. Each candidate is
+component keeps no credit for the change, so the change ranks above it; a change to an
+agent also reaches the usage it asks of its callees); and so are the indexes and models
+under an agent whose answers got worse, and the agents above a component whose usage per
+request moved ("silent" suspects: fewer documents retrieved shows in no latency or error,
+and longer answers may be asked for by a prompt whose agent shows nothing yet).
+Anomalies travel along call edges by their flow: supply (latency, errors) up to callers,
+demand (tokens, steps, cost) down to callees, quality (evaluator scores) up, and drops
+of traffic down. Saturation (CPU, memory) is a cause like supply, but only more demand
+from a caller explains it, never a neighbour's latency or errors. Each candidate is
 scored from five signals read off the graph:
 
 - **strength**: its strongest anomaly (``anomaly_weight``);
@@ -144,13 +146,15 @@ class _Candidate:
     anomalies: tuple[Anomaly, ...]  # its own, or (a changed component) what it affects
     nodes: tuple[str, ...]  # the call-graph nodes whose behaviour it stands for
     change: ChangeEvent | None
-    silent: bool = False  # no anomaly of its own: suspected for what it can explain
+    # No anomaly of its own: suspected only for the anomalies of this flow it can explain.
+    silent: _Flow | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class _Calls:
     callers: Mapping[str, set[str]]  # transitively
     callees: Mapping[str, set[str]]
+    direct_callers: Mapping[str, set[str]]
 
 
 def rank(
@@ -207,10 +211,28 @@ def _candidates(
             continue
         for d in sorted(calls.callees.get(c, set())):
             if d not in out and d.startswith(("index:", "model:")):
-                out[d] = _Candidate(d, (), (d,), None, silent=True)
+                out[d] = _Candidate(d, (), (d,), None, silent=_Flow.QUALITY)
+    # Usage per request is asked for by the agents above: an agent that shows nothing
+    # (yet) may still be why its model's answers got longer. Without it, a lone usage
+    # shift would be the only candidate, and one candidate is certain in a softmax.
+    for c, found in anomalous.items():
+        if not any(_flow(a) is _Flow.DEMAND for a in found):
+            continue
+        for u in sorted(calls.direct_callers.get(c, set())):
+            if u not in out and u.startswith("agent:"):
+                out[u] = _Candidate(u, (), (u,), None, silent=_Flow.DEMAND)
     # The latest change before its components' onset wins when several touch one.
     for ch in sorted(changes, key=lambda ch: (ch.time, ch.id)):
         hit = tuple(c for c in dict.fromkeys((ch.component, *ch.affects)) if c in anomalous)
+        # A changed agent asks more (or less) of what it calls: demand flows down.
+        asked = tuple(
+            d
+            for c in dict.fromkeys((ch.component, *ch.affects))
+            if c.startswith("agent:")
+            for d in sorted(calls.callees.get(c, set()))
+            if d not in hit and any(_flow(a) is _Flow.DEMAND for a in anomalous.get(d, ()))
+        )
+        hit = (*hit, *dict.fromkeys(asked))
         if not hit or not any(_recent(ch, onset[c]) for c in hit):
             continue
         if ch.component in anomalous and not ch.component.startswith(_OUTSIDE_CALL_GRAPH):
@@ -219,7 +241,9 @@ def _candidates(
             continue
         # A changed component without symptoms of its own (a prompt, a config, a model
         # whose new version answers worse) stands for what the change affects.
-        found = tuple(a for c in hit for a in anomalous[c])
+        found = tuple(
+            a for c in hit for a in anomalous[c] if c not in asked or _flow(a) is _Flow.DEMAND
+        )
         nodes = tuple(
             dict.fromkeys((*((ch.component,) if ch.component in calls.callers else ()), *hit))
         )
@@ -240,6 +264,7 @@ def _call_reach(graph: nx.DiGraph) -> _Calls:
     return _Calls(
         callers={n: nx.ancestors(calls, n) for n in calls.nodes},
         callees={n: nx.descendants(calls, n) for n in calls.nodes},
+        direct_callers={n: set(calls.predecessors(n)) for n in calls.nodes},
     )
 
 
@@ -312,15 +337,16 @@ def _score(
         a
         for a in everything
         if _explains(cand.nodes, a, calls, anomalous)
-        # A suspect without anomalies of its own is suspected for worse answers only: had
-        # it failed or slowed, its own spans would say so.
-        and (not cand.silent or _flow(a) is _Flow.QUALITY)
+        # A suspect without anomalies of its own is suspected for the flow it was named
+        # for only (worse answers, more usage): had it failed or slowed, its own spans
+        # would say so.
+        and (cand.silent is None or _flow(a) is cand.silent)
     ]
     coverage = math.fsum(anomaly_weight(a) for a in explained) / total if total else 0.0
     own = cand.anomalies if cand.anomalies else tuple(explained)
     onset = min((a.onset for a in own), default=first)
     strength = max((anomaly_weight(a) for a in own), default=0.0)
-    if cand.silent:
+    if cand.silent is not None:
         strength *= w.silent
     # Its own anomalies another anomalous component explains better: a victim's symptoms.
     others = [c for c in anomalous if c not in cand.nodes]
@@ -426,7 +452,11 @@ def _fault(cand: _Candidate) -> str:
         case "index":
             return FaultKind.RETRIEVAL_DEGRADATION.value
         case "model":
-            if cand.change is not None or (SliKind.EVAL_SCORE in slis and not errors):
+            # A model that answers differently (worse, longer, costlier) without failing
+            # or slowing was changed, not degraded by its provider.
+            if cand.change is not None or (
+                not errors and (SliKind.EVAL_SCORE in slis or (slis and not latency))
+            ):
                 return FaultKind.MODEL_VERSION_CHANGE.value
             return (
                 FaultKind.MODEL_PROVIDER_ERRORS
