@@ -10,10 +10,17 @@ What must not live here: the adapters' own failure contracts, tested where they 
 
 from __future__ import annotations
 
+import logging
+import os
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from structlog.testing import capture_logs
 
@@ -23,6 +30,11 @@ from sentinel.agents.remediation import MAX_ATTEMPTS, RemediationAgent, Remediat
 from sentinel.clock import FakeClock
 from sentinel.observability import SelfMetrics
 from sentinel.remediation import ActionState
+from tests.fixtures.postgres import PostgresServer
+from tests.harness import make_settings as daemon_settings
+from tests.harness import running_daemon
+from tests.test_daemon import _request, _stored_traces
+from tests.test_receiver import PB
 from tests.test_remediation_agent import (
     PROMPT_GOOD,
     T0,
@@ -144,3 +156,216 @@ def test_a_remote_that_stays_away_fails_the_action_and_escalates_it(
     escalations = [m for _, m, escalate in world.notifier.sent if escalate]
     assert escalations and "FAILED" in escalations[-1] and "agent-config" in escalations[-1]
     assert not world.remote.path.exists()
+
+
+# --- the disk full for SQLite ---------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 3 MiB tmpfs: SQLite's disk, filled for real."""
+    where = tmp_path / "disk"
+    where.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs at {where} (needs root): {mounted.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        # Lazy: the daemon's writer process may still hold the database open.
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def metric(text: str, name: str) -> float:
+    """The value of one sample line of /metrics (0 when absent)."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def ready(client: httpx.Client, url: str) -> None:
+    """Wait until the daemon stores spans (its writer process is up): a request retried
+    until it is acknowledged, as an exporter would."""
+    body, _ = _request(1)
+    for _ in range(100):
+        if client.post(url, content=body, headers=PB).status_code == 200:
+            return
+        time.sleep(0.1)
+    pytest.fail(f"{url} never stored a span")
+
+
+def test_a_full_disk_refuses_spans_it_cannot_store_and_stores_again_once_space_is_freed(
+    small_disk: Path,
+) -> None:
+    # Room for the store to start; 1 MiB of it given back once the disk is full.
+    ballast = small_disk / "ballast"
+    ballast.write_bytes(os.urandom(1024 * 1024))
+    settings = daemon_settings(
+        small_disk,
+        ingest={"write_batch_spans": 200, "ack_timeout_seconds": 1.0, "retry_after_seconds": 4},
+    )
+    acked: list[str] = []
+    refused: list[str] = []
+    with capture_logs() as logs, running_daemon(settings) as d:
+        url = f"{d.url}/v1/traces"
+        with httpx.Client(timeout=30) as client:
+            ready(client, url)
+            for _ in range(2000):  # ~1 MiB of spans per 40 requests: full long before
+                body, trace = _request(100)
+                r = client.post(url, content=body, headers=PB)
+                if r.status_code == 200:
+                    acked.append(trace)
+                    continue
+                assert r.status_code == 503 and r.headers["retry-after"] == "4"
+                refused.append(trace)
+                if len(refused) == 3:
+                    break
+            assert len(refused) == 3, "the disk never filled up"
+            # Nothing acknowledged is missing, nothing refused was taken as stored.
+            stored = _stored_traces(d.store)
+            assert {t: stored.get(t) for t in acked} == dict.fromkeys(acked, 100)
+            text = client.get(f"{d.url}/metrics").text
+            assert metric(text, 'sentinel_store_errors_total{op="write_spans"}') >= 1
+            assert metric(text, 'sentinel_ingest_requests_total{code="503"}') >= 3
+            assert client.get(f"{d.url}/readyz").status_code == 503
+
+            ballast.unlink()
+            # The queued batch is written on a retry; new spans are taken again.
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                body, trace = _request(100)
+                if client.post(url, content=body, headers=PB).status_code == 200:
+                    acked.append(trace)
+                    break
+                time.sleep(0.2)
+            else:
+                pytest.fail("no span was stored again after space was freed")
+            stored = _stored_traces(d.store)
+    assert {t: stored.get(t) for t in acked} == dict.fromkeys(acked, 100)
+    failed = [e for e in logs if e["event"] == "store write failed; spans kept in the queue"]
+    assert failed and "full" in failed[0]["error"]
+    assert any(e["event"] == "store writes recovered" for e in logs)
+
+
+# --- PostgreSQL restarted under load ---------------------------------------------------------
+
+
+@dataclass
+class Load:
+    """OTLP exporters on threads, each sending requests of ``spans`` spans (one trace
+    each) until stopped, at most ``max_requests`` each; what each request got is kept."""
+
+    url: str
+    spans: int = 20
+    senders: int = 3
+    max_requests: int = 5000
+    stop: threading.Event = field(default_factory=threading.Event)
+    answers: list[tuple[str, int, str | None]] = field(default_factory=list)
+    errors: list[BaseException] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    def start(self) -> None:
+        self._threads = [threading.Thread(target=self._send) for _ in range(self.senders)]
+        for t in self._threads:
+            t.start()
+
+    def _send(self) -> None:
+        try:
+            with httpx.Client(timeout=60) as client:
+                for _ in range(self.max_requests):
+                    if self.stop.is_set():
+                        return
+                    body, trace = _request(self.spans)
+                    r = client.post(self.url, content=body, headers=PB)
+                    with self._lock:
+                        self.answers.append((trace, r.status_code, r.headers.get("retry-after")))
+                    if r.status_code != 200:
+                        time.sleep(0.05)  # an exporter backs off
+        except BaseException as e:  # noqa: BLE001  # reported by the test
+            self.errors.append(e)
+
+    def count(self, code: int) -> int:
+        with self._lock:
+            return sum(1 for _, c, _ in self.answers if c == code)
+
+    def wait_for(self, code: int, n: int, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.count(code) < n:
+            assert not self.errors, self.errors
+            if time.monotonic() > deadline:
+                pytest.fail(f"fewer than {n} answers {code} within {timeout} s: {self.count(code)}")
+            time.sleep(0.05)
+
+    def finish(self) -> None:
+        self.stop.set()
+        for t in self._threads:
+            t.join(120)
+        assert not any(t.is_alive() for t in self._threads)
+        assert not self.errors, self.errors
+
+
+def agent_runs(url: str) -> float:
+    text = httpx.get(f"{url}/metrics").text
+    return metric(text, 'sentinel_metric_agent_runs_total{outcome="ok"}')
+
+
+@pytest.mark.postgres
+def test_postgres_restarted_under_load_refuses_while_down_and_loses_no_acknowledged_span(
+    postgres_server: PostgresServer,
+    postgres_url: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = daemon_settings(
+        tmp_path,
+        postgres_url,
+        ingest={"write_batch_spans": 200, "ack_timeout_seconds": 1.0, "retry_after_seconds": 2},
+        # The Metric Agent runs often, so that it meets the outage.
+        detection={"interval_seconds": 0.2, "step_seconds": 1.0, "ingest_lag_seconds": 0.0},
+    )
+    caplog.set_level(logging.ERROR, logger="apscheduler")
+    with capture_logs() as logs, running_daemon(settings) as d:
+        url = f"{d.url}/v1/traces"
+        with httpx.Client(timeout=30) as client:
+            ready(client, url)
+        load = Load(url)
+        load.start()
+        try:
+            load.wait_for(200, 20)
+
+            def outage() -> None:
+                load.wait_for(503, 3)  # refused while the store is down
+
+            postgres_server.restart(while_down=outage)
+            ok_runs = agent_runs(d.url)
+            acked_before = load.count(200)
+            load.wait_for(200, acked_before + 20)  # ingest resumes
+        finally:
+            load.finish()
+        deadline = time.monotonic() + 60
+        while agent_runs(d.url) <= ok_runs and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert agent_runs(d.url) > ok_runs, "the Metric Agent did not run again after the outage"
+        text = httpx.get(f"{d.url}/metrics").text
+        stored = _stored_traces(d.store)
+
+    acked = [t for t, code, _ in load.answers if code == 200]
+    refused = [(code, ra) for _, code, ra in load.answers if code != 200]
+    # Every span acknowledged with 200 is in the store, all of each request.
+    assert {t: stored.get(t) for t in acked} == dict.fromkeys(acked, load.spans)
+    # Refused with 503 (store down) or 429, always with Retry-After; never another answer.
+    assert refused and all(code in (429, 503) and ra == "2" for code, ra in refused)
+    assert metric(text, 'sentinel_store_errors_total{op="write_spans"}') >= 1
+    assert metric(text, 'sentinel_job_failures_total{job="metric_agent"}') >= 1
+    events = [e["event"] for e in logs]
+    assert "store write failed; spans kept in the queue" in events
+    assert "store writes recovered" in events
+    assert any(e["event"] == "job failed" and e["job"] == "metric_agent" for e in logs)
+    assert not caplog.records, "a job raised something other than a SentinelError"
