@@ -10,14 +10,17 @@ What must not live here: the adapters' own failure contracts, tested where they 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
+import socket
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
 from collections.abc import Iterator
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -26,11 +29,17 @@ from structlog.testing import capture_logs
 
 from sentinel.adapters.db import open_store
 from sentinel.adapters.executors import Executor, GitOps, MemoryNotifier
+from sentinel.adapters.prometheus import prometheus_from_settings
+from sentinel.agents.metric import MetricAgent
 from sentinel.agents.remediation import MAX_ATTEMPTS, RemediationAgent, RemediationEvent
 from sentinel.clock import FakeClock
+from sentinel.incidents import IncidentStatus
 from sentinel.observability import SelfMetrics
+from sentinel.openmetrics import write_openmetrics
 from sentinel.remediation import ActionState
+from sentinel.telemetry import Sample
 from tests.fixtures.postgres import PostgresServer
+from tests.fixtures.prometheus import PrometheusServer
 from tests.harness import make_settings as daemon_settings
 from tests.harness import running_daemon
 from tests.test_daemon import _request, _stored_traces
@@ -369,3 +378,185 @@ def test_postgres_restarted_under_load_refuses_while_down_and_loses_no_acknowled
     assert "store writes recovered" in events
     assert any(e["event"] == "job failed" and e["job"] == "metric_agent" for e in logs)
     assert not caplog.records, "a job raised something other than a SentinelError"
+
+
+# --- Prometheus down, or slow past its timeout -------------------------------------------
+
+
+class Proxy:
+    """A loopback TCP proxy in front of a Prometheus: it forwards to ``upstream`` (a port
+    that can change: a restarted Prometheus) and holds each chunk a client sends for
+    ``delay`` seconds (a Prometheus slower than the client's timeout). A client whose
+    upstream is down sees its connection closed."""
+
+    def __init__(self, upstream: int) -> None:
+        self.upstream = upstream
+        self.delay = 0.0
+        self._stop = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.2)
+        self.port: int = self._listener.getsockname()[1]
+        self._threads: list[threading.Thread] = []
+        self._accept = threading.Thread(target=self._serve)
+        self._accept.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            t = threading.Thread(target=self._connection, args=(client,))
+            self._threads.append(t)
+            t.start()
+
+    def _connection(self, client: socket.socket) -> None:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(client)
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.upstream), timeout=2)
+            except OSError:
+                return  # Prometheus is down: the client's connection is closed
+            stack.enter_context(upstream)
+            back = threading.Thread(target=self._pump, args=(upstream, client, False))
+            back.start()
+            self._pump(client, upstream, True)
+            back.join()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, slow: bool) -> None:
+        src.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                data = src.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            if not data:
+                break
+            if slow and self.delay and self._stop.wait(self.delay):
+                break
+            try:
+                dst.sendall(data)
+            except OSError:
+                break
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._accept.join(5)
+        for t in self._threads:
+            t.join(5)
+        self._listener.close()
+
+
+STALE = "metric source failed; its SLIs are stale this run"
+T_PROM = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+
+
+def slow_minutes(minute: float) -> float:
+    return 0.5 if 45 <= minute < 55 else 0.1  # ten minutes five times slower
+
+
+@pytest.fixture
+def latency_file(tmp_path: Path) -> Path:
+    samples = [
+        Sample(
+            "api_latency_p50_seconds",
+            (("job", "api"),),
+            None,
+            T_PROM + timedelta(seconds=15 * i),
+            slow_minutes(i / 4),
+        )
+        for i in range(4 * 100)
+    ]
+    path = tmp_path / "latency.om"
+    path.write_text(write_openmetrics(samples), encoding="utf-8")
+    return path
+
+
+@pytest.mark.prometheus
+def test_prometheus_down_then_slow_degrades_runs_never_resolves_and_carries_on_when_back(
+    tmp_path: Path, latency_file: Path
+) -> None:
+    first = PrometheusServer(latency_file, tmp_path / "prom-1")
+    second = PrometheusServer(latency_file, tmp_path / "prom-2")
+    proxy = Proxy(int(first.start().rsplit(":", 1)[1]))
+    s = daemon_settings(
+        tmp_path,
+        detection={"ingest_lag_seconds": 0.0, "interval_seconds": 60.0},
+        prometheus={
+            "url": f"http://127.0.0.1:{proxy.port}",
+            "timeout_seconds": 0.5,
+            "retries": 0,
+            "slis": [
+                {
+                    "component": "service:api",
+                    "sli": "latency_p50",
+                    "query": 'api_latency_p50_seconds{job="api"}',
+                }
+            ],
+        },
+    )
+    store = open_store(s.store_url, FakeClock(T_PROM))
+    metrics = SelfMetrics()
+    clock = FakeClock(T_PROM + timedelta(minutes=44))
+    source = prometheus_from_settings(s)
+    assert source is not None
+    agent = MetricAgent(s, store, clock, source=source, metrics=metrics)
+
+    async def walk(minutes: int) -> list[str]:
+        """Run the agent once a minute; the outcome of each run."""
+        outcomes = []
+        for _ in range(minutes):
+            clock.advance(60)
+            run = await agent.run_once()
+            outcomes.append("degraded" if run.failures else "ok")
+        return outcomes
+
+    def failures() -> float:
+        return metrics.metric_source_failures.labels(source="prometheus")._value.get()
+
+    async def scenario() -> None:
+        async with source:
+            assert await walk(8) == ["ok"] * 8  # to 52 min: the slowdown is an incident
+            (incident,) = store.incidents()
+            assert await walk(5) == ["ok"] * 5  # to 57 min: back to normal for 2 minutes
+
+            first.stop()  # Prometheus down
+            with capture_logs() as down_logs:
+                assert await walk(14) == ["degraded"] * 14  # to 71 min
+            assert failures() == 14
+
+            # Back, but slower than the timeout.
+            proxy.upstream = int(second.start().rsplit(":", 1)[1])
+            proxy.delay = 2.0
+            with capture_logs() as slow_logs:
+                assert await walk(4) == ["degraded"] * 4  # to 75 min: past resolve_minutes
+            assert failures() == 18
+            status = store.get_incident(incident.id)
+            assert status is not None and status.status is IncidentStatus.OPEN
+
+            proxy.delay = 0.0  # Prometheus well again: the outage is read back, calm
+            run = await agent.run_once()
+            assert not run.failures
+            assert [type(e).__name__ for e in run.events] == ["IncidentResolved"]
+            for logs, why in ((down_logs, "prometheus"), (slow_logs, "ReadTimeout")):
+                stale = [
+                    e
+                    for e in logs
+                    if e["event"] == "metric source failed; its SLIs are stale this run"
+                ]
+                assert stale and all(e["log_level"] == "error" for e in stale)
+                assert why in stale[0]["error"]
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        proxy.close()
+        first.stop()
+        second.stop()
+        store.close()
+    assert metrics.metric_agent_runs.labels(outcome="degraded")._value.get() == 18
+    assert metrics.metric_agent_runs.labels(outcome="ok")._value.get() == 14
