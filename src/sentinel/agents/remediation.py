@@ -495,6 +495,21 @@ class RemediationAgent:
                         ),
                     )
                     run.waiting.append(record.key)
+                    # Not applied, and said so: the log, the counter (by _save) and the
+                    # people, who may want to act before the next attempt.
+                    log.warning(
+                        "remediation step failed; retried next run",
+                        action=record.key,
+                        step=sid,
+                        attempt=attempts,
+                        of=MAX_ATTEMPTS,
+                        error=str(e),
+                    )
+                    self._tell(
+                        record,
+                        f"{record.playbook}: step {sid!r} failed and is NOT applied "
+                        f"(attempt {attempts} of {MAX_ATTEMPTS}; retried at the next run): {e}",
+                    )
                     return
                 self._fail(record, now, run, f"step {sid!r} failed: {e}")
                 return
@@ -693,6 +708,9 @@ class RemediationAgent:
     ) -> ActionRecord:
         if not self.store.put_action(new, [entry] if entry else [], prev=prev):
             raise _Lost
+        if entry is not None and self.metrics is not None:
+            # Every audited event is counted once it is stored (sentinel_remediation_events).
+            self.metrics.remediation_events.labels(event=entry.action, gate=new.gate.value).inc()
         return new
 
     def _move(
