@@ -370,10 +370,10 @@ class DetectionSettings(_Section):
     # The fast path is also judged on the SLIs at step_seconds / fast_step_divisor (same
     # bars, its points that much shorter): with 30 s steps, two points of evidence take
     # 30 s, not 60 s, to accumulate. 1: the fast path sees the step's points only.
-    # Off (1) by default: an incident then opens on its first lone anomaly, which the
-    # Root Cause Agent may misread (the demo's prompt regression opened on a model's
-    # token count alone, diagnosed as a provider fault, and was failed over).
-    fast_step_divisor: Annotated[int, Field(ge=1)] = 1
+    # An incident may then open on its first lone anomaly (the demo's prompt regression
+    # can open on its model's token count alone): the Root Cause Agent keeps the agents
+    # asking for that usage, and changes to them, as candidates (``rca.rank``).
+    fast_step_divisor: Annotated[int, Field(ge=1)] = 2
     # Points resting on fewer observations (requests, runs, scores) are ignored.
     min_point_count: Annotated[int, Field(ge=1)] = 3
     # Robust z (shift of the recent median over the baseline's MAD) required.
