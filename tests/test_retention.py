@@ -80,7 +80,7 @@ def _count(url: str, table: str) -> int:
     engine = sa.create_engine(url)
     try:
         with engine.connect() as c:
-            return int(c.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())  # noqa: S608
+            return int(c.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
     finally:
         engine.dispose()
 
@@ -241,7 +241,7 @@ def test_cutoffs_move_back_for_the_oldest_open_incident() -> None:
     # baseline 30 + recent 10 + learning lookback 45 minutes before its opening
     assert cutoffs(s, NOW, [inc]).samples == opened - timedelta(minutes=85)
     off = Settings.model_validate({"retention": {"spans_hours": 0.0, "samples_hours": 0.0}})
-    assert cutoffs(off, NOW, [inc]) == cutoffs(off, NOW, []) == type(cutoffs(off, NOW, []))(
-        None, None
+    assert (
+        cutoffs(off, NOW, [inc]) == cutoffs(off, NOW, []) == type(cutoffs(off, NOW, []))(None, None)
     )
     assert not off.retention.enabled
