@@ -123,7 +123,7 @@ AGENT_TRACE: list[tuple[str, bool, int, float, dict[str, object]]] = [
 ]
 
 
-def template_request(n_spans: int, seed: int = 7) -> bytes:
+def template_request(n_spans: int, seed: int = 7, start_ns: int | None = None) -> bytes:
     """One ExportTraceServiceRequest of ``n_spans`` spans: whole agent runs of 8 spans
     (agent, 2 LLM calls with tokens, 2 tools, HTTP and DB client spans, and evaluator
     scores on half the runs)."""
@@ -139,7 +139,8 @@ def template_request(n_spans: int, seed: int = 7) -> bytes:
         _kv(rs.resource.attributes, k, v)
     ss = rs.scope_spans.add()
     ss.scope.name = "pydantic-ai"
-    t0 = 1_795_000_000_000_000_000
+    # Now by default: spans must be recent, or the daemon's retention may delete them.
+    t0 = time.time_ns() if start_ns is None else start_ns
     made = 0
     while made < n_spans:
         trace_id = rnd.randbytes(12) + MARKER

@@ -8,6 +8,7 @@ are stored). Settings shorter than what the daemon reads are refused.
 from __future__ import annotations
 
 import math
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,8 +27,6 @@ from sentinel.telemetry import Evaluation, Sample, Span, SpanKind, SpanStatus
 from tests.harness import make_settings, running_daemon
 from tests.loadgen import request_number, template_request
 
-# The spans of loadgen's template start at 1_795_000_000 s (2026-11-18); "now" is a day
-# later, so they are recent.
 NOW = datetime(2026, 11, 19, 12, 0, tzinfo=UTC)
 OLD = NOW - timedelta(days=10)
 RECENT = NOW - timedelta(hours=1)
@@ -177,7 +176,7 @@ def test_ingest_goes_on_between_the_batches_of_a_run(store_url: str, tmp_path: P
     OTLP request is posted and must be answered 200, i.e. committed, before retention
     goes on; afterwards every acknowledged span is stored and retention did finish."""
     settings = _settings(tmp_path, store_url)
-    body = template_request(16)
+    body = template_request(16, start_ns=int(RECENT.timestamp()) * 1_000_000_000)
     acked: list[int] = []
     with running_daemon(settings, clock=SystemClock()) as d:
         retention_store = open_store(store_url, FakeClock(NOW))
@@ -209,6 +208,32 @@ def test_ingest_goes_on_between_the_batches_of_a_run(store_url: str, tmp_path: P
     stored = [request_number(t) for t in ids if request_number(t) >= 1000]
     assert sorted(set(stored)) == acked
     assert len(stored) == 16 * len(acked)
+
+
+def test_the_daemon_runs_retention_on_its_schedule(tmp_path: Path) -> None:
+    url = "sqlite:///" + str(tmp_path / "sentinel.db")
+    store = open_store(url, FakeClock(NOW))
+    try:
+        _fill(store)
+    finally:
+        store.close()
+    settings = _settings(tmp_path, url, every_seconds=0.2)
+    with running_daemon(settings, clock=FakeClock(NOW)) as d:
+        batches = 0.0
+        for _ in range(100):  # bounded: 100 polls of /metrics, 0.1 s apart
+            text = httpx.get(f"{d.url}/metrics", timeout=10).text
+            batches = next(
+                float(line.split()[1])
+                for line in text.splitlines()
+                if line.startswith("sentinel_retention_batches_total ")
+            )
+            if batches > 0:
+                break
+            time.sleep(0.1)
+        assert batches > 0
+        assert 'sentinel_retention_deleted_rows_total{table="spans"}' in text
+    assert _count(url, "spans") == 5
+    assert _count(url, "samples") == 5
 
 
 # --- settings -----------------------------------------------------------------------------

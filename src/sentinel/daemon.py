@@ -259,9 +259,8 @@ class Daemon:
                     run_retention, store, s, self.clock.now(), metrics=self.metrics
                 )
 
-            self._schedule(
-                scheduler, "retention", retention, s.retention.every_seconds, first_in=60.0
-            )
+            every = s.retention.every_seconds
+            self._schedule(scheduler, "retention", retention, every, first_in=min(60.0, every))
         handler = self._click_handler(store, desk)
         slack_http: dict[str, Any] = {}
         if handler is not None and s.slack.mode is SlackMode.SOCKET:
