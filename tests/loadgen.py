@@ -335,6 +335,9 @@ class DaemonProcess:
                 raise RuntimeError(f"daemon did not start; see {self.log_path}")
             time.sleep(0.1)
 
+    def rss_mb(self) -> float:
+        return rss_mb(self.proc.pid)
+
     def stop(self, timeout: float = 120) -> int:
         """SIGTERM (a graceful stop: the queue is written first); the exit code."""
         if self.proc.poll() is None:
@@ -350,9 +353,12 @@ class DaemonProcess:
 
 def throttle_spans(store_url: str, seconds_per_span: float) -> None:
     """Make the PostgreSQL store absorb at most 1 / ``seconds_per_span`` spans per second:
-    a row trigger on ``spans`` that sleeps on the server for every span inserted.
-    ``pg_sleep`` never sleeps less than asked, and the span writer writes one batch at a
-    time, so the ceiling holds whatever the machine's load. The schema must exist."""
+    a statement trigger on ``spans`` sleeps on the server ``seconds_per_span`` for every
+    row the statement inserted. ``pg_sleep`` never sleeps less than asked, and the span
+    writer writes one batch at a time, so the ceiling holds whatever the machine's load;
+    one sleep per batch (not per row) keeps the time lost to wake-ups small, so the
+    store absorbs close to the ceiling (the rows' own cost comes on top). The schema must
+    exist."""
     engine = sa.create_engine(store_url)
     try:
         with engine.begin() as c:
@@ -360,13 +366,15 @@ def throttle_spans(store_url: str, seconds_per_span: float) -> None:
                 sa.text(
                     "CREATE OR REPLACE FUNCTION sentinel_test_throttle() RETURNS trigger "
                     "LANGUAGE plpgsql AS $$ BEGIN "
-                    f"PERFORM pg_sleep({float(seconds_per_span)!r}); RETURN NEW; END $$"
+                    f"PERFORM pg_sleep({float(seconds_per_span)!r} * count(*)) FROM new_rows; "
+                    "RETURN NULL; END $$"
                 )
             )
             c.execute(
                 sa.text(
-                    "CREATE TRIGGER sentinel_test_throttle BEFORE INSERT ON spans "
-                    "FOR EACH ROW EXECUTE FUNCTION sentinel_test_throttle()"
+                    "CREATE TRIGGER sentinel_test_throttle AFTER INSERT ON spans "
+                    "REFERENCING NEW TABLE AS new_rows "
+                    "FOR EACH STATEMENT EXECUTE FUNCTION sentinel_test_throttle()"
                 )
             )
     finally:
@@ -409,11 +417,14 @@ def run_load(
     seconds: float,
     spans_per_request: int,
     spans_per_second: float = 0.0,
+    span_age_seconds: float = 0.0,
 ) -> LoadRun:
     """``exporters`` exporters (split evenly across ``urls``) for ``seconds``, offering
-    ``spans_per_second`` in total (0: as fast as they are answered). RSS of the daemons'
-    process trees is sampled every second."""
-    template = template_request(spans_per_request)
+    ``spans_per_second`` in total (0: as fast as they are answered), of spans that
+    started ``span_age_seconds`` ago. RSS of the daemons' process trees is sampled every
+    second."""
+    start_ns = time.time_ns() - int(span_age_seconds * 1e9)
+    template = template_request(spans_per_request, start_ns=start_ns)
     tally = Tally(spans_per_request)
     every = exporters * spans_per_request / spans_per_second if spans_per_second else 0.0
     rss: list[float] = []
