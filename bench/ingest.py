@@ -1,374 +1,163 @@
 """Ingest throughput of the OTLP/HTTP receiver: spans per second sustained, p99 request
-latency, and the daemon's memory (RSS) over the run, into SQLite and into PostgreSQL.
+latency, and the daemon's memory (RSS) over the run, into SQLite and into PostgreSQL,
+with one or several replicas; and the load test's scenario (`--load-test`): peak memory
+while 16 exporters offer twice what the store absorbs.
 
 How it measures:
-- the daemon runs as its own process (`python -m sentinel.cli run`), exactly as deployed;
-- N exporters (asyncio tasks, one HTTP/1.1 connection each) post OTLP/HTTP protobuf
-  requests of B spans back to back, each waiting for its response (what the SDK's
-  BatchSpanProcessor does); on 429/503 an exporter waits Retry-After and resends the
-  same request, as OTLP exporters do;
+- each daemon runs as its own process (`python -m sentinel.cli run`), exactly as
+  deployed; with `--replicas N` (PostgreSQL only) N daemons share one database and the
+  exporters are split evenly across them;
+- N exporters (asyncio tasks in this one client process, one HTTP/1.1 connection each)
+  post OTLP/HTTP protobuf requests of B spans back to back, each waiting for its
+  response (what the SDK's BatchSpanProcessor does); on 429/503 an exporter waits
+  Retry-After and resends the same request, as OTLP exporters do;
 - request bodies are realistic agent traces (agent run, LLM calls with tokens, tool
   calls, HTTP and DB client spans, evaluator events), encoded once; each request gets
-  fresh trace ids by rewriting a marker inside the bytes, so no two requests collide and
-  the client spends its CPU on sending, not encoding;
-- after the run, the spans in the store are counted: every span acknowledged with 200
-  must be there ("lost" must be 0);
-- RSS is summed over the daemon's process tree (main, span writer child, resource
+  fresh trace ids by rewriting a marker inside the bytes (tests/loadgen.py), so no two
+  requests collide and the client spends its CPU on sending, not encoding;
+- after the run, the spans in the store are counted per request: every span
+  acknowledged with 200 must be there ("lost" must be 0);
+- RSS is summed over the daemons' process trees (main, span writer child, resource
   tracker) every second from /proc; CPU time per process from /proc/PID/stat, and the
-  client's own CPU, since exporters and daemon share this machine's cores.
+  client's own CPU, since exporters and daemons share this machine's cores; the load
+  average before and after is printed, since the machine may be shared.
+
+`--load-test`: the scenario of tests/test_load.py. A statement trigger on PostgreSQL's
+spans table sleeps 1 ms per span inserted (at most 1,000 spans/s absorbed, whatever
+else runs); 16
+exporters of 256-span requests are paced to offer 2,000 spans/s for 60 s against a
+2,048-span queue.
 
 Results and history: docs/performance.md.
 
-Usage: `uv run python bench/ingest.py [--store sqlite|postgres|both] [--seconds 30]`
+Usage: `uv run python bench/ingest.py [--store sqlite|postgres|both] [--seconds 30]
+[--replicas 1] [--exporters 4] [--batch 512]` or `uv run python bench/ingest.py --load-test`
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import itertools
 import json
 import os
-import random
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import sqlalchemy as sa
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-MARKER = b"\xa5\x5a\xc3\x3c"  # the last 4 bytes of every trace id in the template
+from tests.loadgen import (  # noqa: E402  # after the sys.path entry
+    DaemonProcess,
+    LoadRun,
+    run_load,
+    stored_per_request,
+    throttle_spans,
+)
+
+LOAD_TEST_INGEST = (
+    "[ingest]\nqueue_max_spans = 2048\nwrite_batch_spans = 512\nretry_after_seconds = 1\n"
+)
 
 
-def _kv(out: object, key: str, value: object) -> None:
-    kv = out.add()  # type: ignore[attr-defined]
-    kv.key = key
-    if isinstance(value, bool):
-        kv.value.bool_value = value
-    elif isinstance(value, int):
-        kv.value.int_value = value
-    elif isinstance(value, float):
-        kv.value.double_value = value
-    else:
-        kv.value.string_value = str(value)
-
-
-# (name, parent is the root?, span kind, duration ms, attributes): one agent run.
-AGENT_TRACE: list[tuple[str, bool, int, float, dict[str, object]]] = [
-    (
-        "invoke_agent support-agent",
-        False,
-        1,
-        2400,
-        {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "support-agent"},
-    ),
-    *[
-        (
-            "chat gpt-4o",
-            True,
-            3,
-            800,
-            {
-                "gen_ai.operation.name": "chat",
-                "gen_ai.provider.name": "openai",
-                "gen_ai.request.model": "gpt-4o",
-                "gen_ai.response.model": "gpt-4o-2025-07-27",
-                "server.address": "api.openai.com",
-            },
-        )
-    ]
-    * 2,
-    (
-        "execute_tool crm_lookup",
-        True,
-        1,
-        120,
-        {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "crm_lookup"},
-    ),
-    (
-        "GET",
-        True,
-        3,
-        100,
-        {
-            "http.request.method": "GET",
-            "server.address": "crm-api",
-            "url.full": "http://crm-api/v1/customers/{id}",
-            "http.response.status_code": 200,
-        },
-    ),
-    (
-        "execute_tool kb_search",
-        True,
-        1,
-        90,
-        {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "kb_search"},
-    ),
-    (
-        "search help-center",
-        True,
-        3,
-        60,
-        {
-            "db.system.name": "qdrant",
-            "db.collection.name": "help-center",
-            "db.operation.name": "search",
-            "server.address": "vector-db",
-        },
-    ),
-    (
-        "SELECT customers",
-        True,
-        3,
-        12,
-        {
-            "db.system.name": "postgresql",
-            "db.collection.name": "customers",
-            "db.operation.name": "SELECT",
-            "server.address": "crm-db",
-            "peer.service": "crm-db",
-        },
-    ),
-]
-
-
-def template_request(n_spans: int, seed: int = 7) -> bytes:
-    """One ExportTraceServiceRequest of ``n_spans`` spans: whole agent runs of 8 spans
-    (agent, 2 LLM calls with tokens, 2 tools, HTTP and DB client spans, and evaluator
-    scores on half the runs)."""
-    rnd = random.Random(seed)
-    req = trace_service_pb2.ExportTraceServiceRequest()
-    rs = req.resource_spans.add()
-    for k, v in {
-        "service.name": "support-agent-svc",
-        "service.version": "1.42.0",
-        "deployment.environment.name": "production",
-        "telemetry.sdk.language": "python",
-    }.items():
-        _kv(rs.resource.attributes, k, v)
-    ss = rs.scope_spans.add()
-    ss.scope.name = "pydantic-ai"
-    t0 = 1_795_000_000_000_000_000
-    made = 0
-    while made < n_spans:
-        trace_id = rnd.randbytes(12) + MARKER
-        root = rnd.randbytes(8)
-        start = t0 + made * 1_000_000
-        for name, child, kind, dur_ms, attrs in AGENT_TRACE:
-            if made >= n_spans:
-                break
-            p = ss.spans.add()
-            p.trace_id = trace_id
-            p.span_id = rnd.randbytes(8) if child else root
-            if child:
-                p.parent_span_id = root
-            p.name = name
-            p.kind = kind  # type: ignore[assignment]
-            p.start_time_unix_nano = start
-            p.end_time_unix_nano = start + int(dur_ms * 1e6)
-            for k, v in attrs.items():
-                _kv(p.attributes, k, v)
-            if name.startswith("chat"):
-                _kv(p.attributes, "gen_ai.usage.input_tokens", rnd.randint(800, 3000))
-                _kv(p.attributes, "gen_ai.usage.output_tokens", rnd.randint(10, 300))
-            if not child and rnd.random() < 0.5:
-                e = p.events.add()
-                e.name = "gen_ai.evaluation.result"
-                e.time_unix_nano = p.end_time_unix_nano
-                _kv(e.attributes, "gen_ai.evaluation.name", "faithfulness")
-                _kv(e.attributes, "gen_ai.evaluation.score.value", rnd.uniform(0.7, 1.0))
-            made += 1
-    body = req.SerializeToString()
-    # Rewriting the marker must touch trace ids and nothing else.
-    assert body.count(MARKER) == len(ss.spans), "marker bytes must occur once per span"
-    return body
-
-
-@dataclass
-class Tally:
-    acked_spans: int = 0
-    refused: int = 0
-    latencies: list[float] = field(default_factory=list)
-
-
-async def exporter(
-    url: str,
-    template: bytes,
-    spans_per_request: int,
-    ids: Iterator[int],
-    stop_at: float,
-    tally: Tally,
-) -> None:
-    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=1)) as client:
-        while time.monotonic() < stop_at:
-            n = next(ids)
-            body = template.replace(MARKER, n.to_bytes(4, "big"))
-            while True:
-                t = time.monotonic()
-                r = await client.post(
-                    url, content=body, headers={"Content-Type": "application/x-protobuf"}
-                )
-                tally.latencies.append(time.monotonic() - t)
-                if r.status_code == 200:
-                    tally.acked_spans += spans_per_request
-                    break
-                if r.status_code in (429, 503):
-                    tally.refused += 1
-                    await asyncio.sleep(float(r.headers.get("retry-after", "1")))
-                    continue
-                raise RuntimeError(f"unexpected {r.status_code}: {r.text[:200]}")
-
-
-def tree(pid: int) -> list[int]:
-    """The daemon and its descendants (the span writer process)."""
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError):
-            continue
-    out, frontier = [pid], [pid]
-    while frontier:
-        frontier = [p for p, pp in parents.items() if pp in frontier]
-        out += frontier
-    return out
-
-
-def cpu_seconds(pid: int) -> dict[int, float]:
-    """User + system CPU time so far of each process of the daemon's tree (from /proc)."""
-    out = {}
-    for p in tree(pid):
-        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        out[p] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return out
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of the daemon's whole process tree."""
-    total = 0.0
-    for p in tree(pid):
-        for line in Path(f"/proc/{p}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1]) / 1024
-    return total
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def run_one(
-    store_url: str, label: str, seconds: float, exporters: int, batch: int, workdir: Path
+    store_url: str,
+    label: str,
+    workdir: Path,
+    *,
+    seconds: float,
+    exporters: int,
+    batch: int,
+    replicas: int = 1,
+    spans_per_second: float = 0.0,
+    span_age_hours: float = 24.0,
+    extra_toml: str = "",
 ) -> dict[str, object]:
-    port = free_port()
-    cfg = workdir / f"{label}.toml"
-    cfg.write_text(
-        f'[server]\nport = {port}\n[store]\nurl = "{store_url}"\n[logging]\nlevel = "warning"\n'
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SENTINEL_")}
-    with (workdir / f"{label}.log").open("wb") as daemon_log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "sentinel.cli", "run", "--config", str(cfg)],
-            env=env,
-            cwd=workdir,
-            stdout=subprocess.DEVNULL,
-            stderr=daemon_log,
-        )
-    base = f"http://127.0.0.1:{port}"
+    daemons = [
+        DaemonProcess(store_url, workdir, f"{label}-{i}", extra_toml) for i in range(replicas)
+    ]
+    metrics: list[str] = []
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"daemon did not start; see {workdir / (label + '.log')}")
-            time.sleep(0.1)
-        template = template_request(batch)
-        rss: list[tuple[float, float]] = []
-        tally = Tally()
-
-        async def main() -> float:
-            ids = itertools.count(1)
-            start = time.monotonic()
-            stop_at = start + seconds
-
-            async def sample_rss() -> None:
-                while time.monotonic() < stop_at:
-                    rss.append((time.monotonic() - start, rss_mb(proc.pid)))
-                    await asyncio.sleep(1)
-
-            sampler = asyncio.create_task(sample_rss())
-            await asyncio.gather(
-                *(
-                    exporter(f"{base}/v1/traces", template, batch, ids, stop_at, tally)
-                    for _ in range(exporters)
-                )
-            )
-            await sampler
-            return time.monotonic() - start
-
-        cpu0 = cpu_seconds(proc.pid)
-        client0 = time.process_time()
-        elapsed = asyncio.run(main())
-        client_cpu = time.process_time() - client0
-        cpu1 = cpu_seconds(proc.pid)
-        daemon_cpu = {p: cpu1[p] - cpu0.get(p, 0.0) for p in cpu1}
-        metrics = httpx.get(f"{base}/metrics").text
+        for d in daemons:
+            d.wait_ready()
+        idle = [d.rss_mb() for d in daemons]
+        load_before = load_average()
+        run = run_load(
+            [d.proc.pid for d in daemons],
+            [d.url for d in daemons],
+            exporters=exporters,
+            seconds=seconds,
+            spans_per_request=batch,
+            spans_per_second=spans_per_second,
+            span_age_seconds=span_age_hours * 3600,
+        )
+        load_after = load_average()
+        alive = all(d.proc.poll() is None for d in daemons)
+        metrics = [httpx.get(f"{d.url}/metrics", timeout=10).text for d in daemons]
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(120)
-    engine = sa.create_engine(store_url)
-    with engine.connect() as c:
-        stored = int(c.execute(sa.text("SELECT count(*) FROM spans")).scalar_one())
-    engine.dispose()
-    lat = sorted(tally.latencies)
+        codes = [d.stop() for d in daemons]
+    stored = stored_per_request(store_url)
+    return summary(run, stored, label, exporters, batch, replicas, metrics) | {
+        "rss_mb_idle": round(sum(idle), 1),
+        "daemons_alive_after_run": alive,
+        "exit_codes": codes,
+        "load_average_before": load_before,
+        "load_average_after": load_after,
+        "offered_spans_per_second": spans_per_second or "as fast as answered",
+        "span_age_hours": span_age_hours,
+    }
+
+
+def summary(
+    run: LoadRun,
+    stored: dict[int, int],
+    label: str,
+    exporters: int,
+    batch: int,
+    replicas: int,
+    metrics: list[str],
+) -> dict[str, object]:
+    t = run.tally
+    lost = sum(batch - min(batch, stored.get(n, 0)) for n in t.acked)
+    lat = sorted(t.latencies)
     p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else float("nan")
-    samples = [r for _, r in rss]
+    samples = run.rss_mb
     q = len(samples)
     rss_at = [round(samples[min(q - 1, int(q * f))], 1) for f in (0.25, 0.5, 0.75, 0.999)]
+    writes = sum(_metric(m, "sentinel_store_write_seconds_count") for m in metrics)
+    write_s = sum(_metric(m, "sentinel_store_write_seconds_sum") for m in metrics)
     return {
         "store": label,
-        "spans_per_second": round(tally.acked_spans / elapsed),
-        "acked_spans": tally.acked_spans,
-        "stored_spans": stored,
-        "lost": tally.acked_spans - stored,
+        "replicas": replicas,
+        "spans_per_second": round(t.acked_spans / run.seconds),
+        "acked_spans": t.acked_spans,
+        "stored_spans": sum(stored.values()),
+        "lost": lost,
         "requests": len(lat),
-        "refused_429_503": tally.refused,
+        "refused_429": t.refusals.get(429, 0),
+        "refused_503": t.refusals.get(503, 0),
+        "refusals_without_retry_after": t.refusals_without_retry_after,
+        "errors": t.unexpected[:5],
         "p50_ms": round(statistics.median(lat) * 1000, 1) if lat else None,
         "p99_ms": round(p99 * 1000, 1),
         "rss_mb_peak": round(max(samples), 1) if samples else None,
         "rss_mb_at_25_50_75_100pct": rss_at if q else [],
-        "seconds": round(elapsed, 1),
-        # one figure per process of the daemon's tree: main, resource tracker, span writer
-        "cpu_percent_per_process": [round(100 * c / elapsed) for c in daemon_cpu.values()],
-        # the exporters share this machine's cores with the daemon
-        "client_cpu_percent": round(100 * client_cpu / elapsed),
+        "seconds": round(run.seconds, 1),
+        # one figure per process of the daemons' trees: main, resource tracker, writer
+        "cpu_percent_per_process": [round(100 * c / run.seconds) for c in run.cpu_seconds.values()],
+        # the exporters share this machine's cores with the daemons
+        "client_cpu_percent": round(100 * run.client_cpu_seconds / run.seconds),
         "exporters": exporters,
         "spans_per_request": batch,
-        "store_writes": int(_metric(metrics, "sentinel_store_write_seconds_count")),
-        "mean_write_ms": round(
-            1000
-            * _metric(metrics, "sentinel_store_write_seconds_sum")
-            / max(1.0, _metric(metrics, "sentinel_store_write_seconds_count")),
-            1,
-        ),
+        "store_writes": int(writes),
+        "mean_write_ms": round(1000 * write_s / max(1.0, writes), 1),
     }
 
 
@@ -376,7 +165,7 @@ def _metric(text: str, name: str) -> float:
     for line in text.splitlines():
         if line.startswith(name + " "):
             return float(line.split()[1])
-    return float("nan")
+    return 0.0
 
 
 def main() -> None:
@@ -385,31 +174,117 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--exporters", type=int, default=4)
     ap.add_argument("--batch", type=int, default=512)
+    ap.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="daemons sharing one PostgreSQL database (exporters split across them)",
+    )
+    ap.add_argument(
+        "--load-test",
+        action="store_true",
+        help="tests/test_load.py's scenario: peak memory at twice what the store absorbs",
+    )
+    ap.add_argument(
+        "--span-age-hours",
+        type=float,
+        default=24.0,
+        help="how old the spans sent are; the default keeps them out of the Metric Agent's "
+        "detection window (as in the runs before); 0: the agent reads them too",
+    )
     args = ap.parse_args()
+    if args.replicas > 1 and args.store != "postgres":
+        ap.error("--replicas > 1 needs --store postgres (replicas share one database)")
     workdir = Path(tempfile.mkdtemp(prefix="sentinel-bench-"))
     results = []
     try:
-        shape = (args.seconds, args.exporters, args.batch, workdir)
-        if args.store in ("sqlite", "both"):
-            results.append(run_one(f"sqlite:///{workdir / 'bench.db'}", "sqlite", *shape))
-        if args.store in ("postgres", "both"):
+        if args.load_test:
             from tests.fixtures.postgres import PostgresServer
+
+            from sentinel.adapters.db import open_store
+            from sentinel.clock import SystemClock
 
             with PostgresServer() as pg:
                 pg.create_database("bench")
-                results.append(run_one(pg.url("bench"), "postgres", *shape))
+                url = pg.url("bench")
+                open_store(url, SystemClock()).close()
+                throttle_spans(url, 0.001)
+                results.append(
+                    run_one(
+                        url,
+                        "postgres-throttled",
+                        workdir,
+                        seconds=60,
+                        exporters=16,
+                        batch=256,
+                        spans_per_second=2000,
+                        span_age_hours=args.span_age_hours,
+                        extra_toml=LOAD_TEST_INGEST,
+                    )
+                )
+        else:
+            shape = {
+                "seconds": args.seconds,
+                "exporters": args.exporters,
+                "batch": args.batch,
+                "span_age_hours": args.span_age_hours,
+            }
+            if args.store in ("sqlite", "both"):
+                url = f"sqlite:///{workdir / 'bench.db'}"
+                results.append(run_one(url, "sqlite", workdir, **shape))
+            if args.store in ("postgres", "both"):
+                from tests.fixtures.postgres import PostgresServer
+
+                with PostgresServer() as pg:
+                    pg.create_database("bench")
+                    results.append(
+                        run_one(
+                            pg.url("bench"), "postgres", workdir, replicas=args.replicas, **shape
+                        )
+                    )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    report(args, results)
+
+
+def report(args: argparse.Namespace, results: list[dict[str, object]]) -> None:
+    cores = os.cpu_count()
+    if args.load_test:
+        print(
+            "Load test scenario (tests/test_load.py): PostgreSQL throttled to at most 1,000 "
+            "spans/s by a statement trigger sleeping 1 ms per span; 16 exporters x "
+            "256-span requests paced to offer 2,000 spans/s for 60 s; queue_max_spans = "
+            f"2048; spans {args.span_age_hours:g} h old; one daemon in its own process; "
+            f"{cores} cores"
+        )
+    else:
+        print(
+            f"OTLP/HTTP protobuf ingest, {args.exporters} exporters x {args.batch}-span "
+            f"requests back to back, {args.seconds:.0f} s per store, {args.replicas} "
+            f"daemon process(es) sharing the store, exporters in one client process, "
+            f"{cores} cores shared by client, daemons and database"
+        )
+    cols = ("store", "replicas", "spans/s", "p99 ms", "lost", "429", "503", "RSS MB")
     print(
-        f"OTLP/HTTP protobuf ingest, {args.exporters} exporters x {args.batch}-span requests, "
-        f"{args.seconds:.0f} s per store, daemon in its own process, {os.cpu_count()} cores"
+        f"{cols[0]:<20}" + "".join(f"{c:>10}" for c in cols[1:]) + "  RSS MB idle; at 25/50/75/100%"
     )
-    cols = ("store", "spans/s", "p50 ms", "p99 ms", "lost", "refused", "RSS peak MB")
-    print(f"{cols[0]:<10}" + "".join(f"{c:>12}" for c in cols[1:]) + "  RSS MB at 25/50/75/100%")
-    keys = ("spans_per_second", "p50_ms", "p99_ms", "lost", "refused_429_503", "rss_mb_peak")
+    keys = (
+        "replicas",
+        "spans_per_second",
+        "p99_ms",
+        "lost",
+        "refused_429",
+        "refused_503",
+        "rss_mb_peak",
+    )
     for r in results:
-        row = "".join(f"{r[k]!s:>12}" for k in keys)
-        print(f"{r['store']!s:<10}{row}  {r['rss_mb_at_25_50_75_100pct']}")
+        row = "".join(f"{r[k]!s:>10}" for k in keys)
+        print(f"{r['store']!s:<20}{row}  {r['rss_mb_idle']}; {r['rss_mb_at_25_50_75_100pct']}")
+        print(
+            f"{'':<20}acked {r['acked_spans']} spans, stored {r['stored_spans']}; load "
+            f"average {r['load_average_before']} before, {r['load_average_after']} after "
+            f"(1/5/15 min; above {cores} means other work competed for the cores)"
+        )
     for r in results:
         print(json.dumps(r))
 

@@ -56,6 +56,7 @@ from sentinel.llm.tracing import self_tracing
 from sentinel.observability import SelfMetrics, configure_logging
 from sentinel.playbooks.loader import load_playbooks
 from sentinel.ports import TicketSink
+from sentinel.retention import run_retention
 from sentinel.settings import Settings, SlackMode
 from sentinel.sli import step_start
 from sentinel.telemetry import ChangeEvent
@@ -250,6 +251,16 @@ class Daemon:
             self._schedule(scheduler, "llm_explain", explain, s.llm.every_seconds)
 
         self._schedule(scheduler, "deliver_tickets", deliver_tickets, s.slack.deliver_seconds)
+        if s.retention.enabled:
+
+            async def retention() -> None:
+                # On a worker thread, batch by batch (sentinel.retention): ingest goes on.
+                await asyncio.to_thread(
+                    run_retention, store, s, self.clock.now(), metrics=self.metrics
+                )
+
+            every = s.retention.every_seconds
+            self._schedule(scheduler, "retention", retention, every, first_in=min(60.0, every))
         handler = self._click_handler(store, desk)
         slack_http: dict[str, Any] = {}
         if handler is not None and s.slack.mode is SlackMode.SOCKET:

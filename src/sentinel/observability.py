@@ -112,6 +112,18 @@ class SelfMetrics:
         self.job_failures = Counter(
             "sentinel_job_failures", "Scheduled job runs that failed.", ["job"], registry=r
         )
+        self.retention_deleted = Counter(
+            "sentinel_retention_deleted_rows",
+            "Rows deleted by retention ([retention]), by table (spans, evaluations, "
+            'samples). Failed runs are counted by sentinel_job_failures{job="retention"}.',
+            ["table"],
+            registry=r,
+        )
+        self.retention_batches = Counter(
+            "sentinel_retention_batches",
+            "DELETE statements (one short transaction each) run by retention.",
+            registry=r,
+        )
         self.changes_received = Counter(
             "sentinel_changes_received",
             "Change events stored, by source (git, webhook).",

@@ -258,6 +258,24 @@ class LearningSettings(_Section):
     min_cases: Annotated[int, Field(ge=1)] = 20
 
 
+class RetentionSettings(_Section):
+    """Deleting old telemetry (``sentinel.retention``): spans with their evaluator scores,
+    and metric samples, older than these ages; 0 keeps them forever. Incidents, actions
+    and the audit log are never deleted. A retention shorter than what the daemon still
+    reads (``retention_floor``) is refused."""
+
+    spans_hours: Annotated[float, Field(ge=0)] = 168.0
+    samples_hours: Annotated[float, Field(ge=0)] = 168.0
+    # Rows per DELETE statement (one short transaction each): the span writer waits at
+    # most one batch for the store.
+    batch_rows: Annotated[int, Field(ge=1, le=1_000_000)] = 5_000
+    every_seconds: Annotated[float, Field(gt=0)] = 600.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.spans_hours > 0 or self.samples_hours > 0
+
+
 class LlmSettings(_Section):
     """sentinel's own LLM agents (``sentinel.llm``): the ticket's narrative, and an
     investigation when the engine is unsure. Detection, ranking, gates and verification
@@ -512,6 +530,7 @@ class Settings(_Section):
     approvals: ApprovalSettings = ApprovalSettings()
     learning: LearningSettings = LearningSettings()
     llm: LlmSettings = LlmSettings()
+    retention: RetentionSettings = RetentionSettings()
     secrets: Secrets = Secrets()
 
     @field_validator("slo")
@@ -610,7 +629,35 @@ def load_settings(
     return settings
 
 
+def retention_floor_hours(s: Settings) -> float:
+    """The shortest retention the daemon can run with: what the Metric Agent reads back
+    each run (its detection window, the longest SLO window, the resolve window, plus two
+    steps) and the Learning Agent's lookback before an onset. Telemetry of incidents
+    still open is kept anyway (``retention.cutoff``)."""
+    det = s.detection
+    longest_slo = max((w.long_minutes for slo in s.slo for w in slo.windows), default=0.0)
+    metric_minutes = (
+        max(det.baseline_minutes + det.recent_minutes, longest_slo, det.resolve_minutes)
+        + 2 * det.step_seconds / 60
+    )
+    return max(metric_minutes, s.learning.lookback_minutes) / 60
+
+
+def _check_retention(s: Settings, path: Path) -> None:
+    floor = retention_floor_hours(s)
+    for key in ("spans_hours", "samples_hours"):
+        hours = getattr(s.retention, key)
+        if 0 < hours < floor:
+            raise ConfigError(
+                f"{path}: retention.{key} = {hours!r} is shorter than the {floor:.2f} h of "
+                "telemetry the daemon still reads (detection.baseline_minutes + "
+                "recent_minutes, the longest [[slo]] window, detection.resolve_minutes, "
+                "learning.lookback_minutes); raise it, or 0 to keep everything"
+            )
+
+
 def _check_cross_fields(s: Settings, path: Path, *, serving: bool) -> None:
+    _check_retention(s, path)
     if serving and s.llm.enabled and not s.llm.base_url and s.secrets.llm_api_key is None:
         raise ConfigError(
             f"{path}: llm.model = {s.llm.model!r} needs the API key in SENTINEL_LLM_API_KEY "

@@ -105,6 +105,42 @@ class TelemetryMixin(_Base):
         with self._read("counting spans") as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(SPANS)).scalar_one())
 
+    # -- retention: one short DELETE per call, so a writer waits one batch at most --
+
+    def delete_old_spans(self, before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` spans that started before ``before``; how many went."""
+        return self._delete_batch("spans", "start_ns", _ns(before), limit)
+
+    def delete_old_evaluations(self, before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` evaluator scores given before ``before``."""
+        return self._delete_batch("evaluations", "time_ns", _ns(before), limit)
+
+    def delete_old_samples(self, before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` metric samples taken before ``before``."""
+        return self._delete_batch("samples", "time_ms", _ms(before), limit)
+
+    def _delete_batch(self, table: str, time_column: str, before: int, limit: int) -> int:
+        """Rows picked by the time column (indexed for spans and samples), deleted by
+        their physical address: PostgreSQL's ctid through ``= ANY(ARRAY(...))``, which
+        plans as a TID scan (``IN (subquery)`` may hash-join the whole table), SQLite's
+        rowid. Telemetry rows are never updated, so the address cannot move between the
+        subquery and the delete. Names come from this module, values are bound."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit!r}")
+        if self._dialect == "postgresql":
+            sql = (
+                f"DELETE FROM {table} WHERE ctid = ANY(ARRAY("  # noqa: S608
+                f"SELECT ctid FROM {table} WHERE {time_column} < :before LIMIT :limit))"
+            )
+        else:
+            sql = (
+                f"DELETE FROM {table} WHERE rowid IN ("  # noqa: S608
+                f"SELECT rowid FROM {table} WHERE {time_column} < :before LIMIT :limit)"
+            )
+        with self._tx(f"deleting {table} older than {before!r} (retention)") as conn:
+            result = conn.execute(sa.text(sql), {"before": before, "limit": limit})
+            return max(int(result.rowcount), 0)
+
     # -- changes --
 
     def add_changes(self, changes: Sequence[ChangeEvent]) -> int:
