@@ -601,3 +601,33 @@ async def test_prometheus_from_settings(tmp_path: Path) -> None:
     cfg.write_text('[prometheus]\nurl = "prom:9090"\n')
     with pytest.raises(ConfigError, match=r"config\.toml:2: prometheus\.url: .*http\(s\) URL"):
         load_settings(cfg, env={})
+
+
+async def test_configured_headers_go_with_every_query_and_credentials_stay_out_of_them(
+    tmp_path: Path,
+) -> None:
+    # Mimir and Cortex pick the tenant from a header; the token still comes from the env.
+    script = Script(api_answer("vector", []))
+    settings = Settings(
+        prometheus=PrometheusSettings(
+            url="http://mimir:8080/prometheus", headers={"X-Scope-OrgID": "team-a"}
+        ),
+        secrets=Secrets(prometheus_token=SecretStr("t")),
+    )
+    source = prometheus_from_settings(settings)
+    assert source is not None
+    await source.aclose()
+    async with scripted(script, headers=settings.prometheus.headers, bearer_token="t") as src:
+        await src.instant("up", T0)
+    sent = script.requests[0].headers
+    assert sent["X-Scope-OrgID"] == "team-a"
+    assert sent["Authorization"] == "Bearer t"
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(
+        '[prometheus]\nurl = "http://p:9090"\nheaders = { Authorization = "Bearer x" }\n'
+    )
+    with pytest.raises(ConfigError, match=r"prometheus\.headers: .*'Authorization' may not be set"):
+        load_settings(cfg, env={})
+    cfg.write_text('[prometheus]\nurl = "http://p:9090"\nheaders = { "X Org" = "a" }\n')
+    with pytest.raises(ConfigError, match=r"header name 'X Org' is not a valid"):
+        load_settings(cfg, env={})

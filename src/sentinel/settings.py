@@ -99,6 +99,10 @@ class PromQLSli(_Section):
     count_query: str = ""
 
 
+# RFC 9110 token characters.
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
 class PrometheusSettings(_Section):
     url: str = ""
 
@@ -114,7 +118,25 @@ class PrometheusSettings(_Section):
     timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
     retries: Annotated[int, Field(ge=0, le=10)] = 3
     backoff_seconds: Annotated[float, Field(ge=0)] = 0.5
+    # Extra request headers, e.g. {"X-Scope-OrgID" = "team-a"}: Mimir's (and Cortex's)
+    # tenant. Not for credentials: the bearer token comes from SENTINEL_PROMETHEUS_TOKEN.
+    headers: dict[str, str] = {}
     slis: tuple[PromQLSli, ...] = ()
+
+    @field_validator("headers")
+    @classmethod
+    def _plain_headers(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, value in v.items():
+            if not _HEADER_NAME.fullmatch(name):
+                raise ValueError(f"header name {name!r} is not a valid HTTP header name")
+            if name.lower() in ("authorization", "proxy-authorization", "cookie", "host"):
+                raise ValueError(
+                    f"header {name!r} may not be set here (credentials come from "
+                    "SENTINEL_PROMETHEUS_TOKEN)"
+                )
+            if any(ch in value for ch in "\r\n\0"):
+                raise ValueError(f"header {name!r}: value {value!r} holds a line break")
+        return v
 
     @field_validator("slis")
     @classmethod

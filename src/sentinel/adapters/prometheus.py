@@ -102,7 +102,8 @@ class PrometheusSource:
     A request is tried ``1 + retries`` times. Connection errors, timeouts, 5xx and 429 are
     retried after ``backoff_seconds * 2**n`` (n = 0, 1, ...), or after the server's
     ``Retry-After`` (delta-seconds) when that is longer and at most
-    ``MAX_RETRY_AFTER_SECONDS``. ``transport`` and ``sleep`` are the test seams.
+    ``MAX_RETRY_AFTER_SECONDS``. ``headers`` are sent with every request (Mimir's
+    ``X-Scope-OrgID``). ``transport`` and ``sleep`` are the test seams.
     """
 
     def __init__(
@@ -113,6 +114,7 @@ class PrometheusSource:
         retries: int = 3,
         backoff_seconds: float = 0.5,
         bearer_token: str | None = None,
+        headers: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
@@ -132,12 +134,12 @@ class PrometheusSource:
         self._retries = retries
         self._backoff = backoff_seconds
         self._sleep = sleep
-        headers = {"Accept": "application/json", "User-Agent": "sentinel"}
+        sent = {"Accept": "application/json", "User-Agent": "sentinel", **(headers or {})}
         if bearer_token:
-            headers["Authorization"] = f"Bearer {bearer_token}"
+            sent["Authorization"] = f"Bearer {bearer_token}"
         self._client = httpx.AsyncClient(
             base_url=self._base_url,
-            headers=headers,
+            headers=sent,
             timeout=httpx.Timeout(timeout_seconds),
             transport=transport,
             # A redirect means a wrong URL; following it would turn the POST into a GET.
@@ -257,6 +259,7 @@ def prometheus_from_settings(settings: Settings) -> PrometheusSource | None:
             retries=cfg.retries,
             backoff_seconds=cfg.backoff_seconds,
             bearer_token=token.get_secret_value() if token is not None else None,
+            headers=cfg.headers,
         )
     except ValueError as e:
         raise ConfigError(f"prometheus.url: {e}") from e
