@@ -267,6 +267,11 @@ class Daemon:
             change = await asyncio.to_thread(lease.attempt)
             if change is Change.ACQUIRED:
                 self.metric_agent = new_metric_agent()
+                job = scheduler.get_job("metric_agent")
+                if job is not None and scheduler.running:
+                    # A takeover: detection and remediation resume now, not at the next
+                    # interval (the old leader may have died a whole interval ago).
+                    job.modify(next_run_time=SystemClock().now())
                 if learning is not None:
                     # Incidents that resolved while no replica led are archived now.
                     catch_up = asyncio.get_running_loop().run_in_executor(
