@@ -9,13 +9,17 @@ What must not live here: the daemon's jobs and real processes (``test_cluster.py
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
 from sentinel.adapters.db import LEADER_LEASE, Fence, SqlStore, open_store
@@ -30,6 +34,7 @@ from sentinel.playbooks.model import Playbook
 from sentinel.rca import Hypothesis
 from sentinel.remediation import ActionState
 from sentinel.settings import ClusterSettings, RemediationSettings, Settings
+from tests.harness import make_settings, running_daemon
 from tests.test_remediation_agent import incident
 
 NOW = datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
@@ -248,3 +253,50 @@ def test_cluster_settings_derive_the_lease_and_refuse_a_slow_renewal() -> None:
         ClusterSettings(takeover_seconds=9.0, renew_seconds=4.0)
     dumped = json.loads(Settings().model_dump_json())["cluster"]
     assert dumped == {"replica_id": "", "takeover_seconds": 30.0, "renew_seconds": 0.0}
+
+
+# --- the daemon ---------------------------------------------------------------------------
+
+
+def _role(url: str) -> str:
+    return str(httpx.get(url + "/healthz", timeout=10).json()["role"])
+
+
+def _leader_gauge(url: str) -> float:
+    for family in text_string_to_metric_families(httpx.get(url + "/metrics", timeout=10).text):
+        if family.name == "sentinel_leader":
+            return float(family.samples[0].value)
+    raise AssertionError("no sentinel_leader on /metrics")
+
+
+def test_a_daemon_stopped_gracefully_hands_the_lease_over_at_once(tmp_path: Path) -> None:
+    """Two daemons on one SQLite store: one leads, the other follows; the leader's
+    graceful stop releases the lease, so the follower leads at its next attempt, long
+    before the 60 s lease would have expired."""
+    url = "sqlite:///" + str(tmp_path / "shared.db")
+
+    def settings(name: str) -> Settings:
+        cluster = {"replica_id": name, "takeover_seconds": 60.0, "renew_seconds": 0.2}
+        return make_settings(tmp_path, url, cluster=cluster, ingest={"writer_process": False})
+
+    with contextlib.ExitStack() as a_stack:
+        a = a_stack.enter_context(running_daemon(settings("a")))
+        assert httpx.get(a.url + "/healthz", timeout=10).json() == {
+            "status": "ok",
+            "role": "leader",
+            "replica": "a",
+        }
+        with running_daemon(settings("b")) as b:
+            assert (_role(b.url), _leader_gauge(a.url), _leader_gauge(b.url)) == (
+                "follower",
+                1.0,
+                0.0,
+            )
+            a_stack.close()  # a stops gracefully (SIGTERM's path)
+            for _ in range(200):  # at most 20 s: a third of the lease
+                if _role(b.url) == "leader":
+                    break
+                time.sleep(0.1)
+            assert (_role(b.url), _leader_gauge(b.url)) == ("leader", 1.0)
+            lease = b.store.lease(LEADER_LEASE)
+            assert lease is not None and (lease.holder, lease.epoch) == ("b", 2)
