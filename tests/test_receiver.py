@@ -425,7 +425,8 @@ def _set_any(out: Any, v: Any) -> None:
 
 
 def test_health_readiness_and_metrics(sentinel_daemon: RunningDaemon) -> None:
-    assert httpx.get(f"{sentinel_daemon.url}/healthz").json() == {"status": "ok"}
+    health = httpx.get(f"{sentinel_daemon.url}/healthz").json()
+    assert health == {"status": "ok", "role": "leader", "replica": health["replica"]}
     ready = httpx.get(f"{sentinel_daemon.url}/readyz")
     assert ready.status_code == 200
     assert ready.json()["checks"] == {"accepting": True, "store": True, "store_reachable": True}

@@ -71,6 +71,7 @@ TABLES = {
     "ticket_messages",
     "learned_state",
     "llm_outputs",
+    "leases",
 }
 
 

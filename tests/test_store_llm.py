@@ -272,13 +272,13 @@ def test_span_returns_the_stored_span_or_none(store: SqlStore) -> None:
 
 
 def test_migrations_create_the_llm_outputs_table_without_drift(store_url: str) -> None:
-    assert HEAD == "0006"
+    assert HEAD == "0007"  # 0007 (leases) came after
     s = open_store(store_url, FakeClock(NOW))
     s.close()
 
     assert "llm_outputs" in _tables(store_url)
     assert _tables(store_url) == LLM_TABLES
-    assert _versions(store_url) == ["0006"]
+    assert _versions(store_url) == [HEAD]
     with _raw(store_url) as conn:
         ctx = MigrationContext.configure(conn, opts={"compare_type": True})
         assert compare_metadata(ctx, METADATA) == []
@@ -288,11 +288,11 @@ def test_migrations_create_the_llm_outputs_table_without_drift(store_url: str) -
 
 def test_a_database_at_0005_gains_the_table_and_loses_it_on_downgrade(store_url: str) -> None:
     _alembic(store_url, upgrade_to="0005")
-    assert _tables(store_url) == LLM_TABLES - {"llm_outputs"}
+    assert _tables(store_url) == LLM_TABLES - {"llm_outputs", "leases"}
 
     s = open_store(store_url, FakeClock(NOW))  # upgrades to head
     try:
-        assert _versions(store_url) == ["0006"]
+        assert _versions(store_url) == [HEAD]
         s.put_incident(sample_incidents()[0])
         s.put_llm_output(narrative())
         assert s.llm_outputs("inc-1") == [narrative()]
@@ -300,9 +300,9 @@ def test_a_database_at_0005_gains_the_table_and_loses_it_on_downgrade(store_url:
         s.close()
 
     _alembic(store_url, downgrade_to="0005")
-    assert _tables(store_url) == LLM_TABLES - {"llm_outputs"}
+    assert _tables(store_url) == LLM_TABLES - {"llm_outputs", "leases"}
     assert _versions(store_url) == ["0005"]
 
     _alembic(store_url, upgrade_to="head")
     assert _tables(store_url) == LLM_TABLES
-    assert _versions(store_url) == ["0006"]
+    assert _versions(store_url) == [HEAD]

@@ -64,6 +64,8 @@ class AppDeps:
     # Extra readiness conditions (name -> ok?) added by the daemon.
     ready_checks: dict[str, Callable[[], bool]]
     shutting_down: Callable[[], bool]
+    # This replica's name and role in the cluster (``sentinel.cluster``), for /healthz.
+    cluster: Callable[[], dict[str, str]] | None = None
     # Slack's interactivity over HTTP (slack.mode = "http"): the signing secret, the
     # clock its timestamps are judged by, and what a verified click does (run as a
     # background task: Slack wants its answer within 3 s).
@@ -299,7 +301,7 @@ def create_app(deps: AppDeps) -> FastAPI:
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+        return {"status": "ok", **(deps.cluster() if deps.cluster is not None else {})}
 
     @app.get("/readyz")
     async def readyz() -> Response:

@@ -1,9 +1,15 @@
 """The composition root of ``sentinel run``: settings ▶ adapters ▶ jobs ▶ HTTP app, all on
 one asyncio event loop (uvicorn serves, APScheduler's AsyncIOScheduler runs the jobs).
 
+Several replicas may share one store (``sentinel.cluster``): every replica ingests OTLP
+and serves the API and ``/metrics``; only the holder of the leader lease runs the jobs that
+act or write incident state (``leader_only``). The store ping and the lease's own renewal
+run everywhere. A replica that becomes leader starts as a restarted daemon would: the open
+incidents are read again from the store.
+
 Shutdown order on SIGTERM/SIGINT (or ``request_stop()``): stop accepting connections and
 let in-flight requests finish (uvicorn), stop starting jobs and wait for running ones,
-write everything still in the ingest queue, then close the store.
+release the leader lease, write everything still in the ingest queue, then close the store.
 
 What must not live here: logic that a stage or an adapter owns. Jobs here only call them.
 """
@@ -48,6 +54,7 @@ from sentinel.agents.root_cause import learned_diagnosis
 from sentinel.agents.tickets import ConsoleSink, OutboxNotifier, TicketDesk, incident_picture
 from sentinel.api import AppDeps, create_app
 from sentinel.clock import Clock, SystemClock
+from sentinel.cluster import Change, LeaderLease, default_replica_id
 from sentinel.errors import ConfigError, NotifyError, SentinelError, StoreError
 from sentinel.incidents import IncidentResolved
 from sentinel.ingest import IngestQueue
@@ -124,6 +131,15 @@ class Daemon:
         # git operation runs on this one worker thread.
         self._git_worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="git")
         self._executor: Executor | None = None
+        self.lease: LeaderLease | None = None
+
+    def _leading(self) -> bool:
+        return self.lease is not None and self.lease.current() is not None
+
+    def _check_lease(self) -> None:
+        """Right before a remediation step: raises ``LeaseLost`` unless leading."""
+        assert self.lease is not None
+        self.lease.check()
 
     def _on_signal(self, sig: signal.Signals) -> None:
         if self._stopping and sig == signal.SIGINT and self._server is not None:
@@ -174,6 +190,15 @@ class Daemon:
 
         scheduler = AsyncIOScheduler(timezone="UTC")
         store_reachable = True
+        lease = self.lease = LeaderLease(
+            store,
+            s.cluster.replica_id or default_replica_id(),
+            s.cluster.lease_seconds,
+            metrics=self.metrics,
+        )
+        # The leader's writes of incident state go through this view: refused once its
+        # term no longer holds the lease (``adapters.db.lease``).
+        leader_store = store.fenced(lease.current)
 
         async def ping_store() -> None:
             # Readiness must notice a lost database even when no span is being written.
@@ -190,22 +215,30 @@ class Daemon:
             store_reachable = True
 
         self._schedule(scheduler, "ping_store", ping_store, STORE_PING_SECONDS)
-        agent = self.metric_agent = MetricAgent(
-            s,
-            store,
-            self.clock,
-            source=self.prometheus,
-            metrics=self.metrics,
-            diagnose=learned_diagnosis(store),
-            moved_off=partial(verified_moved_off, store),
-        )
 
+        def new_metric_agent() -> MetricAgent:
+            # One per term: its open incidents are read from the store at its first run,
+            # as a restarted daemon reads them, and it writes under its own term's fence.
+            fence = lease.current()
+            return MetricAgent(
+                s,
+                store.fenced(lambda: fence),
+                self.clock,
+                source=self.prometheus,
+                metrics=self.metrics,
+                diagnose=learned_diagnosis(store),
+                moved_off=partial(verified_moved_off, store),
+            )
+
+        self.metric_agent = new_metric_agent()
         notifier = OutboxNotifier(store)
-        remediation = self.remediation_agent = self._remediation_agent(store, notifier)
+        remediation = self.remediation_agent = self._remediation_agent(leader_store, notifier)
         desk = self.ticket_desk = self._ticket_desk(store)
         learning = self.learning_agent = self._learning_agent(store)
 
         async def metric_agent() -> None:
+            agent = self.metric_agent
+            assert agent is not None
             run = await agent.run_once()
             resolved = [e.incident_id for e in run.events if isinstance(e, IncidentResolved)]
             touched = [i.id for i in agent.open_incidents] + resolved
@@ -231,13 +264,29 @@ class Daemon:
                 loop = asyncio.get_running_loop()
                 await loop.run_in_executor(self._git_worker, learning.run_once, resolved)
 
-        if learning is not None:
-            # Incidents that resolved while the daemon was down are archived now.
-            catch_up = asyncio.get_running_loop().run_in_executor(
-                self._git_worker, learning.catch_up
-            )
-            self._background.add(catch_up)
-            catch_up.add_done_callback(self._background.discard)
+        async def keep_lease() -> None:
+            change = await asyncio.to_thread(lease.attempt)
+            if change is Change.ACQUIRED:
+                self.metric_agent = new_metric_agent()
+                job = scheduler.get_job("metric_agent")
+                if job is not None and scheduler.running:
+                    # A takeover: detection and remediation resume now, not at the next
+                    # interval (the old leader may have died a whole interval ago).
+                    job.modify(next_run_time=SystemClock().now())
+                if learning is not None:
+                    # Incidents that resolved while no replica led are archived now.
+                    catch_up = asyncio.get_running_loop().run_in_executor(
+                        self._git_worker, learning.catch_up
+                    )
+                    self._background.add(catch_up)
+                    catch_up.add_done_callback(self._background.discard)
+            if not self._leading() and self._listener is not None:
+                # Slack delivers each Socket Mode event to one connection: the leader's.
+                listener, self._listener = self._listener, None
+                await listener.close()
+
+        renew = s.cluster.renew_interval
+        self._schedule(scheduler, "cluster_lease", keep_lease, renew, first_in=renew)
 
         async def deliver_tickets() -> None:
             await desk.deliver(self.clock.now())
@@ -248,9 +297,11 @@ class Daemon:
             async def explain() -> None:
                 await explainer.run_once()
 
-            self._schedule(scheduler, "llm_explain", explain, s.llm.every_seconds)
+            self._schedule(scheduler, "llm_explain", explain, s.llm.every_seconds, leader_only=True)
 
-        self._schedule(scheduler, "deliver_tickets", deliver_tickets, s.slack.deliver_seconds)
+        self._schedule(
+            scheduler, "deliver_tickets", deliver_tickets, s.slack.deliver_seconds, leader_only=True
+        )
         if s.retention.enabled:
 
             async def retention() -> None:
@@ -259,8 +310,16 @@ class Daemon:
                     run_retention, store, s, self.clock.now(), metrics=self.metrics
                 )
 
+            # One replica deletes: the others would only race it for the same rows.
             every = s.retention.every_seconds
-            self._schedule(scheduler, "retention", retention, every, first_in=min(60.0, every))
+            self._schedule(
+                scheduler,
+                "retention",
+                retention,
+                every,
+                first_in=min(60.0, every),
+                leader_only=True,
+            )
         handler = self._click_handler(store, desk)
         slack_http: dict[str, Any] = {}
         if handler is not None and s.slack.mode is SlackMode.SOCKET:
@@ -268,7 +327,9 @@ class Daemon:
             async def connect_slack() -> None:
                 await self._connect_slack(handler)
 
-            self._schedule(scheduler, "connect_slack", connect_slack, SLACK_RECONNECT_SECONDS)
+            self._schedule(
+                scheduler, "connect_slack", connect_slack, SLACK_RECONNECT_SECONDS, leader_only=True
+            )
         elif handler is not None:
             secret = s.secrets.slack_signing_secret
             assert secret is not None  # checked by load_settings for http mode
@@ -294,6 +355,7 @@ class Daemon:
             metric_agent,
             det.interval_seconds / self.clock.speed,
             first_in=(first - now).total_seconds() / self.clock.speed,
+            leader_only=True,
         )
         if s.changes.repos:
             # Imported only when repos are configured: gitpython refuses to import on a
@@ -322,7 +384,9 @@ class Daemon:
                     log.error("change feed poll failed", error=str(failure))
                     self.metrics.change_feed_failures.labels(repo=failure.repo or "?").inc()
 
-            self._schedule(scheduler, "poll_changes", poll_changes, s.changes.poll_seconds)
+            self._schedule(
+                scheduler, "poll_changes", poll_changes, s.changes.poll_seconds, leader_only=True
+            )
 
         app = create_app(
             AppDeps(
@@ -332,6 +396,7 @@ class Daemon:
                 metrics=self.metrics,
                 ready_checks={"store_reachable": lambda: store_reachable},
                 shutting_down=lambda: self._stopping,
+                cluster=lambda: {"replica": lease.replica_id, "role": lease.role.value},
                 **slack_http,
             )
         )
@@ -350,6 +415,10 @@ class Daemon:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._on_signal, sig)
+        try:
+            await keep_lease()  # before the first jobs: a lone replica leads at once
+        except StoreError as e:
+            log.error("cannot take the leader lease; trying again", error=str(e))
         scheduler.start()
         # Objects alive at start-up never become garbage: keep the collector off them, so
         # the per-span objects of ingest are the only thing it scans. And scan less often:
@@ -374,6 +443,11 @@ class Daemon:
             timeout = s.server.shutdown_timeout_seconds
             if self._running_jobs:
                 await asyncio.wait(self._running_jobs, timeout=timeout)
+            try:
+                # A follower takes over at its next attempt, not at the lease's expiry.
+                await asyncio.to_thread(lease.release)
+            except StoreError as e:
+                log.error("cannot release the leader lease", error=str(e))
             drained = await queue.close(timeout)
             if writer is not None:
                 await asyncio.to_thread(writer.close, timeout)
@@ -548,6 +622,7 @@ class Daemon:
             self.clock,
             playbooks=[p.playbook for p in loaded.playbooks],
             metrics=self.metrics,
+            fence=self._check_lease,
         )
 
     def _schedule(
@@ -557,8 +632,14 @@ class Daemon:
         job: Callable[[], Awaitable[None]],
         every_seconds: float,
         first_in: float = 0.0,
+        *,
+        leader_only: bool = False,
     ) -> None:
+        """``leader_only``: a run starts only while this replica holds the leader lease."""
+
         async def run() -> None:
+            if leader_only and not self._leading():
+                return
             task = asyncio.current_task()
             assert task is not None
             self._running_jobs.add(task)

@@ -10,6 +10,7 @@ it came from (a file and key, a query, a URL). Nothing else lives here.
      ├── TelemetryError         telemetry that cannot be decoded
      │    └── OTLPDecodeError   a malformed OTLP request body (-> HTTP 400)
      ├── StoreError             the database failed or is unreachable
+     │    └── LeaseLost         a leader-only write by a replica that no longer holds the lease
      ├── MetricSourceError      Prometheus / VictoriaMetrics
      │    ├── MetricSourceUnavailable   connection refused, timeout, 5xx (retryable)
      │    └── MetricQueryError          the server rejected the query (4xx, bad PromQL)
@@ -46,6 +47,11 @@ class OTLPDecodeError(TelemetryError):
 
 class StoreError(SentinelError):
     """The store failed or is unreachable."""
+
+
+class LeaseLost(StoreError):
+    """A write only the leader may make, refused because this replica no longer holds
+    the leader lease (names the lease, the replica and the epoch it held)."""
 
 
 class MetricSourceError(SentinelError):

@@ -215,6 +215,19 @@ class SelfMetrics:
             "Ticket or thread deliveries that failed and wait for a retry (Slack down, 429).",
             registry=r,
         )
+        self.leader = Gauge(
+            "sentinel_leader",
+            "1 while this replica holds the leader lease and runs the leader's jobs "
+            "(detection, remediation, tickets, change feed, learning, LLM agents), else 0.",
+            registry=r,
+        )
+        self.leader_changes = Counter(
+            "sentinel_leader_changes",
+            "Changes of this replica's role, by change: acquired (it became the leader), "
+            "lost (its term ended: released, not renewed in time, or taken over).",
+            ["change"],
+            registry=r,
+        )
         self.open_incidents = Gauge(
             "sentinel_open_incidents", "Incidents open after the last Metric Agent run.", registry=r
         )

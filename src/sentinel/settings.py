@@ -83,6 +83,40 @@ class StoreSettings(_Section):
         return v
 
 
+class ClusterSettings(_Section):
+    """Several ``sentinel run`` replicas on one store: the leader lease
+    (``adapters.db.lease``). Every replica ingests and serves the API; only the lease
+    holder runs the jobs that act or write incident state. Seconds here are real seconds
+    on the database's clock, whatever clock the daemon judges telemetry by."""
+
+    # This replica's name in the lease; empty: "<hostname>-<pid>", unique per process.
+    replica_id: str = ""
+    # The longest a follower takes to lead after the leader died (> 0).
+    takeover_seconds: Annotated[float, Field(gt=0)] = 30.0
+    # How often the leader renews and the followers try; 0: takeover_seconds / 6.
+    renew_seconds: Annotated[float, Field(ge=0)] = 0.0
+
+    @property
+    def renew_interval(self) -> float:
+        return self.renew_seconds or self.takeover_seconds / 6
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long a granted lease lasts: a follower's next attempt after the expiry
+        comes within one renew interval, so takeover is at most ``takeover_seconds``."""
+        return self.takeover_seconds - self.renew_interval
+
+    @model_validator(mode="after")
+    def _renew_well_under_takeover(self) -> ClusterSettings:
+        if self.renew_interval > self.takeover_seconds / 3:
+            raise ValueError(
+                f"renew_seconds ({self.renew_seconds!r}) must be at most a third of "
+                f"takeover_seconds ({self.takeover_seconds!r}): a leader renews several "
+                "times per lease, so one slow renewal does not lose it"
+            )
+        return self
+
+
 class PromQLSli(_Section):
     """An SLI read from a PromQL query instead of computed from spans or the known metric
     families: one series per declared SLI (a query giving several series is an error)."""
@@ -541,6 +575,7 @@ class Settings(_Section):
     server: ServerSettings = ServerSettings()
     ingest: IngestSettings = IngestSettings()
     store: StoreSettings = StoreSettings()
+    cluster: ClusterSettings = ClusterSettings()
     prometheus: PrometheusSettings = PrometheusSettings()
     changes: ChangesSettings = ChangesSettings()
     logging: LoggingSettings = LoggingSettings()

@@ -18,9 +18,11 @@ Safety (ARCHITECTURE.md's invariants):
    its confidence and evidence.
 
 Record updates compare-and-set on the previous record, so a concurrent ``sentinel
-approve`` (or a Slack click) and the agent never overwrite each other's decision. Two
-daemons on one store are not coordinated yet (issue 10's leader lease): a git step is
-still applied once (its executor finds the commit by its key), an HTTP step could not be.
+approve`` (or a Slack click) and the agent never overwrite each other's decision. Several
+daemons on one store: only the leader runs the agent (``sentinel.cluster``), and ``fence``
+(the leader lease's check) is called right before every step and every undo is applied:
+an ex-leader that was paused past its lease raises ``LeaseLost`` instead of acting after
+another replica took over. The new leader resumes the records as a restarted daemon would.
 
 Everything here is blocking (store, git): the daemon runs ``run_once`` on its one git
 worker thread. What must not live here: the decisions themselves (``sentinel.remediation``),
@@ -258,7 +260,11 @@ class RemediationAgent:
         *,
         playbooks: Sequence[Playbook],
         metrics: SelfMetrics | None = None,
+        fence: Callable[[], None] = lambda: None,
     ) -> None:
+        """``fence``: raises (``LeaseLost``) unless this replica may act now; called
+        right before every step or undo is applied."""
+        self.fence = fence
         self.settings = settings
         self.policy = settings.remediation
         self.store = store
@@ -459,6 +465,9 @@ class RemediationAgent:
                     "interrupted; its outcome is unknown and it is not repeated",
                 )
                 return
+            # A replica that lost the leader lease never applies a step; asked before the
+            # step is marked under way, so the new leader finds it not started.
+            self.fence()
             if record.running_step != sid:
                 record = self._save(
                     record,
@@ -657,6 +666,7 @@ class RemediationAgent:
                 continue
             key = step_key(record.incident_id, record.playbook, sid) + "/undo"
             undo_action = record.undo[i] if i < len(record.undo) else None
+            self.fence()
             try:
                 if i < len(record.revert) and record.revert[i]:
                     done = self.executor.revert(

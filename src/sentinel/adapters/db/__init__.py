@@ -18,6 +18,7 @@ Layout (import from here, not from the modules):
     outbox     tickets and their thread messages          (mixin)
     learned    versions of the learned state (priors, calibration)  (mixin)
     llm        what sentinel's LLM agents wrote per incident  (mixin)
+    lease      the leader lease of replicas, fenced views of the store  (mixin)
     engine     ``create_engine_for``, ``migrate``
     store      ``SqlStore`` composed of the mixins, ``open_store``
 
@@ -31,6 +32,7 @@ from sentinel.adapters.db.codec import SpanRows, span_rows
 from sentinel.adapters.db.engine import MIGRATIONS, create_engine_for, migrate
 from sentinel.adapters.db.incidents import PAUSED_KEY
 from sentinel.adapters.db.learned import LEARNING_ACTOR, LearnedAction
+from sentinel.adapters.db.lease import LEADER_LEASE, Fence, Lease
 from sentinel.adapters.db.store import SqlStore, open_store
 from sentinel.adapters.db.tables import (
     ACTIONS,
@@ -41,6 +43,7 @@ from sentinel.adapters.db.tables import (
     HYPOTHESES,
     INCIDENTS,
     LEARNED_STATE,
+    LEASES,
     METADATA,
     SAMPLES,
     SPANS,
@@ -69,8 +72,10 @@ __all__ = [
     "EVALUATIONS",
     "HYPOTHESES",
     "INCIDENTS",
+    "LEADER_LEASE",
     "LEARNED_STATE",
     "LEARNING_ACTOR",
+    "LEASES",
     "METADATA",
     "MIGRATIONS",
     "PAUSED_KEY",
@@ -83,10 +88,12 @@ __all__ = [
     "ChangeRow",
     "CursorRow",
     "EvaluationRow",
+    "Fence",
     "HypothesisRow",
     "IncidentRow",
     "LearnedAction",
     "LearnedStateRow",
+    "Lease",
     "SampleRow",
     "SpanRow",
     "SpanRows",

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -21,9 +21,12 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from sentinel.adapters.db.tables import INCIDENTS
+from sentinel.adapters.db.tables import INCIDENTS, LEASES
 from sentinel.clock import Clock
-from sentinel.errors import StoreError, UnknownIncident
+from sentinel.errors import LeaseLost, StoreError, UnknownIncident
+
+if TYPE_CHECKING:
+    from sentinel.adapters.db.lease import Fence
 
 # Bound parameters per statement: under SQLite's default limit (32766 since 3.32) and
 # PostgreSQL's (65535).
@@ -38,6 +41,9 @@ class _Base:
         self.clock = clock
         self._dialect = engine.dialect.name
         self._insert = pg_insert if self._dialect == "postgresql" else sqlite_insert
+        # Set on a fenced view (``lease.LeaseMixin.fenced``): the term whose lease the
+        # leader-only writes of this view need.
+        self._fence: Callable[[], Fence | None] | None = None
 
     @property
     def url(self) -> str:
@@ -61,6 +67,41 @@ class _Base:
                 yield conn
         except SQLAlchemyError as e:
             raise StoreError(f"store {self.url}: {what} failed: {e}") from e
+
+    def _db_now(self) -> sa.ColumnElement[float]:
+        """The database's clock, in seconds since the epoch (``lease``'s time base)."""
+        if self._dialect == "postgresql":
+            return sa.cast(
+                sa.func.extract("epoch", sa.func.statement_timestamp()), sa.Float(precision=53)
+            )
+        return sa.literal_column("((julianday('now') - 2440587.5) * 86400.0)", sa.Float())
+
+    def _fence_holds(self, conn: Connection, fence: Fence, *, lock: bool) -> bool:
+        t = LEASES
+        q = sa.select(t.c.epoch).where(
+            t.c.name == fence.name,
+            t.c.holder == fence.holder,
+            t.c.epoch == fence.epoch,
+            t.c.expires_s > self._db_now(),
+        )
+        if lock and self._dialect == "postgresql":
+            # A takeover's UPDATE of the lease waits until this write has committed.
+            q = q.with_for_update(read=True)
+        return conn.execute(q).first() is not None
+
+    def _check_fence(self, conn: Connection, what: str) -> None:
+        """In a leader-only write's transaction: refuse it unless this view's term still
+        holds the lease (a no-op on an unfenced store)."""
+        if self._fence is None:
+            return
+        fence = self._fence()
+        if fence is None:
+            raise LeaseLost(f"store {self.url}: {what} refused: this replica is not the leader")
+        if not self._fence_holds(conn, fence, lock=True):
+            raise LeaseLost(
+                f"store {self.url}: {what} refused: replica {fence.holder!r} no longer holds "
+                f"lease {fence.name!r} in epoch {fence.epoch!r}"
+            )
 
     def ping(self) -> None:
         with self._read("ping") as conn:

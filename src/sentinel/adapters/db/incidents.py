@@ -49,6 +49,7 @@ class IncidentsMixin(_Base):
             index_elements=["id"], set_={k: v for k, v in row.items() if k != "id"}
         )
         with self._tx(f"writing incident {incident.id!r}") as conn:
+            self._check_fence(conn, f"writing incident {incident.id!r}")
             conn.execute(stmt)
             for entry in audit:
                 conn.execute(_audit_insert(entry))
@@ -97,6 +98,7 @@ class IncidentsMixin(_Base):
         entry = _diagnosed_entry(incident_id, hypotheses, at, actor)
         t = HYPOTHESES
         with self._tx(f"writing the hypotheses of incident {incident_id!r}") as conn:
+            self._check_fence(conn, f"writing the hypotheses of incident {incident_id!r}")
             self._require_incident(conn, incident_id)
             conn.execute(sa.delete(t).where(t.c.incident_id == incident_id))
             if rows:
@@ -171,6 +173,7 @@ class IncidentsMixin(_Base):
         }
         t = ACTIONS
         with self._tx(f"writing action {record.key!r}") as conn:
+            self._check_fence(conn, f"writing action {record.key!r}")
             if prev is None:
                 self._require_incident(conn, record.incident_id)
                 stmt = (

@@ -11,6 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sentinel.adapters.db.engine import create_engine_for, migrate
 from sentinel.adapters.db.incidents import IncidentsMixin
 from sentinel.adapters.db.learned import LearnedMixin
+from sentinel.adapters.db.lease import LeaseMixin
 from sentinel.adapters.db.llm import LlmMixin
 from sentinel.adapters.db.outbox import OutboxMixin
 from sentinel.adapters.db.telemetry import TelemetryMixin
@@ -19,10 +20,10 @@ from sentinel.errors import StoreError
 from sentinel.settings import mask_url
 
 
-class SqlStore(TelemetryMixin, IncidentsMixin, OutboxMixin, LearnedMixin, LlmMixin):
+class SqlStore(TelemetryMixin, IncidentsMixin, OutboxMixin, LearnedMixin, LlmMixin, LeaseMixin):
     """``ports.TelemetryStore`` and the incident/audit/cursor store on SQLAlchemy, with
-    the ticket outbox, the versions of the learned state and what the LLM agents wrote
-    (``ports.LlmOutputStore``)."""
+    the ticket outbox, the versions of the learned state, what the LLM agents wrote
+    (``ports.LlmOutputStore``) and the leader lease."""
 
 
 def open_store(url: str, clock: Clock, *, auto_migrate: bool = True) -> SqlStore:

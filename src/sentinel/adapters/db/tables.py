@@ -247,6 +247,19 @@ class CursorRow(SQLModel, table=True):
     updated_at: datetime = Field(sa_type=UTCDateTime)
 
 
+class LeaseRow(SQLModel, table=True):
+    # One row per lease name (the leader lease: "leader"). ``epoch`` is the fencing
+    # token: it grows by one whenever the holder changes. ``expires_s`` is in seconds
+    # since the epoch on the database's clock, never a replica's (``db.lease``).
+    __tablename__ = "leases"
+
+    name: str = Field(primary_key=True)
+    holder: str
+    epoch: int = Field(sa_type=sa.BigInteger)
+    expires_s: float = Field(sa_type=sa.Float(precision=53))
+    acquired_s: float = Field(sa_type=sa.Float(precision=53))
+
+
 # The tables as SQLAlchemy Core objects (SQLModel's __table__ is not typed).
 SPANS: sa.Table = SpanRow.__table__  # type: ignore[attr-defined]
 EVALUATIONS: sa.Table = EvaluationRow.__table__  # type: ignore[attr-defined]
@@ -261,5 +274,6 @@ TICKETS: sa.Table = TicketRow.__table__  # type: ignore[attr-defined]
 TICKET_MESSAGES: sa.Table = TicketMessageRow.__table__  # type: ignore[attr-defined]
 LEARNED_STATE: sa.Table = LearnedStateRow.__table__  # type: ignore[attr-defined]
 LLM_OUTPUTS: sa.Table = LlmOutputRow.__table__  # type: ignore[attr-defined]
+LEASES: sa.Table = LeaseRow.__table__  # type: ignore[attr-defined]
 
 METADATA = SQLModel.metadata
