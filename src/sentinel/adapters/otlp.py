@@ -31,6 +31,7 @@ from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from sentinel.errors import OTLPDecodeError
+from sentinel.redact import Redactor
 from sentinel.telemetry import (
     CLASSIFY_KEYS,
     Attributes,
@@ -197,8 +198,40 @@ class PbAttributes(Mapping[str, Any]):
         return repr(self._dict())
 
 
-def decode_protobuf(body: bytes) -> DecodedBatch:
-    """Decode a binary ``ExportTraceServiceRequest``."""
+def _redact_pb(v: common_pb2.AnyValue, redactor: Redactor) -> None:
+    """Redact the strings of ``v`` in place (nested arrays and key-value lists too)."""
+    which = v.WhichOneof("value")
+    if which == "string_value":
+        text = v.string_value
+        clean = redactor.text(text)
+        if clean is not text:
+            v.string_value = clean
+    elif which == "array_value":
+        for x in v.array_value.values:
+            _redact_pb(x, redactor)
+    elif which == "kvlist_value":
+        for kv in v.kvlist_value.values:
+            _redact_pb(kv.value, redactor)
+
+
+def _redact_pb_span(s: trace_pb2.Span, redactor: Redactor) -> None:
+    """Redact, in place, the content attributes of ``s`` and of its events and its
+    status message: before its bytes are kept as ``Span.raw``."""
+    covers = redactor.covers
+    for kv in s.attributes:
+        if covers(kv.key):
+            _redact_pb(kv.value, redactor)
+    for e in s.events:
+        for kv in e.attributes:
+            if covers(kv.key):
+                _redact_pb(kv.value, redactor)
+    if s.status.message:
+        s.status.message = redactor.text(s.status.message)
+
+
+def decode_protobuf(body: bytes, redactor: Redactor | None = None) -> DecodedBatch:
+    """Decode a binary ``ExportTraceServiceRequest``; with ``redactor``, prompts and
+    messages are redacted before anything is read from them."""
     try:
         request = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
     except DecodeError as e:
@@ -233,6 +266,8 @@ def decode_protobuf(body: bytes) -> DecodedBatch:
                 if reason is not None:
                     rejections.add(reason)
                     continue
+                if redactor is not None:
+                    _redact_pb_span(s, redactor)
                 st = s.status
                 kind_n, status_n = s.kind, st.code
                 if kind_n not in _KINDS or status_n not in _STATUSES:
@@ -426,16 +461,17 @@ def _json_attrs(kvs: list[Any], where: str) -> dict[str, Any]:
     return out
 
 
-def decode_json(body: bytes) -> DecodedBatch:
-    """Decode an OTLP/JSON ``ExportTraceServiceRequest``."""
+def decode_json(body: bytes, redactor: Redactor | None = None) -> DecodedBatch:
+    """Decode an OTLP/JSON ``ExportTraceServiceRequest``; with ``redactor``, prompts and
+    messages are redacted."""
     try:
         doc = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise OTLPDecodeError(f"body is not valid JSON: {e}") from e
-    return decode_json_object(doc)
+    return decode_json_object(doc, redactor)
 
 
-def decode_json_object(doc: Any) -> DecodedBatch:
+def decode_json_object(doc: Any, redactor: Redactor | None = None) -> DecodedBatch:
     """Decode an already-parsed OTLP/JSON request (one line of a case's traces.jsonl)."""
     _expect(doc, dict, "request")
     spans: list[Span] = []
@@ -490,6 +526,13 @@ def decode_json_object(doc: Any) -> DecodedBatch:
                 if reason is not None:
                     rejections.add(reason)
                     continue
+                if redactor is not None:
+                    attributes = redactor.attributes(attributes)
+                    events = tuple(
+                        SpanEvent(e.name, e.time_ns, redactor.attributes(e.attributes))
+                        for e in events
+                    )
+                    status_message = redactor.text(status_message)
                 spans.append(
                     _make_span(
                         trace_id=trace_id,
