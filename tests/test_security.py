@@ -356,6 +356,10 @@ def test_a_refusal_is_401_with_a_bearer_challenge(guarded: str) -> None:
 
     assert [r.status_code for r in (missing, wrong, odd, traces)] == [401] * 4
     assert missing.headers["WWW-Authenticate"] == 'Bearer realm="sentinel"'
+    assert (missing.json(), wrong.json()) == (
+        {"error": "missing bearer token"},
+        {"error": "wrong bearer token"},
+    )
     for r in (wrong, odd, traces):
         assert r.headers["WWW-Authenticate"] == 'Bearer realm="sentinel", error="invalid_token"'
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import structlog
-from fastapi import Depends, FastAPI, HTTPException, Request, Security
+from fastapi import Depends, FastAPI, Request, Security
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -92,6 +92,10 @@ class AppDeps:
 
 class _TooLarge(Exception):
     pass
+
+
+class _Unauthorized(Exception):
+    """A route guard's refusal, answered 401 like the API's other errors."""
 
 
 def route_tokens(s: Settings) -> dict[RouteGroup, tuple[bytes, ...]]:
@@ -178,9 +182,13 @@ def create_app(deps: AppDeps) -> FastAPI:
         def check(request: Request, _: Annotated[Any, Security(_BEARER)] = None) -> None:
             failure = auth_failure(request.headers.get("authorization"), accepted)
             if failure is not None:
-                raise HTTPException(401, failure, headers=www_authenticate(failure))
+                raise _Unauthorized(failure)
 
         return [Depends(check)]
+
+    @app.exception_handler(_Unauthorized)
+    async def unauthorized(_request: Request, e: _Unauthorized) -> Response:
+        return JSONResponse({"error": str(e)}, 401, headers=www_authenticate(str(e)))
 
     @app.post(
         "/v1/traces",
