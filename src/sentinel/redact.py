@@ -15,7 +15,7 @@ composition root calls; ingest (``adapters/otlp.py``) and the store (LLM outputs
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -48,30 +48,72 @@ DEFAULT_CONTENT_PREFIXES: tuple[str, ...] = (
     "exception.message",
 )
 
-_EMAIL_LOCAL = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+"
+_LOCAL_CHAR = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]"
 _DOMAIN = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
 
-# Order matters where two could start at the same place: the most specific first.
-_BUILTIN: tuple[tuple[str, str], ...] = (
-    ("jwt", r"\beyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"),
-    ("bearer", r"\b[Bb][Ee][Aa][Rr][Ee][Rr][ \t]+[A-Za-z0-9._~+/-]{16,}=*"),
-    ("api_key", r"\bsk-[A-Za-z0-9_-]{16,}"),
-    ("slack_token", r"\bxox[abposr]-[A-Za-z0-9-]{10,}"),
-    ("aws_key", r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"),
-    ("github_token", r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})"),
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    kind: str
+    rx: re.Pattern[str]
+    # Literal strings one of which every match contains: when none is in the text, the
+    # regex is not run (a substring test is ~100 times cheaper than a regex scan).
+    triggers: tuple[str, ...] = ()
+    # > 0: every match lies within this many characters of an occurrence of the (one)
+    # trigger, and the regex is run only around them.
+    window: int = 0
+
+
+# Applied in this order (a JWT inside "Bearer <jwt>" is named a JWT). Each regex starts
+# with its literal, the word-boundary check after it as a look-behind: a leading \b or
+# look-behind would make the regex engine try every position instead of jumping to the
+# literal (measured ~30 times slower on a prompt).
+_RULES: tuple[_Rule, ...] = (
+    _Rule(
+        "jwt",
+        re.compile(r"eyJ(?<!\weyJ)[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"),
+        ("eyJ",),
+    ),
+    _Rule(
+        "bearer",
+        re.compile(r"[Bb](?<!\w[Bb])(?:earer|EARER)[ \t]+[A-Za-z0-9._~+/-]{16,}=*"),
+        ("Bearer", "bearer", "BEARER"),
+    ),
+    _Rule("api_key", re.compile(r"sk-(?<!\wsk-)[A-Za-z0-9_-]{16,}"), ("sk-",)),
+    _Rule("slack_token", re.compile(r"xox(?<!\wxox)[abposr]-[A-Za-z0-9-]{10,}"), ("xox",)),
+    _Rule("aws_key", re.compile(r"A(?<!\wA)(?:KIA|SIA)[A-Z0-9]{16}\b"), ("AKIA", "ASIA")),
+    _Rule(
+        "github_token",
+        re.compile(r"gh(?<!\wgh)(?:[pousr]_[A-Za-z0-9]{36,}|ithub_pat_[A-Za-z0-9_]{22,})"),
+        ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
+    ),
     # The look-behind makes a match start only where a local part can start, so a long
     # run of local-part characters without "@" is scanned once, not once per position.
-    ("email", rf"(?<![A-Za-z0-9!#$%&'*+/=?^_`{{|}}~.-]){_EMAIL_LOCAL}@{_DOMAIN}"),
+    _Rule(
+        "email",
+        re.compile(rf"{_LOCAL_CHAR}(?<!{_LOCAL_CHAR}{_LOCAL_CHAR}){_LOCAL_CHAR}*@{_DOMAIN}"),
+        ("@",),
+        # 64 (local part) and 253 (domain) characters at most, by RFC 5321; with room.
+        window=320,
+    ),
     # International (+ then 7 to 15 digits, optional separators) or the 3-3-4 grouping
     # ((415) 555-0132, 415-555-0132, 415.555.0132). A bare run of digits is not taken for
-    # a phone number (ids, counts, timestamps), nor is a date (2026-11-22).
-    (
+    # a phone number (ids, counts, timestamps), nor is a date (2026-11-22). Written to
+    # start with a character class (then the context checks), so that the regex engine
+    # skips ahead to candidate characters instead of trying every position.
+    _Rule(
         "phone",
-        r"(?<![\w+])(?:\+[0-9](?:[ .-]?\(?[0-9]\)?){6,14}"
-        r"|\(?[0-9]{3}\)?[ .-]?[0-9]{3}[ .-][0-9]{4})(?![0-9])",
+        re.compile(
+            r"[+(0-9](?<![\w+][+(0-9])"
+            r"(?:(?<=\+)[0-9](?:[ .-]?\(?[0-9]\)?){6,14}"
+            r"|(?<=\()[0-9]{3}\)?[ .-]?[0-9]{3}[ .-][0-9]{4}"
+            r"|(?<=[0-9])[0-9]{2}\)?[ .-]?[0-9]{3}[ .-][0-9]{4})"
+            r"(?![0-9])"
+        ),
+        tuple("0123456789"),
     ),
 )
-BUILTIN_KINDS: tuple[str, ...] = tuple(kind for kind, _ in _BUILTIN)
+BUILTIN_KINDS: tuple[str, ...] = tuple(r.kind for r in _RULES)
 
 
 def placeholder(kind: str) -> str:
@@ -99,7 +141,7 @@ class Redactor:
     """Redacts text, and the string values of attributes whose key starts with one of
     ``content_prefixes`` (``""`` covers every attribute)."""
 
-    patterns: tuple[tuple[str, re.Pattern[str]], ...]
+    rules: tuple[_Rule, ...]
     content_prefixes: tuple[str, ...]
 
     @classmethod
@@ -108,25 +150,43 @@ class Redactor:
         extra: Sequence[tuple[str, str]] = (),
         content_prefixes: Sequence[str] = DEFAULT_CONTENT_PREFIXES,
     ) -> Redactor:
-        """The built-in patterns as one alternation (one pass over the text), then each
-        ``(name, regex)`` of ``extra``. Raises ``ValueError`` for a bad pattern (settings
-        validate them first, with the file and key)."""
-        builtin = "|".join(f"(?P<{kind}>{rx})" for kind, rx in _BUILTIN)
-        compiled: list[tuple[str, re.Pattern[str]]] = [("", re.compile(builtin))]
+        """The built-in rules, then each ``(name, regex)`` of ``extra`` (always run: they
+        have no trigger). Raises ``ValueError`` for a bad pattern (settings validate them
+        first, with the file and key)."""
+        rules = list(_RULES)
         for name, regex in extra:
             why = check_pattern(name, regex)
             if why is not None:
                 raise ValueError(f"redaction pattern {name!r} = {regex!r}: {why}")
-            compiled.append((name, re.compile(regex)))
-        return cls(tuple(compiled), tuple(content_prefixes))
+            rules.append(_Rule(name, re.compile(regex)))
+        return cls(tuple(rules), tuple(content_prefixes))
 
     def text(self, s: str) -> str:
-        """``s`` with every match replaced by its placeholder (``s`` itself when none)."""
+        """``s`` with every match replaced by its placeholder (``s`` itself when none).
+
+        Rules run one after another; when one changed something, the rules run again
+        until nothing changes (a removal could join text into a new match), so the
+        result is a fixed point: redacting it again changes nothing. Each changing pass
+        removes matched text, so this ends; the bound is a guard."""
         out = s
-        for name, rx in self.patterns:
-            if rx.search(out) is None:  # the common case: no copy, no callback
+        for _ in range(8):
+            new = self._once(out)
+            if new is out:
+                break
+            out = new
+        return out
+
+    def _once(self, s: str) -> str:
+        out = s
+        for rule in self.rules:
+            if rule.triggers and not any(t in out for t in rule.triggers):
                 continue
-            out = rx.sub(_builtin_sub if not name else _const(placeholder(name)), out)
+            if rule.window:
+                out = _windowed_sub(rule, out)
+                continue
+            if rule.rx.search(out) is None:
+                continue
+            out = rule.rx.sub(placeholder(rule.kind), out)
         return out
 
     def covers(self, key: str) -> bool:
@@ -148,18 +208,26 @@ class Redactor:
         return {k: self.value(v) if self.covers(k) else v for k, v in attrs.items()}
 
 
-def _const(repl: str) -> Callable[[re.Match[str]], str]:
-    return lambda _m: repl
-
-
-def _builtin_sub(m: re.Match[str]) -> str:
-    kind = m.lastgroup
-    assert kind is not None
-    if kind == "phone":
-        digits = sum(c.isdigit() for c in m.group(0))
-        if not 7 <= digits <= 15:
-            return m.group(0)
-    return placeholder(kind)
+def _windowed_sub(rule: _Rule, s: str) -> str:
+    """``rule.rx.sub`` where the regex is searched only around each occurrence of the
+    trigger (an e-mail regex scanning a whole prompt costs ~100 ns a character; the text
+    around its few "@" is short). Look-behinds still see the text before the window."""
+    (trigger,) = rule.triggers
+    parts: list[str] = []
+    pos = 0
+    at = s.find(trigger)
+    while at != -1:
+        m = rule.rx.search(s, max(pos, at - rule.window), min(len(s), at + rule.window))
+        if m is None:
+            at = s.find(trigger, at + 1)
+            continue
+        parts += (s[pos : m.start()], placeholder(rule.kind))
+        pos = m.end()
+        at = s.find(trigger, pos)
+    if not parts:
+        return s
+    parts.append(s[pos:])
+    return "".join(parts)
 
 
 def redactor_for(settings: RedactionSettings) -> Redactor | None:
