@@ -44,7 +44,7 @@ from sentinel.playbooks.model import (
     render_action,
 )
 from sentinel.redact import Redactor
-from sentinel.settings import Settings, load_settings
+from sentinel.settings import MASK, Settings, effective_config, load_settings, to_toml
 from tests.harness import make_settings, running_daemon
 from tests.test_executors import INCIDENT, World, template, world  # noqa: F401  # fixtures
 
@@ -375,6 +375,8 @@ def test_off_loopback_a_group_without_its_token_is_refused_at_load(tmp_path: Pat
     )
     s = load_settings(opened, env={"SENTINEL_INGEST_TOKEN": "t", "SENTINEL_TOKEN_SCRAPE": "x"})
     assert s.server.auth.changes == () and s.secrets.token("scrape") == SecretStr("x")
+    shown = effective_config(s)["secrets (from environment)"]
+    assert shown["SENTINEL_TOKEN_SCRAPE"] == MASK and "x" not in to_toml(shown)
     assert load_settings(opened, env={"SENTINEL_INGEST_TOKEN": "t"}, serving=True)
 
 
