@@ -214,16 +214,12 @@ def _redact_pb(v: common_pb2.AnyValue, redactor: Redactor) -> None:
             _redact_pb(kv.value, redactor)
 
 
-def _redact_pb_span(s: trace_pb2.Span, redactor: Redactor) -> None:
-    """Redact, in place, the content attributes of ``s`` and of its events and its
-    status message: before its bytes are kept as ``Span.raw``."""
-    covers = redactor.covers
-    for kv in s.attributes:
-        if covers(kv.key):
-            _redact_pb(kv.value, redactor)
+def _redact_pb_rest(s: trace_pb2.Span, redactor: Redactor) -> None:
+    """Redact, in place, the content attributes of the events of ``s`` and its status
+    message (its own attributes are redacted in ``decode_protobuf``'s loop)."""
     for e in s.events:
         for kv in e.attributes:
-            if covers(kv.key):
+            if kv.key.startswith(redactor.content_prefixes):
                 _redact_pb(kv.value, redactor)
     if s.status.message:
         s.status.message = redactor.text(s.status.message)
@@ -246,6 +242,8 @@ def decode_protobuf(body: bytes, redactor: Redactor | None = None) -> DecodedBat
     spans: list[Span] = []
     rejections = _Rejections()
     classify_keys = CLASSIFY_KEYS
+    # Attributes whose values are redacted (prompts, messages): before ``raw`` is taken.
+    content = redactor.content_prefixes if redactor is not None else None
     for ri, rs in enumerate(request.resource_spans):
         resource = _pb_attrs(rs.resource.attributes)
         service = _service_of(resource)
@@ -266,8 +264,8 @@ def decode_protobuf(body: bytes, redactor: Redactor | None = None) -> DecodedBat
                 if reason is not None:
                     rejections.add(reason)
                     continue
-                if redactor is not None:
-                    _redact_pb_span(s, redactor)
+                if redactor is not None and (s.events or s.status.message):
+                    _redact_pb_rest(s, redactor)
                 st = s.status
                 kind_n, status_n = s.kind, st.code
                 if kind_n not in _KINDS or status_n not in _STATUSES:
@@ -283,6 +281,8 @@ def decode_protobuf(body: bytes, redactor: Redactor | None = None) -> DecodedBat
                     key = kv.key
                     if key in classify_keys:
                         known[key] = _pb_value(kv.value)
+                    elif content is not None and redactor is not None and key.startswith(content):
+                        _redact_pb(kv.value, redactor)
                 events = (
                     tuple(
                         SpanEvent(e.name, e.time_unix_nano, _pb_attrs(e.attributes))
