@@ -23,7 +23,7 @@ from typing import Annotated, Any
 
 import structlog
 from fastapi import Depends, FastAPI, Request, Security
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import TypeAdapter, ValidationError
@@ -70,6 +70,7 @@ _OTLP_BODY = {
     },
 }
 _BEARER = HTTPBearer(auto_error=False, description="the tokens server.auth names")
+_UNAUTHORIZED = {"description": "missing or wrong bearer token (WWW-Authenticate says which)"}
 _STORE_DOWN = {"description": "the store is unavailable; retry after Retry-After seconds"}
 
 
@@ -186,6 +187,14 @@ def create_app(deps: AppDeps) -> FastAPI:
 
         return [Depends(check)]
 
+    def answers(group: RouteGroup, **more: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
+        """The documented non-200 answers of a route of ``group``: 401 when it is
+        protected, and ``more`` (status code as ``_NNN``)."""
+        out: dict[int | str, dict[str, Any]] = {int(k[1:]): v for k, v in more.items()}
+        if tokens[group]:
+            out[401] = _UNAUTHORIZED
+        return out
+
     @app.exception_handler(_Unauthorized)
     async def unauthorized(_request: Request, e: _Unauthorized) -> Response:
         return JSONResponse({"error": str(e)}, 401, headers=www_authenticate(str(e)))
@@ -285,7 +294,9 @@ def create_app(deps: AppDeps) -> FastAPI:
         "/api/changes",
         dependencies=guard(RouteGroup.CHANGES),
         openapi_extra={"requestBody": _CHANGES_BODY},
-        responses={422: {"description": "not a change event"}, 503: _STORE_DOWN},
+        responses=answers(
+            RouteGroup.CHANGES, _422={"description": "not a change event"}, _503=_STORE_DOWN
+        ),
     )
     async def post_changes(request: Request) -> Response:
         """Change events (deploys, prompt and config changes), one or a list."""
@@ -330,7 +341,7 @@ def create_app(deps: AppDeps) -> FastAPI:
         "/api/audit",
         dependencies=guard(RouteGroup.READ),
         response_model=list[AuditEntry],
-        responses={503: _STORE_DOWN},
+        responses=answers(RouteGroup.READ, _503=_STORE_DOWN),
     )
     async def get_audit(incident: str | None = None) -> Response:
         """The audit log (every decision: who, what, why), of one incident when given."""
@@ -343,7 +354,7 @@ def create_app(deps: AppDeps) -> FastAPI:
         "/api/actions",
         dependencies=guard(RouteGroup.READ),
         response_model=list[ActionRecord],
-        responses={503: _STORE_DOWN},
+        responses=answers(RouteGroup.READ, _503=_STORE_DOWN),
     )
     async def get_actions(incident: str | None = None) -> Response:
         """Remediation actions with their state, steps and results."""
@@ -360,7 +371,14 @@ def create_app(deps: AppDeps) -> FastAPI:
             e = task.exception()
             log.error("slack click failed", error=f"{type(e).__name__}: {e}")
 
-    @app.post("/slack/interactions")
+    @app.post(
+        "/slack/interactions",
+        responses={
+            401: {"description": "missing, wrong or old Slack signature"},
+            404: {"description": "Slack interactivity over HTTP is off"},
+            413: {"description": "body over 1 MiB"},
+        },
+    )
     async def slack_interactions(request: Request) -> Response:
         """Slack's interactivity request URL: signature and timestamp checked on the raw
         body, answered at once, the click handled in the background."""
@@ -384,11 +402,17 @@ def create_app(deps: AppDeps) -> FastAPI:
             task.add_done_callback(_click_done)
         return Response(status_code=200)
 
-    @app.get("/healthz", dependencies=guard(RouteGroup.HEALTH))
+    @app.get(
+        "/healthz", dependencies=guard(RouteGroup.HEALTH), responses=answers(RouteGroup.HEALTH)
+    )
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", dependencies=guard(RouteGroup.HEALTH))
+    @app.get(
+        "/readyz",
+        dependencies=guard(RouteGroup.HEALTH),
+        responses=answers(RouteGroup.HEALTH, _503={"description": "not ready (checks say why)"}),
+    )
     async def readyz() -> Response:
         checks: dict[str, Any] = {
             "accepting": not deps.shutting_down(),
@@ -402,7 +426,12 @@ def create_app(deps: AppDeps) -> FastAPI:
             status_code=200 if ok else 503,
         )
 
-    @app.get("/metrics", dependencies=guard(RouteGroup.METRICS))
+    @app.get(
+        "/metrics",
+        dependencies=guard(RouteGroup.METRICS),
+        response_class=PlainTextResponse,
+        responses=answers(RouteGroup.METRICS),
+    )
     async def metrics() -> Response:
         return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
 
