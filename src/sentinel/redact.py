@@ -19,6 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from sentinel.errors import ConfigError
+
 if TYPE_CHECKING:
     from sentinel.settings import RedactionSettings
 
@@ -151,13 +153,13 @@ class Redactor:
         content_prefixes: Sequence[str] = DEFAULT_CONTENT_PREFIXES,
     ) -> Redactor:
         """The built-in rules, then each ``(name, regex)`` of ``extra`` (always run: they
-        have no trigger). Raises ``ValueError`` for a bad pattern (settings validate them
-        first, with the file and key)."""
+        have no trigger). Raises ``ConfigError`` for a bad pattern (settings validate
+        them first, with the file and key)."""
         rules = list(_RULES)
         for name, regex in extra:
             why = check_pattern(name, regex)
             if why is not None:
-                raise ValueError(f"redaction pattern {name!r} = {regex!r}: {why}")
+                raise ConfigError(f"redaction pattern {name!r} = {regex!r}: {why}")
             rules.append(_Rule(name, re.compile(regex)))
         return cls(tuple(rules), tuple(content_prefixes))
 
