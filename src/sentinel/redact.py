@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sentinel.errors import ConfigError
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from sentinel.settings import RedactionSettings
 
 PLACEHOLDER = "[REDACTED:{kind}]"
+_MAX_CACHED_KEYS = 4096
 
 # Attribute keys (prefixes) whose values are prompts, messages or tool payloads: the
 # GenAI semantic conventions (current and the older gen_ai.prompt.N.content form),
@@ -145,6 +146,9 @@ class Redactor:
 
     rules: tuple[_Rule, ...]
     content_prefixes: tuple[str, ...]
+    # key -> covers(key): attribute keys repeat from span to span, and a dict lookup costs
+    # a fifth of startswith over the prefixes. Bounded: keys come from clients.
+    covered: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def build(
@@ -193,7 +197,12 @@ class Redactor:
 
     def covers(self, key: str) -> bool:
         """Whether the attribute ``key`` holds content to redact."""
-        return key.startswith(self.content_prefixes)
+        hit = self.covered.get(key)
+        if hit is None:
+            hit = key.startswith(self.content_prefixes)
+            if len(self.covered) < _MAX_CACHED_KEYS:
+                self.covered[key] = hit
+        return hit
 
     def value(self, v: Any) -> Any:
         """A JSON-like value (str, list, dict, scalars) with every string redacted."""

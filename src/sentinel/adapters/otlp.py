@@ -20,8 +20,9 @@ import base64
 import binascii
 import json
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from google.protobuf.message import DecodeError
@@ -214,12 +215,16 @@ def _redact_pb(v: common_pb2.AnyValue, redactor: Redactor) -> None:
             _redact_pb(kv.value, redactor)
 
 
+def _redact_nothing(_v: common_pb2.AnyValue) -> None:
+    pass
+
+
 def _redact_pb_rest(s: trace_pb2.Span, redactor: Redactor) -> None:
     """Redact, in place, the content attributes of the events of ``s`` and its status
     message (its own attributes are redacted in ``decode_protobuf``'s loop)."""
     for e in s.events:
         for kv in e.attributes:
-            if kv.key.startswith(redactor.content_prefixes):
+            if redactor.covers(kv.key):
                 _redact_pb(kv.value, redactor)
     if s.status.message:
         s.status.message = redactor.text(s.status.message)
@@ -243,7 +248,12 @@ def decode_protobuf(body: bytes, redactor: Redactor | None = None) -> DecodedBat
     rejections = _Rejections()
     classify_keys = CLASSIFY_KEYS
     # Attributes whose values are redacted (prompts, messages): before ``raw`` is taken.
-    content = redactor.content_prefixes if redactor is not None else None
+    covered: dict[str, bool] | None = None
+    covers: Callable[[str], bool] = bool
+    redact_value: Callable[[common_pb2.AnyValue], None] = _redact_nothing
+    if redactor is not None:
+        covered, covers = redactor.covered, redactor.covers
+        redact_value = partial(_redact_pb, redactor=redactor)
     for ri, rs in enumerate(request.resource_spans):
         resource = _pb_attrs(rs.resource.attributes)
         service = _service_of(resource)
@@ -281,8 +291,10 @@ def decode_protobuf(body: bytes, redactor: Redactor | None = None) -> DecodedBat
                     key = kv.key
                     if key in classify_keys:
                         known[key] = _pb_value(kv.value)
-                    elif content is not None and redactor is not None and key.startswith(content):
-                        _redact_pb(kv.value, redactor)
+                    elif covered is not None:
+                        hit = covered.get(key)
+                        if hit or (hit is None and covers(key)):
+                            redact_value(kv.value)
                 events = (
                     tuple(
                         SpanEvent(e.name, e.time_unix_nano, _pb_attrs(e.attributes))
