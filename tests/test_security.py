@@ -171,6 +171,29 @@ def test_json_values_are_redacted_keeping_their_shape() -> None:
     }
 
 
+@settings(max_examples=100, deadline=None, database=None)
+@given(
+    st.lists(
+        st.sampled_from(["gen_ai.prompt", "gen_ai.usage", "input.value", "x"]).flatmap(
+            lambda p: st.text(max_size=8).map(lambda t: p + t)
+        ),
+        max_size=30,
+    )
+)
+def test_which_keys_are_content_is_the_prefix_rule_cached_or_not(keys: list[str]) -> None:
+    redactor = Redactor.build()
+    for key in keys + keys:  # the second time from the cache
+        assert redactor.covers(key) == key.startswith(redactor.content_prefixes)
+
+
+def test_the_content_key_cache_is_bounded() -> None:
+    redactor = Redactor.build()
+    for i in range(5000):
+        redactor.covers(f"k{i}")
+    assert len(redactor.covered) == 4096
+    assert redactor.covers("gen_ai.prompt.9999.content")
+
+
 def _config(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "config.toml"
     path.write_text(text, encoding="utf-8")
