@@ -230,6 +230,27 @@ def test_a_valid_narrative_is_stored_with_its_prompt_version_and_tokens_and_tick
     assert len(script.seen) == 1
 
 
+def test_pii_and_keys_in_an_output_are_redacted_before_it_is_stored(
+    world: World, store: SqlStore, tmp_path: Path
+) -> None:
+    top = store.hypotheses(world.incident_id)[0]
+    leaky = narrative(
+        top.component,
+        summary="Customer jane.doe@example.com (+1 415 555 0132) saw errors.",
+        next_checks=["Rotate sk-proj-abcdefghijklmnopqrstuvwx, then retry."],
+    )
+    script = Scripted(lambda m, info: output(info, leaky))
+    ex = explainer(llm_settings(tmp_path, investigate_below=0.0), store, script.model)
+
+    asyncio.run(ex.run_once())
+
+    (record,) = store.llm_outputs(world.incident_id)
+    assert record.output is not None
+    assert record.output["summary"] == "Customer [REDACTED:email] ([REDACTED:phone]) saw errors."
+    assert record.output["next_checks"] == ["Rotate [REDACTED:api_key], then retry."]
+    assert "jane.doe" not in ticket_text(store, world.incident_id)
+
+
 def test_an_invalid_output_is_sent_back_and_the_corrected_one_is_kept(
     world: World, store: SqlStore, tmp_path: Path
 ) -> None:

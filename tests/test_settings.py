@@ -466,7 +466,7 @@ format = "console"
 
 def test_effective_config_printed_as_toml_parses_back(tmp_path: Path) -> None:
     path = write(tmp_path, FULL)
-    s = load_settings(path, env={"SENTINEL_INGEST_TOKEN": TOKEN})
+    s = load_settings(path, env={"SENTINEL_INGEST_TOKEN": TOKEN, "SENTINEL_API_TOKEN": TOKEN})
     shown = effective_config(s)
 
     parsed = tomllib.loads(to_toml(shown))

@@ -3,7 +3,8 @@ remediation actions (``/api/audit``, ``/api/actions``), health and /metrics.
 
 The receiver follows the OTLP/HTTP specification: 200 with an ExportTraceServiceResponse
 (``partial_success`` for rejected spans); 400 with a google.rpc.Status for a malformed body
-(nothing stored); 401 without the configured bearer token; 413 over the size limit; 415
+(nothing stored); 401 with ``WWW-Authenticate`` without one of the bearer tokens
+``server.auth.traces`` names; 413 over the size limit; 415
 for other content types or encodings; 429 (queue full) and 503 (store failing, shutting
 down) with Retry-After. A 200 is only sent once the spans are committed.
 
@@ -18,11 +19,12 @@ import hmac
 import zlib
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import structlog
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi import Depends, FastAPI, Request, Security
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.security import HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import TypeAdapter, ValidationError
 
@@ -40,9 +42,12 @@ from sentinel.adapters.otlp import (
 from sentinel.adapters.slack import Click, SlackSignatureError, click_from_form, verify_request
 from sentinel.clock import Clock
 from sentinel.errors import OTLPDecodeError, StoreError
+from sentinel.incidents import AuditEntry
 from sentinel.ingest import IngestQueue, Refusal
 from sentinel.observability import SelfMetrics
-from sentinel.settings import Settings
+from sentinel.redact import redactor_for
+from sentinel.remediation import ActionRecord
+from sentinel.settings import RouteGroup, Settings
 from sentinel.telemetry import ChangeEvent
 
 log = structlog.get_logger(__name__)
@@ -53,6 +58,20 @@ SLACK_MAX_BODY_BYTES = 1024 * 1024
 JSON = "application/json"
 
 _changes_adapter = TypeAdapter(ChangeEvent | list[ChangeEvent])
+# The body is read raw (to answer 422 in our own format), so its schema is declared here.
+_CHANGES_SCHEMA = _changes_adapter.json_schema(ref_template="#/components/schemas/{model}")
+_CHANGES_DEFS = _CHANGES_SCHEMA.pop("$defs", {})
+_CHANGES_BODY = {"required": True, "content": {JSON: {"schema": _CHANGES_SCHEMA}}}
+_OTLP_BODY = {
+    "required": True,
+    "content": {
+        PROTOBUF: {"schema": {"type": "string", "format": "binary"}},
+        JSON: {"schema": {"type": "object", "description": "OTLP/JSON ExportTraceServiceRequest"}},
+    },
+}
+_BEARER = HTTPBearer(auto_error=False, description="the tokens server.auth names")
+_UNAUTHORIZED = {"description": "missing or wrong bearer token (WWW-Authenticate says which)"}
+_STORE_DOWN = {"description": "the store is unavailable; retry after Retry-After seconds"}
 
 
 @dataclass
@@ -78,10 +97,41 @@ class _TooLarge(Exception):
     pass
 
 
-def _bearer_ok(request: Request, token: str) -> bool:
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip(), token)
+class _Unauthorized(Exception):
+    """A route guard's refusal, answered 401 like the API's other errors."""
+
+
+def route_tokens(s: Settings) -> dict[RouteGroup, tuple[bytes, ...]]:
+    """The bearer tokens each route group accepts; () leaves the group open. A group
+    whose named tokens are all unset is open: settings refuse that on a non-loopback
+    host, so it only happens on 127.0.0.1."""
+    out: dict[RouteGroup, tuple[bytes, ...]] = {}
+    for group in RouteGroup:
+        values = (s.secrets.token(n) for n in s.server.auth.tokens(group))
+        out[group] = tuple(v.get_secret_value().encode() for v in values if v is not None)
+    return out
+
+
+def auth_failure(authorization: str | None, tokens: tuple[bytes, ...]) -> str | None:
+    """Why a request with this ``Authorization`` header is refused, None when it may pass.
+    Every accepted token is compared, in constant time, whatever the first gave."""
+    if not tokens:
+        return None
+    scheme, _, value = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return "missing bearer token"
+    # Starlette decodes headers as latin-1, so this gives back the bytes that were sent.
+    given = value.strip().encode("latin-1")
+    ok = False
+    for token in tokens:
+        ok |= hmac.compare_digest(given, token)
+    return None if ok else "wrong bearer token"
+
+
+def www_authenticate(failure: str) -> dict[str, str]:
+    """The 401's challenge (RFC 6750): ``invalid_token`` when a token was sent."""
+    error = ', error="invalid_token"' if failure.startswith("wrong") else ""
+    return {"WWW-Authenticate": f'Bearer realm="sentinel"{error}'}
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -116,10 +166,53 @@ def create_app(deps: AppDeps) -> FastAPI:
     s = deps.settings
     m = deps.metrics
     retry_after = str(s.ingest.retry_after_seconds)
-    ingest_token = s.secrets.ingest_token.get_secret_value() if s.secrets.ingest_token else None
-    api_token = s.secrets.api_token.get_secret_value() if s.secrets.api_token else None
+    tokens = route_tokens(s)
+    redactor = redactor_for(s.redaction)
+    log.info(
+        "http auth",
+        protected=sorted(g.value for g, t in tokens.items() if t),
+        open=sorted(g.value for g, t in tokens.items() if not t),
+        redaction=redactor is not None,
+    )
 
-    @app.post("/v1/traces")
+    def guard(group: RouteGroup) -> list[Any]:
+        """The dependency that refuses a request to ``group`` without one of its tokens
+        (none for an open group, so the OpenAPI spec says which routes need a token)."""
+        accepted = tokens[group]
+        if not accepted:
+            return []
+
+        def check(request: Request, _: Annotated[Any, Security(_BEARER)] = None) -> None:
+            failure = auth_failure(request.headers.get("authorization"), accepted)
+            if failure is not None:
+                raise _Unauthorized(failure)
+
+        return [Depends(check)]
+
+    def answers(group: RouteGroup, **more: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
+        """The documented non-200 answers of a route of ``group``: 401 when it is
+        protected, and ``more`` (status code as ``_NNN``)."""
+        out: dict[int | str, dict[str, Any]] = {int(k[1:]): v for k, v in more.items()}
+        if tokens[group]:
+            out[401] = _UNAUTHORIZED
+        return out
+
+    @app.exception_handler(_Unauthorized)
+    async def unauthorized(_request: Request, e: _Unauthorized) -> Response:
+        return JSONResponse({"error": str(e)}, 401, headers=www_authenticate(str(e)))
+
+    @app.post(
+        "/v1/traces",
+        openapi_extra={"requestBody": _OTLP_BODY},
+        responses={
+            400: {"description": "malformed request (google.rpc.Status)"},
+            401: {"description": "missing or wrong bearer token"},
+            413: {"description": "body over ingest.max_body_bytes"},
+            415: {"description": "unsupported Content-Type or Content-Encoding"},
+            429: {"description": "queue full; retry after Retry-After seconds"},
+            503: {"description": "store unavailable or shutting down; retry"},
+        },
+    )
     async def otlp_traces(request: Request) -> Response:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         as_json = ctype == JSON
@@ -135,8 +228,9 @@ def create_app(deps: AppDeps) -> FastAPI:
                 headers=headers,
             )
 
-        if s.server.ingest_auth and (ingest_token is None or not _bearer_ok(request, ingest_token)):
-            return status(401, GRPC_UNAUTHENTICATED, "missing or wrong bearer token")
+        failure = auth_failure(request.headers.get("authorization"), tokens[RouteGroup.TRACES])
+        if failure is not None:
+            return status(401, GRPC_UNAUTHENTICATED, failure, www_authenticate(failure))
         if ctype not in (PROTOBUF, JSON):
             return status(
                 415,
@@ -153,7 +247,7 @@ def create_app(deps: AppDeps) -> FastAPI:
             body = await _read_body(request, limit)
             if encoding == "gzip":
                 body = _gunzip(body, limit)
-            batch = decode_json(body) if as_json else decode_protobuf(body)
+            batch = decode_json(body, redactor) if as_json else decode_protobuf(body, redactor)
         except _TooLarge as e:
             return status(413, GRPC_INVALID_ARGUMENT, str(e))
         except OTLPDecodeError as e:
@@ -198,16 +292,16 @@ def create_app(deps: AppDeps) -> FastAPI:
             media_type=JSON if as_json else PROTOBUF,
         )
 
-    def api_auth(request: Request) -> Response | None:
-        if s.server.api_auth and (api_token is None or not _bearer_ok(request, api_token)):
-            return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401)
-        return None
-
-    @app.post("/api/changes")
+    @app.post(
+        "/api/changes",
+        dependencies=guard(RouteGroup.CHANGES),
+        openapi_extra={"requestBody": _CHANGES_BODY},
+        responses=answers(
+            RouteGroup.CHANGES, _422={"description": "not a change event"}, _503=_STORE_DOWN
+        ),
+    )
     async def post_changes(request: Request) -> Response:
-        denied = api_auth(request)
-        if denied is not None:
-            return denied
+        """Change events (deploys, prompt and config changes), one or a list."""
         body = await request.body()
         try:
             parsed = _changes_adapter.validate_json(body)
@@ -245,23 +339,27 @@ def create_app(deps: AppDeps) -> FastAPI:
                 headers={"Retry-After": retry_after},
             )
 
-    @app.get("/api/audit")
-    async def get_audit(request: Request, incident: str | None = None) -> Response:
+    @app.get(
+        "/api/audit",
+        dependencies=guard(RouteGroup.READ),
+        response_model=list[AuditEntry],
+        responses=answers(RouteGroup.READ, _503=_STORE_DOWN),
+    )
+    async def get_audit(incident: str | None = None) -> Response:
         """The audit log (every decision: who, what, why), of one incident when given."""
-        denied = api_auth(request)
-        if denied is not None:
-            return denied
         return await _read_store(
             "read_audit",
             lambda: [e.model_dump(mode="json") for e in deps.store.audit(incident)],
         )
 
-    @app.get("/api/actions")
-    async def get_actions(request: Request, incident: str | None = None) -> Response:
+    @app.get(
+        "/api/actions",
+        dependencies=guard(RouteGroup.READ),
+        response_model=list[ActionRecord],
+        responses=answers(RouteGroup.READ, _503=_STORE_DOWN),
+    )
+    async def get_actions(incident: str | None = None) -> Response:
         """Remediation actions with their state, steps and results."""
-        denied = api_auth(request)
-        if denied is not None:
-            return denied
         return await _read_store(
             "read_actions",
             lambda: [r.model_dump(mode="json") for r in deps.store.actions(incident)],
@@ -275,7 +373,14 @@ def create_app(deps: AppDeps) -> FastAPI:
             e = task.exception()
             log.error("slack click failed", error=f"{type(e).__name__}: {e}")
 
-    @app.post("/slack/interactions")
+    @app.post(
+        "/slack/interactions",
+        responses={
+            401: {"description": "missing, wrong or old Slack signature"},
+            404: {"description": "Slack interactivity over HTTP is off"},
+            413: {"description": "body over 1 MiB"},
+        },
+    )
     async def slack_interactions(request: Request) -> Response:
         """Slack's interactivity request URL: signature and timestamp checked on the raw
         body, answered at once, the click handled in the background."""
@@ -299,11 +404,17 @@ def create_app(deps: AppDeps) -> FastAPI:
             task.add_done_callback(_click_done)
         return Response(status_code=200)
 
-    @app.get("/healthz")
+    @app.get(
+        "/healthz", dependencies=guard(RouteGroup.HEALTH), responses=answers(RouteGroup.HEALTH)
+    )
     async def healthz() -> dict[str, str]:
         return {"status": "ok", **(deps.cluster() if deps.cluster is not None else {})}
 
-    @app.get("/readyz")
+    @app.get(
+        "/readyz",
+        dependencies=guard(RouteGroup.HEALTH),
+        responses=answers(RouteGroup.HEALTH, _503={"description": "not ready (checks say why)"}),
+    )
     async def readyz() -> Response:
         checks: dict[str, Any] = {
             "accepting": not deps.shutting_down(),
@@ -317,8 +428,22 @@ def create_app(deps: AppDeps) -> FastAPI:
             status_code=200 if ok else 503,
         )
 
-    @app.get("/metrics")
+    @app.get(
+        "/metrics",
+        dependencies=guard(RouteGroup.METRICS),
+        response_class=PlainTextResponse,
+        responses=answers(RouteGroup.METRICS),
+    )
     async def metrics() -> Response:
         return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
 
+    def openapi() -> dict[str, Any]:
+        # The change event's models, referenced by the raw-read body of /api/changes.
+        if app.openapi_schema is None:
+            spec = FastAPI.openapi(app)  # cached in app.openapi_schema
+            spec.setdefault("components", {}).setdefault("schemas", {}).update(_CHANGES_DEFS)
+        assert app.openapi_schema is not None
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

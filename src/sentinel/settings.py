@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from sentinel.errors import ConfigError
+from sentinel.redact import DEFAULT_CONTENT_PREFIXES, check_pattern
 from sentinel.telemetry import ChangeKind, ComponentId, SliKind
 
 ENV_PREFIX = "SENTINEL_"
@@ -54,12 +55,84 @@ class LogLevel(StrEnum):
     ERROR = "error"
 
 
+class RouteGroup(StrEnum):
+    """The HTTP routes, grouped by who calls them (``server.auth`` keys)."""
+
+    TRACES = "traces"  # POST /v1/traces: OTLP exporters
+    CHANGES = "changes"  # POST /api/changes: CI/CD webhooks
+    READ = "read"  # GET /api/audit, /api/actions: people and tools reading decisions
+    METRICS = "metrics"  # GET /metrics: Prometheus
+    HEALTH = "health"  # GET /healthz, /readyz: orchestrators' probes
+
+
+_NAME = r"^[a-z][a-z0-9_]*$"
+# Built-in token names and their variables; any other name N reads SENTINEL_TOKEN_<N>.
+BUILTIN_TOKENS: Mapping[str, str] = {
+    "ingest": "SENTINEL_INGEST_TOKEN",
+    "api": "SENTINEL_API_TOKEN",
+}
+TOKEN_ENV_PREFIX = "SENTINEL_TOKEN_"  # noqa: S105  # a prefix, not a secret
+
+
+def token_env(name: str) -> str:
+    """The environment variable holding the bearer token called ``name``."""
+    return BUILTIN_TOKENS.get(name) or TOKEN_ENV_PREFIX + name.upper()
+
+
+TokenNames = tuple[Annotated[str, Field(pattern=_NAME)], ...]
+
+
+class RouteAuth(_Section):
+    """Which bearer tokens each route group accepts (any one of them); ``[]`` leaves the
+    group open. Metrics and health are open by default: Prometheus and probes send no
+    token, and they show no prompts, incidents or decisions."""
+
+    traces: TokenNames = ("ingest",)
+    changes: TokenNames = ("api",)
+    read: TokenNames = ("api",)
+    metrics: TokenNames = ()
+    health: TokenNames = ()
+
+    def tokens(self, group: RouteGroup) -> TokenNames:
+        names: TokenNames = getattr(self, group.value)
+        return names
+
+
 class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 4318
+    # Before server.auth: true made a missing SENTINEL_INGEST_TOKEN / SENTINEL_API_TOKEN an
+    # error at start-up, even on loopback. Kept with that meaning.
     ingest_auth: bool = False
     api_auth: bool = False
+    auth: RouteAuth = RouteAuth()
     shutdown_timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+
+    @property
+    def loopback(self) -> bool:
+        return self.host in ("127.0.0.1", "::1", "localhost") or self.host.startswith("127.")
+
+
+class RedactionPattern(_Section):
+    name: Annotated[str, Field(pattern=_NAME)]
+    regex: Annotated[str, Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _valid(self) -> RedactionPattern:
+        why = check_pattern(self.name, self.regex)
+        if why is not None:
+            raise ValueError(f"redaction pattern {self.name!r} = {self.regex!r}: {why}")
+        return self
+
+
+class RedactionSettings(_Section):
+    """PII and secrets replaced by ``[REDACTED:<kind>]`` before prompts and messages are
+    stored (``sentinel.redact``)."""
+
+    enabled: bool = True
+    # Attribute keys (prefixes) holding prompts and messages; [""] covers every attribute.
+    content_prefixes: tuple[str, ...] = DEFAULT_CONTENT_PREFIXES
+    patterns: tuple[RedactionPattern, ...] = ()
 
 
 class IngestSettings(_Section):
@@ -556,6 +629,16 @@ class Secrets(_Section):
     slack_app_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
     llm_api_key: SecretStr | None = None
+    # Bearer tokens named in server.auth beyond "ingest" and "api": SENTINEL_TOKEN_<NAME>.
+    tokens: dict[str, SecretStr] = {}
+
+    def token(self, name: str) -> SecretStr | None:
+        """The bearer token called ``name`` (see ``token_env``), None when unset."""
+        if name == "ingest":
+            return self.ingest_token
+        if name == "api":
+            return self.api_token
+        return self.tokens.get(name)
 
 
 # env var -> Secrets field
@@ -588,6 +671,7 @@ class Settings(_Section):
     learning: LearningSettings = LearningSettings()
     llm: LlmSettings = LlmSettings()
     retention: RetentionSettings = RetentionSettings()
+    redaction: RedactionSettings = RedactionSettings()
     secrets: Secrets = Secrets()
 
     @field_validator("slo")
@@ -662,16 +746,23 @@ def load_settings(
                 f"{path}: key {reserved!r} is not allowed in the file; secrets come from "
                 f"environment variables: {', '.join(sorted(SECRET_ENV))}"
             )
-    secrets: dict[str, str] = {}
+    secrets: dict[str, Any] = {}
+    tokens: dict[str, str] = {}
     for name, value in env.items():
         if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
             continue
+        token_name = name.removeprefix(TOKEN_ENV_PREFIX).lower()
+        if name.startswith(TOKEN_ENV_PREFIX) and re.fullmatch(_NAME, token_name):
+            if value:
+                tokens[token_name] = value
+            continue
         field_name = SECRET_ENV.get(name)
         if field_name is None:
-            known = ", ".join(sorted([*SECRET_ENV, CONFIG_ENV]))
+            known = ", ".join(sorted([*SECRET_ENV, CONFIG_ENV, TOKEN_ENV_PREFIX + "<NAME>"]))
             raise ConfigError(f"environment: unknown variable {name!r}; known: {known}")
         if value:
             secrets[field_name] = value
+    secrets["tokens"] = tokens
     data["secrets"] = secrets
     data["base_dir"] = str(path.resolve().parent)
 
@@ -726,6 +817,16 @@ def _check_cross_fields(s: Settings, path: Path, *, serving: bool) -> None:
         )
     if serving and s.server.api_auth and s.secrets.api_token is None:
         raise ConfigError(f"{path}: server.api_auth = true needs the token in SENTINEL_API_TOKEN")
+    if serving and not s.server.loopback:
+        for group in RouteGroup:
+            accepted = s.server.auth.tokens(group)
+            if accepted and all(s.secrets.token(n) is None for n in accepted):
+                env_names = " or ".join(token_env(n) for n in accepted)
+                raise ConfigError(
+                    f"{path}: server.host = {s.server.host!r} is not loopback and "
+                    f"server.auth.{group.value} = {list(accepted)!r} needs {env_names} in the "
+                    f"environment (or server.auth.{group.value} = [] to leave it open)"
+                )
     if serving and s.slack.channel:
         needed = {"SENTINEL_SLACK_BOT_TOKEN": s.secrets.slack_bot_token}
         if s.slack.mode is SlackMode.SOCKET:
@@ -812,7 +913,7 @@ def effective_config(s: Settings) -> dict[str, Any]:
     data["secrets (from environment)"] = {
         env: (MASK if getattr(s.secrets, field) is not None else "(unset)")
         for env, field in sorted(SECRET_ENV.items())
-    }
+    } | {token_env(name): MASK for name in sorted(s.secrets.tokens)}
     return data
 
 

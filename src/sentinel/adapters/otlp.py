@@ -20,8 +20,9 @@ import base64
 import binascii
 import json
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from google.protobuf.message import DecodeError
@@ -31,6 +32,7 @@ from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from sentinel.errors import OTLPDecodeError
+from sentinel.redact import Redactor
 from sentinel.telemetry import (
     CLASSIFY_KEYS,
     Attributes,
@@ -197,8 +199,40 @@ class PbAttributes(Mapping[str, Any]):
         return repr(self._dict())
 
 
-def decode_protobuf(body: bytes) -> DecodedBatch:
-    """Decode a binary ``ExportTraceServiceRequest``."""
+def _redact_pb(v: common_pb2.AnyValue, redactor: Redactor) -> None:
+    """Redact the strings of ``v`` in place (nested arrays and key-value lists too)."""
+    which = v.WhichOneof("value")
+    if which == "string_value":
+        text = v.string_value
+        clean = redactor.text(text)
+        if clean is not text:
+            v.string_value = clean
+    elif which == "array_value":
+        for x in v.array_value.values:
+            _redact_pb(x, redactor)
+    elif which == "kvlist_value":
+        for kv in v.kvlist_value.values:
+            _redact_pb(kv.value, redactor)
+
+
+def _redact_nothing(_v: common_pb2.AnyValue) -> None:
+    pass
+
+
+def _redact_pb_rest(s: trace_pb2.Span, redactor: Redactor) -> None:
+    """Redact, in place, the content attributes of the events of ``s`` and its status
+    message (its own attributes are redacted in ``decode_protobuf``'s loop)."""
+    for e in s.events:
+        for kv in e.attributes:
+            if redactor.covers(kv.key):
+                _redact_pb(kv.value, redactor)
+    if s.status.message:
+        s.status.message = redactor.text(s.status.message)
+
+
+def decode_protobuf(body: bytes, redactor: Redactor | None = None) -> DecodedBatch:
+    """Decode a binary ``ExportTraceServiceRequest``; with ``redactor``, prompts and
+    messages are redacted before anything is read from them."""
     try:
         request = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
     except DecodeError as e:
@@ -213,6 +247,13 @@ def decode_protobuf(body: bytes) -> DecodedBatch:
     spans: list[Span] = []
     rejections = _Rejections()
     classify_keys = CLASSIFY_KEYS
+    # Attributes whose values are redacted (prompts, messages): before ``raw`` is taken.
+    covered: dict[str, bool] | None = None
+    covers: Callable[[str], bool] = bool
+    redact_value: Callable[[common_pb2.AnyValue], None] = _redact_nothing
+    if redactor is not None:
+        covered, covers = redactor.covered, redactor.covers
+        redact_value = partial(_redact_pb, redactor=redactor)
     for ri, rs in enumerate(request.resource_spans):
         resource = _pb_attrs(rs.resource.attributes)
         service = _service_of(resource)
@@ -233,6 +274,8 @@ def decode_protobuf(body: bytes) -> DecodedBatch:
                 if reason is not None:
                     rejections.add(reason)
                     continue
+                if redactor is not None and (s.events or s.status.message):
+                    _redact_pb_rest(s, redactor)
                 st = s.status
                 kind_n, status_n = s.kind, st.code
                 if kind_n not in _KINDS or status_n not in _STATUSES:
@@ -248,6 +291,10 @@ def decode_protobuf(body: bytes) -> DecodedBatch:
                     key = kv.key
                     if key in classify_keys:
                         known[key] = _pb_value(kv.value)
+                    elif covered is not None:
+                        hit = covered.get(key)
+                        if hit or (hit is None and covers(key)):
+                            redact_value(kv.value)
                 events = (
                     tuple(
                         SpanEvent(e.name, e.time_unix_nano, _pb_attrs(e.attributes))
@@ -426,16 +473,17 @@ def _json_attrs(kvs: list[Any], where: str) -> dict[str, Any]:
     return out
 
 
-def decode_json(body: bytes) -> DecodedBatch:
-    """Decode an OTLP/JSON ``ExportTraceServiceRequest``."""
+def decode_json(body: bytes, redactor: Redactor | None = None) -> DecodedBatch:
+    """Decode an OTLP/JSON ``ExportTraceServiceRequest``; with ``redactor``, prompts and
+    messages are redacted."""
     try:
         doc = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise OTLPDecodeError(f"body is not valid JSON: {e}") from e
-    return decode_json_object(doc)
+    return decode_json_object(doc, redactor)
 
 
-def decode_json_object(doc: Any) -> DecodedBatch:
+def decode_json_object(doc: Any, redactor: Redactor | None = None) -> DecodedBatch:
     """Decode an already-parsed OTLP/JSON request (one line of a case's traces.jsonl)."""
     _expect(doc, dict, "request")
     spans: list[Span] = []
@@ -490,6 +538,13 @@ def decode_json_object(doc: Any) -> DecodedBatch:
                 if reason is not None:
                     rejections.add(reason)
                     continue
+                if redactor is not None:
+                    attributes = redactor.attributes(attributes)
+                    events = tuple(
+                        SpanEvent(e.name, e.time_ns, redactor.attributes(e.attributes))
+                        for e in events
+                    )
+                    status_message = redactor.text(status_message)
                 spans.append(
                     _make_span(
                         trace_id=trace_id,

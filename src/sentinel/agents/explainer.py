@@ -19,7 +19,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 import structlog
@@ -49,6 +49,7 @@ from sentinel.llm.records import LlmAgentName, LlmOutcome, LlmRecord
 from sentinel.observability import SelfMetrics
 from sentinel.ports import IncidentStore, LlmOutputStore, TelemetryStore
 from sentinel.rca import Hypothesis
+from sentinel.redact import redactor_for
 from sentinel.settings import Settings
 from sentinel.telemetry import TopologyEdge
 
@@ -88,6 +89,7 @@ class Explainer:
     ) -> None:
         """Loads the prompts now: a missing or empty prompt file is a ``ConfigError``."""
         self.settings = settings
+        self._redactor = redactor_for(settings.redaction)
         self.llm = settings.llm
         self.store = store
         self.clock = clock
@@ -194,6 +196,10 @@ class Explainer:
         left = self.llm.max_tokens_per_incident - used
         usage = RunUsage()
 
+        def redact(value: Any) -> Any:
+            # Before it is stored: the model may quote an e-mail or a key it was shown.
+            return value if self._redactor is None else self._redactor.value(value)
+
         def record(
             outcome: LlmOutcome, output: BaseModel | None = None, note: str = ""
         ) -> LlmRecord:
@@ -206,8 +212,8 @@ class Explainer:
                 prompt_version=prompt.version,
                 model=self.model_name,
                 created_at=self.clock.now(),
-                output=None if output is None else output.model_dump(mode="json"),
-                note=note,
+                output=None if output is None else redact(output.model_dump(mode="json")),
+                note=redact(note),
                 input_tokens=usage.input_tokens,
                 output_tokens=usage.output_tokens,
                 cost_usd=self._cost(usage),
