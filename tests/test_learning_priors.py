@@ -222,20 +222,9 @@ def test_the_default_state_learned_nothing_and_uses_the_engine_calibration() -> 
     assert LearnedState.model_validate_json(state.model_dump_json()) == state
 
 
-BACKENDS = [
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
-]
-
-
-@pytest.fixture(params=BACKENDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStore]:
-    url = (
-        "sqlite:///" + str(tmp_path / "sentinel.db")
-        if request.param == "sqlite"
-        else str(request.getfixturevalue("postgres_url"))
-    )
-    s = open_store(url, FakeClock(NOW))
+@pytest.fixture
+def store(store_url: str) -> Iterator[SqlStore]:
+    s = open_store(store_url, FakeClock(NOW))
     try:
         yield s
     finally:

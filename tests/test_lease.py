@@ -38,17 +38,6 @@ from tests.harness import make_settings, running_daemon
 from tests.test_remediation_agent import incident
 
 NOW = datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
-BACKENDS = [
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
-]
-
-
-@pytest.fixture(params=BACKENDS)
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return "sqlite:///" + str(tmp_path / "sentinel.db")
-    return str(request.getfixturevalue("postgres_url"))
 
 
 @pytest.fixture

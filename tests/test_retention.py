@@ -31,18 +31,6 @@ NOW = datetime(2026, 11, 19, 12, 0, tzinfo=UTC)
 OLD = NOW - timedelta(days=10)
 RECENT = NOW - timedelta(hours=1)
 
-BACKENDS = [
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
-]
-
-
-@pytest.fixture(params=BACKENDS)
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return "sqlite:///" + str(tmp_path / "sentinel.db")
-    return str(request.getfixturevalue("postgres_url"))
-
 
 def _span(n: int, at: datetime, *, scored: bool = False) -> Span:
     ns = int(at.timestamp() * 1e9) + n * 1_000_000

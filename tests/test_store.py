@@ -77,19 +77,6 @@ TABLES = {
 
 # --- backends ---------------------------------------------------------------------------
 
-BACKENDS = [
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
-]
-
-
-@pytest.fixture(params=BACKENDS)
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The URL of an empty database on the backend under test."""
-    if request.param == "sqlite":
-        return "sqlite:///" + str(tmp_path / "sentinel.db")
-    return str(request.getfixturevalue("postgres_url"))
-
 
 @pytest.fixture
 def store(store_url: str) -> Iterator[SqlStore]:
@@ -443,6 +430,7 @@ def test_a_database_at_0001_gains_the_later_tables_and_loses_them_on_downgrade(
         "ticket_messages",
         "learned_state",
         "llm_outputs",
+        "leases",
     }
 
     s = open_store(store_url, FakeClock(NOW))  # upgrades to head
@@ -456,16 +444,19 @@ def test_a_database_at_0001_gains_the_later_tables_and_loses_them_on_downgrade(
     finally:
         s.close()
 
+    _alembic(store_url, downgrade_to="0006")
+    assert _tables(store_url) == TABLES - {"leases"}
     _alembic(store_url, downgrade_to="0005")
-    assert _tables(store_url) == TABLES - {"llm_outputs"}
+    assert _tables(store_url) == TABLES - {"llm_outputs", "leases"}
     _alembic(store_url, downgrade_to="0004")
-    assert _tables(store_url) == TABLES - {"learned_state", "llm_outputs"}
+    assert _tables(store_url) == TABLES - {"learned_state", "llm_outputs", "leases"}
     _alembic(store_url, downgrade_to="0003")
     assert _tables(store_url) == TABLES - {
         "tickets",
         "ticket_messages",
         "learned_state",
         "llm_outputs",
+        "leases",
     }
     _alembic(store_url, downgrade_to="0002")
     assert _tables(store_url) == TABLES - {
@@ -474,6 +465,7 @@ def test_a_database_at_0001_gains_the_later_tables_and_loses_them_on_downgrade(
         "ticket_messages",
         "learned_state",
         "llm_outputs",
+        "leases",
     }
     assert _versions(store_url) == ["0002"]
     _alembic(store_url, downgrade_to="0001")
@@ -484,6 +476,7 @@ def test_a_database_at_0001_gains_the_later_tables_and_loses_them_on_downgrade(
         "ticket_messages",
         "learned_state",
         "llm_outputs",
+        "leases",
     }
     assert _versions(store_url) == ["0001"]
 

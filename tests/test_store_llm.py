@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta, timezone
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -37,20 +36,7 @@ from tests.test_store import (
     sample_incidents,
 )
 
-BACKENDS = [
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
-]
-
 LLM_TABLES = TABLES | {"llm_outputs"}
-
-
-@pytest.fixture(params=BACKENDS)
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The URL of an empty database on the backend under test."""
-    if request.param == "sqlite":
-        return "sqlite:///" + str(tmp_path / "sentinel.db")
-    return str(request.getfixturevalue("postgres_url"))
 
 
 @pytest.fixture
