@@ -193,6 +193,16 @@ def matches(playbook: Playbook, hypothesis: Hypothesis) -> bool:
     )
 
 
+def _apart(value: float, threshold: float) -> tuple[str, str]:
+    """Both numbers with as few decimals (at least 2) as tell them apart: "0.9994 is below
+    0.9999", never "1.00 is below 1.00"."""
+    for digits in range(2, 7):
+        a, b = f"{value:.{digits}f}", f"{threshold:.{digits}f}"
+        if a != b:
+            return a, b
+    return f"{value:.6f}", f"{threshold:.6f}"
+
+
 def effective_gates(playbook: Playbook, policy: RemediationSettings) -> tuple[float, float]:
     """The (auto, approve) thresholds that apply: the playbook's, never looser than the
     config's unless the config allows it."""
@@ -303,7 +313,8 @@ def decide(
     auto_above, approve_above = effective_gates(playbook, policy)
     reasons: list[str] = []
     if confidence < auto_above:
-        reasons.append(f"confidence {confidence:.2f} is below the auto threshold {auto_above:.2f}")
+        c, t = _apart(confidence, auto_above)
+        reasons.append(f"confidence {c} is below the auto threshold {t}")
     if not playbook.gates.allow_auto:
         reasons.append(f"playbook {playbook.name!r} does not allow automatic runs")
     if paused:
@@ -318,9 +329,8 @@ def decide(
         return Gate.SUGGEST, tuple(reasons)
     if confidence >= approve_above:
         return Gate.APPROVE, tuple(reasons)
-    reasons.append(
-        f"confidence {confidence:.2f} is below the approval threshold {approve_above:.2f}"
-    )
+    c, t = _apart(confidence, approve_above)
+    reasons.append(f"confidence {c} is below the approval threshold {t}")
     return Gate.SUGGEST, tuple(reasons)
 
 
