@@ -26,6 +26,7 @@ from sentinel.playbooks.model import Playbook, TemplateContext
 from sentinel.ports import Block, StepResult
 from sentinel.rca import Hypothesis, build_graph, diagnose
 from sentinel.rca.picture import MAX_INCHES, MAX_NODES, draw_incident_graph, symptom_paths
+from sentinel.rca.rank import percent
 from sentinel.remediation import ActionRecord, ActionState, Gate, propose
 from sentinel.settings import DetectionSettings, PricingSettings, RemediationSettings
 from sentinel.sim import FaultSpec, Topology, simulate_case
@@ -207,6 +208,7 @@ def test_an_slo_alert_shows_its_budget_and_burn(rate_limit: Diagnosed) -> None:
         update={
             "detector": Detector.BURN_RATE,
             "slo": "orders-availability",
+            "qualifier": "",
             "sli": SliKind.ERROR_RATE,
             "baseline": 0.005,
             "observed": 0.042,
@@ -234,14 +236,17 @@ def test_hypotheses_are_ranked_with_percentages_and_their_first_evidence(
     confidences = [h.confidence for h in view.hypotheses]
     assert confidences == sorted(confidences, reverse=True)
     top = view.hypotheses[0]
-    assert top.text == f"1. {TOOL}: tool_rate_limit, >99%"  # 0.99x is never "100%"
+    assert top.text == f"1. {TOOL}: tool_rate_limit, {percent(rate_limit.hypotheses[0].confidence)}"
+    assert 0.98 < rate_limit.hypotheses[0].confidence < 1.0
+    assert (percent(0.995), percent(0.9999)) == (">99%", ">99%")  # 0.99x is never "100%"
     assert view.hypotheses[1].percent == "<1%"  # nor is 0.006 "0%"
     for h, full in zip(view.hypotheses, rate_limit.hypotheses, strict=False):
         assert h.evidence == full.evidence[:MAX_EVIDENCE]
         assert h.more_evidence == len(full.evidence) - len(h.evidence)
 
     causes = section(ticket_blocks(view), "*Likely causes*")
-    assert causes.index(f"1. *{TOOL}*: tool_rate_limit, *&gt;99%*") < causes.index("2. *")
+    shown = top.percent.replace(">", "&gt;").replace("<", "&lt;")
+    assert causes.index(f"1. *{TOOL}*: tool_rate_limit, *{shown}*") < causes.index("2. *")
     # Evidence is mrkdwn-escaped: "->" would otherwise open a Slack link or tag.
     assert f"◦ {top.evidence[0].replace('>', '&gt;')}" in causes
     assert "-&gt;" in causes and "->" not in causes
@@ -425,7 +430,8 @@ def test_the_text_version_reads_in_a_terminal(rate_limit: Diagnosed) -> None:
     assert lines[2] == "status: open · diagnosed · action awaiting approval"
     for s in view.slis:
         assert f"  - {s.text}" in lines
-    assert f"  1. {TOOL}: tool_rate_limit, >99%" in lines
+    top = percent(rate_limit.hypotheses[0].confidence)
+    assert f"  1. {TOOL}: tool_rate_limit, {top}" in lines
     assert any(
         line.startswith(f"Proposed fix: playbook {record.playbook} for {TOOL}") for line in lines
     )
