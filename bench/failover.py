@@ -29,7 +29,6 @@ import os
 import random
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,12 +45,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 POLL = 0.05
 JOB = re.compile(r'^sentinel_job_duration_seconds_count\{job="metric_agent"\} (\S+)$', re.M)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -106,7 +99,9 @@ class Replica:
 
 
 def _config(workdir: Path, name: str, url: str, takeover: float) -> Replica:
-    port = _free_port()
+    from tests.loadgen import free_port
+
+    port = free_port()
     path = workdir / f"{name}.toml"
     path.write_text(
         f"[server]\nport = {port}\n"

@@ -19,7 +19,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -41,6 +40,7 @@ from sentinel.clock import ScaledClock
 from sentinel.incidents import IncidentStatus
 from sentinel.remediation import ActionState
 from tests.gitrepos import git
+from tests.loadgen import free_port
 from tests.test_remediation_agent import PROMPT_GOOD, Remote, make_remote, seed_incident
 
 pytestmark = pytest.mark.postgres
@@ -61,12 +61,6 @@ def serve_replica(config: str, origin: str, wall0: str) -> None:
 
     at = datetime.fromisoformat(origin) + timedelta(seconds=(time.time() - float(wall0)) * SPEED)
     daemon.run(load_settings(Path(config)), ScaledClock(at, SPEED))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -105,7 +99,7 @@ class Cluster:
     replicas: list[Replica]
 
     def start(self, name: str) -> Replica:
-        port = _free_port()
+        port = free_port()
         config = self.root / f"{name}.toml"
         config.write_text(
             f"[server]\nport = {port}\n"
