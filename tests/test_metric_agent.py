@@ -29,15 +29,19 @@ from sentinel.incidents import (
     EventAction,
     IncidentOpened,
     IncidentStatus,
+    OnsetRefit,
+    case_slis,
+    component_edges,
     fold,
     lifecycle_events,
+    replay,
     replay_case,
 )
 from sentinel.observability import SelfMetrics
 from sentinel.ports import AuditAction
 from sentinel.rca import Hypothesis
 from sentinel.settings import DetectionSettings, Settings
-from sentinel.sim import FaultSpec, Topology, plan_fault, simulate_case
+from sentinel.sim import FaultSpec, Magnitude, Onset, Topology, plan_fault, simulate_case
 from sentinel.sim.live import LiveRun
 from sentinel.sli import SliKey, SliKind, SliSeries, step_start
 from sentinel.telemetry import ChangeEvent, Sample, Series, Span, TopologyEdge
@@ -106,7 +110,11 @@ def test_walking_a_case_opens_the_incident_the_replay_finds_and_persists_its_eve
 ) -> None:
     store = sqlite_store
     s = settings(tmp_path, fast_step_divisor=divisor)
-    expected = replay_case(case, s.detection, s.pricing)
+    # The walk ends before the hindsight onset is due: compare with the replay's as
+    # opened (test_the_agent_refits_a_ramps_onset_as_the_replay_does covers the refit).
+    expected = replay_case(
+        case, s.detection.model_copy(update={"onset_refit_minutes": 0.0}), s.pricing
+    )
     assert len(expected) == 1  # the suite's own check of this spec
     # The first run reads the whole baseline: starting shortly before the fault is the
     # same as having run all along. Runs on the step grid, as the daemon places them.
@@ -136,6 +144,63 @@ def test_walking_a_case_opens_the_incident_the_replay_finds_and_persists_its_eve
     assert {e.action for e in trail} <= {*lifecycle, AuditAction.DIAGNOSED.value}
     assert metrics.metric_agent_runs.labels(outcome="ok")._value.get() > 0
     assert metrics.open_incidents._value.get() == 1
+
+
+# A config change whose effect ramps up over 4 minutes: detection dates it where the
+# output tokens are clearly up, about 2 minutes into the ramp.
+RAMP_SPEC = FaultSpec(
+    topology=Topology.SUPPORT,
+    fault=FaultKind.CONFIG_CHANGE,
+    seed=2018807828,
+    magnitude=Magnitude.SUBTLE,
+    onset=Onset.RAMPED,
+)
+
+
+def test_the_agent_refits_a_ramps_onset_as_the_replay_does(tmp_path: Path) -> None:
+    case = simulate_case(RAMP_SPEC)
+    s = settings(tmp_path)
+    _, replayed = replay(
+        case_slis(case, timedelta(seconds=30), s.pricing),
+        component_edges(case.spans, case.topology, case.changes),
+        case.meta.start,
+        case.meta.end,
+        s.detection,
+        fine=case_slis(case, timedelta(seconds=15), s.pricing),
+    )
+    opened = next(e for e in replayed if isinstance(e, IncidentOpened))
+    refit = next(e for e in replayed if isinstance(e, OnsetRefit))
+    truth = fault_start(case)
+    # Detection dated it late; the refit, once the ramp is over, near where it began.
+    assert opened.onset - truth > timedelta(seconds=90)
+    assert abs(refit.onset - truth) <= timedelta(seconds=90)
+    assert refit.time == opened.time + timedelta(minutes=s.detection.onset_refit_minutes)
+    assert refit.how.startswith("moved earlier: ")
+
+    store = open_store("sqlite:///" + str(tmp_path / "s.db"), FakeClock(case.meta.start))
+    try:
+        ingest_case(store, case)
+        step = timedelta(seconds=s.detection.step_seconds)
+        clock = FakeClock(step_start(truth - timedelta(minutes=5), step))
+        walk(MetricAgent(s, store, clock), clock, refit.time - clock.now())
+        [incident] = store.incidents()
+        trail = lifecycle_events(store.audit(incident.id))
+        assert [e for e in trail if isinstance(e, OnsetRefit)] == [refit]
+        rebuilt = fold(trail)
+        assert rebuilt is not None and rebuilt.onset == refit.onset
+        # Once: a restarted agent rebuilds the refit onset and does not fit again.
+        again = MetricAgent(s, store, clock)
+        walk(again, clock, timedelta(minutes=2))
+        assert (
+            sum(isinstance(e, OnsetRefit) for e in lifecycle_events(store.audit(incident.id))) == 1
+        )
+        # The earlier onset widens the diagnosis's window: it was diagnosed again.
+        diagnosed = [
+            e.time for e in store.audit(incident.id) if e.action == AuditAction.DIAGNOSED.value
+        ]
+        assert max(diagnosed) >= refit.time
+    finally:
+        store.close()
 
 
 def test_the_agent_judges_half_steps_as_the_replay_does_and_pages_a_step_sooner(

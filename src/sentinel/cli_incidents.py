@@ -315,4 +315,6 @@ def _audit_summary(e: AuditEntry) -> str:
         a = d["anomaly"]
         what = a.get("sli", "?") + (f"[{a['qualifier']}]" if a.get("qualifier") else "")
         return f"{what} of {a.get('component', '?')}"
+    if e.action == EventAction.ONSET_REFIT.value and isinstance(d.get("how"), str):
+        return f"onset {d.get('onset', '?')} ({d['how']})"
     return _summary(e)

@@ -7,9 +7,10 @@ moves an incident from open to resolved, and the correlation of anomalies into i
   graph (``correlation_max_hops``) become ONE incident; later ones merge into the open
   incident they belong to. It returns lifecycle events, never mutates;
 - ``transition``: applies one lifecycle event (``IncidentOpened``, ``AnomalyMerged``,
-  ``IncidentResolved``) to an incident's state, rejecting illegal ones; the events double
-  as the audit trail;
+  ``OnsetRefit``, ``IncidentResolved``) to an incident's state, rejecting illegal ones;
+  the events double as the audit trail;
 - ``recovered``: whether an incident's SLIs stayed back within baseline long enough;
+- ``refit_due``: the hindsight onset (``sentinel.onset``) of incidents open long enough;
 - ``replay``: detection and correlation walked step by step over a window, as live.
 
 What must not live here: storage (``adapters/db/``), the detectors, notification.
@@ -28,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sentinel.cases import Case
 from sentinel.detection import Anomaly, Detector, detect, within_baseline
 from sentinel.errors import IllegalTransition
+from sentinel.onset import refit_onset
 from sentinel.settings import DetectionSettings, PricingSettings, SloSettings
 from sentinel.sli import SliKey, SliSeries, merge, metric_slis, span_slis
 from sentinel.slo import evaluate_slos, slo_recovered
@@ -84,11 +86,20 @@ class AnomalyMerged(_Event):
     anomaly: Anomaly
 
 
+class OnsetRefit(_Event):
+    """The incident's onset dated again in hindsight (``sentinel.onset``), once, when it
+    has been open ``onset_refit_minutes`` (or at its resolution, if sooner). ``onset``
+    is never later than the one it replaces; ``how`` says what the fit found."""
+
+    onset: AwareDatetime
+    how: str
+
+
 class IncidentResolved(_Event):
     pass
 
 
-LifecycleEvent = IncidentOpened | AnomalyMerged | IncidentResolved
+LifecycleEvent = IncidentOpened | AnomalyMerged | OnsetRefit | IncidentResolved
 
 
 class EventAction(StrEnum):
@@ -96,12 +107,14 @@ class EventAction(StrEnum):
 
     INCIDENT_OPENED = "incident_opened"
     ANOMALY_MERGED = "anomaly_merged"
+    ONSET_REFIT = "onset_refit"
     INCIDENT_RESOLVED = "incident_resolved"
 
 
 _ACTION_OF: dict[type[LifecycleEvent], EventAction] = {
     IncidentOpened: EventAction.INCIDENT_OPENED,
     AnomalyMerged: EventAction.ANOMALY_MERGED,
+    OnsetRefit: EventAction.ONSET_REFIT,
     IncidentResolved: EventAction.INCIDENT_RESOLVED,
 }
 _EVENT_OF = {action.value: cls for cls, action in _ACTION_OF.items()}
@@ -145,6 +158,8 @@ class TrackedIncident(BaseModel):
     incident: Incident
     onset: AwareDatetime
     anomalies: tuple[Anomaly, ...]
+    # When the onset was dated again in hindsight (``OnsetRefit``); None until then.
+    refit_at: AwareDatetime | None = None
 
     @property
     def id(self) -> str:
@@ -202,6 +217,17 @@ def transition(state: TrackedIncident | None, event: LifecycleEvent) -> TrackedI
                     ),
                     "anomalies": anomalies,
                     "onset": min(live.onset, event.anomaly.onset),
+                }
+            )
+        case OnsetRefit():
+            live = _require_live(state, event)
+            if live.refit_at is not None:
+                raise IllegalTransition(f"incident {live.id!r}'s onset was refit already")
+            return live.model_copy(
+                update={
+                    "incident": live.incident.model_copy(update={"updated_at": event.time}),
+                    "onset": min(live.onset, event.onset),
+                    "refit_at": event.time,
                 }
             )
         case IncidentResolved():
@@ -412,6 +438,38 @@ def recovered(
     return True
 
 
+# --- hindsight onset ----------------------------------------------------------------------------
+
+
+def refit_due(
+    incident: TrackedIncident,
+    slis: Mapping[SliKey, SliSeries],
+    judged_at: datetime,
+    now: datetime,
+    settings: DetectionSettings,
+    *,
+    resolving: bool = False,
+) -> OnsetRefit | None:
+    """The incident's ``OnsetRefit`` when it is due: once, when the incident has been
+    open ``onset_refit_minutes``, or when it is ``resolving`` before that. The fit reads
+    the SLIs up to ``judged_at``; the event is stamped ``now``. SLO burn-rate anomalies
+    are left out of the fit (their series' shape is the objective's, not the fault's)."""
+    wait = settings.onset_refit_minutes
+    if wait <= 0 or incident.refit_at is not None:
+        return None
+    if not resolving and now - incident.incident.opened_at < timedelta(minutes=wait):
+        return None
+    fit = refit_onset(
+        [a for a in incident.anomalies if a.detector is not Detector.BURN_RATE],
+        incident.onset,
+        incident.incident.opened_at,
+        slis,
+        judged_at,
+        timedelta(seconds=settings.step_seconds),
+    )
+    return OnsetRefit(incident_id=incident.id, time=now, onset=fit.onset, how=fit.how)
+
+
 # --- replay ----------------------------------------------------------------------------------
 
 
@@ -444,13 +502,27 @@ def replay(
             incidents[ev.incident_id] = transition(incidents.get(ev.incident_id), ev)
             events.append(ev)
         for i in list(incidents.values()):
-            if i.incident.status is not IncidentStatus.RESOLVED and recovered(
-                i, slis, now, settings, slos
-            ):
+            if i.incident.status is IncidentStatus.RESOLVED:
+                continue
+            done = recovered(i, slis, now, settings, slos)
+            refit = refit_due(i, slis, now, now, settings, resolving=done)
+            if refit is not None:
+                i = transition(i, refit)
+                incidents[i.id] = i
+                events.append(refit)
+            if done:
                 ev = IncidentResolved(incident_id=i.id, time=now)
                 incidents[i.id] = transition(i, ev)
                 events.append(ev)
         now += step
+    # The window ends: incidents still open and not refit yet are refit on what it has
+    # (live, the daemon refits them later, on more data).
+    for i in list(incidents.values()):
+        if i.incident.status is not IncidentStatus.RESOLVED:
+            refit = refit_due(i, slis, now - step, now - step, settings, resolving=True)
+            if refit is not None:
+                incidents[i.id] = transition(i, refit)
+                events.append(refit)
     return tuple(incidents.values()), tuple(events)
 
 

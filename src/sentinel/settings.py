@@ -549,6 +549,10 @@ class DetectionSettings(_Section):
     # Anomalies this close in time and this close in the component graph: one incident.
     correlation_minutes: Annotated[float, Field(gt=0)] = 15.0
     correlation_max_hops: Annotated[int, Field(ge=1)] = 4
+    # An incident open this long (or resolving sooner) has its onset dated again from the
+    # data since (``sentinel.onset``): a ramp is dated where it began, not where it paged.
+    # 0: never.
+    onset_refit_minutes: Annotated[float, Field(ge=0)] = 10.0
     # An incident resolves once its SLIs stay within baseline this long.
     resolve_minutes: Annotated[float, Field(gt=0)] = 10.0
     # How often the Metric Agent runs in the daemon.

@@ -49,6 +49,7 @@ from sentinel.incidents import (
     IncidentResolved,
     IncidentStatus,
     LifecycleEvent,
+    OnsetRefit,
     TrackedIncident,
     audit_entry,
     component_edges,
@@ -56,6 +57,7 @@ from sentinel.incidents import (
     fold,
     lifecycle_events,
     recovered,
+    refit_due,
     transition,
 )
 from sentinel.observability import SelfMetrics
@@ -259,7 +261,9 @@ class MetricAgent:
         state = transition(open_.get(event.incident_id), event)
         entry = audit_entry(event, ACTOR)
         self.store.put_incident(state.incident, [entry])
-        if isinstance(event, IncidentOpened | AnomalyMerged):
+        moved = isinstance(event, OnsetRefit) and state.onset != open_[state.id].onset
+        if isinstance(event, IncidentOpened | AnomalyMerged) or moved:
+            # An earlier onset widens the window of changes the diagnosis weighs.
             self._undiagnosed.add(state.id)
         if state.incident.status is IncidentStatus.RESOLVED:
             open_.pop(state.id, None)
@@ -369,7 +373,11 @@ class MetricAgent:
             if not failures:
                 for state in list(open_.values()):
                     off = await asyncio.to_thread(self.moved_off, state.id)
-                    if recovered(state, slis, judged_at, det, s.slo, off):
+                    done = recovered(state, slis, judged_at, det, s.slo, off)
+                    refit = refit_due(state, slis, judged_at, now, det, resolving=done)
+                    if refit is not None:
+                        events.append(await asyncio.to_thread(self._persist, refit, open_))
+                    if done:
                         ev = IncidentResolved(incident_id=state.id, time=now)
                         events.append(await asyncio.to_thread(self._persist, ev, open_))
         except SentinelError:

@@ -1,0 +1,158 @@
+"""The hindsight onset (``sentinel.onset``) and its lifecycle event: a ramp is dated where
+it began once its plateau is in the data, a step stays where detection put it, the onset
+never moves later, and an incident is refit once."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from sentinel.detection import Anomaly, Detector
+from sentinel.errors import IllegalTransition
+from sentinel.incidents import (
+    IncidentOpened,
+    OnsetRefit,
+    TrackedIncident,
+    refit_due,
+    transition,
+)
+from sentinel.onset import refit_onset
+from sentinel.settings import DetectionSettings
+from sentinel.sli import SliKey, SliKind, SliSeries
+
+T = datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
+STEP = timedelta(seconds=30)
+FAULT = T + timedelta(minutes=40)
+
+
+def level_series(shape: str, seed: int = 1) -> SliSeries:
+    """Output tokens per request: 450 +- 40 per point of 12 requests, up by 300 from
+    FAULT, abruptly (``step``) or along a 5-minute ramp (``ramp``)."""
+    rng = random.Random(seed)
+    points, counts = [], []
+    for i in range(120):
+        t = T + i * STEP
+        mid = (t + STEP / 2 - FAULT).total_seconds()
+        rise = 0.0 if mid <= 0 else 1.0 if shape == "step" else min(1.0, mid / 300)
+        points.append((t, 450.0 + 300.0 * rise + rng.gauss(0, 40)))
+        counts.append(12)
+    return SliSeries(
+        SliKey("agent:a", SliKind.OUTPUT_TOKENS_PER_REQUEST), tuple(points), tuple(counts)
+    )
+
+
+def share_series(seed: int = 2) -> SliSeries:
+    """A tool's error rate, 1 % before FAULT, ramping to 40 % over 5 minutes, 20 calls a
+    step."""
+    rng = random.Random(seed)
+    points, counts = [], []
+    for i in range(120):
+        t = T + i * STEP
+        mid = (t + STEP / 2 - FAULT).total_seconds()
+        p = 0.01 + 0.39 * (0.0 if mid <= 0 else min(1.0, mid / 300))
+        errors = sum(rng.random() < p for _ in range(20))
+        points.append((t, errors / 20))
+        counts.append(20)
+    return SliSeries(SliKey("tool:t", SliKind.ERROR_RATE), tuple(points), tuple(counts))
+
+
+def anomaly(series: SliSeries, onset: datetime, baseline: float) -> Anomaly:
+    return Anomaly(
+        component=series.key.component,
+        sli=series.key.kind,
+        onset=onset,
+        baseline=baseline,
+        observed=baseline * 2,
+        score=10.0,
+        detector=Detector.LEVEL_SHIFT,
+    )
+
+
+def test_a_ramp_is_dated_where_it_began_once_its_plateau_is_in_the_data() -> None:
+    tokens, errors = level_series("ramp"), share_series()
+    late = FAULT + timedelta(minutes=2, seconds=30)  # where detection dated it
+    found = [anomaly(tokens, late, 450.0), anomaly(errors, late, 0.01)]
+    opened = late + timedelta(minutes=1)
+    slis = {tokens.key: tokens, errors.key: errors}
+    fit = refit_onset(found, late, opened, slis, opened + timedelta(minutes=10), STEP)
+    assert abs(fit.onset - FAULT) <= timedelta(seconds=60)
+    assert fit.how.startswith("moved earlier: 2 series fitted as a ramp of ")
+
+
+def test_a_step_stays_where_detection_dated_it() -> None:
+    tokens = level_series("step")
+    found = [anomaly(tokens, FAULT, 450.0)]
+    opened = FAULT + timedelta(minutes=1)
+    fit = refit_onset(
+        found, FAULT, opened, {tokens.key: tokens}, opened + timedelta(minutes=10), STEP
+    )
+    assert fit.onset == FAULT
+    assert fit.how.startswith("kept: 1 series fitted as a step from ")
+
+
+def test_the_fit_never_reads_past_now_nor_moves_the_onset_later() -> None:
+    tokens = level_series("ramp")
+    late = FAULT + timedelta(minutes=2, seconds=30)
+    found = [anomaly(tokens, late, 450.0)]
+    opened = late + timedelta(minutes=1)
+    full = refit_onset(
+        found, late, opened, {tokens.key: tokens}, opened + timedelta(minutes=10), STEP
+    )
+    # The same data cut at ``now``: what comes after it changes nothing.
+    now = opened + timedelta(minutes=10)
+    kept_rows = [(t, v, c) for t, v, c in tokens.rows if t + STEP <= now]
+    cut = SliSeries(
+        tokens.key, tuple((t, v) for t, v, _ in kept_rows), tuple(c for _, _, c in kept_rows)
+    )
+    assert (
+        refit_onset(found, late, opened, {tokens.key: cut}, opened + timedelta(minutes=10), STEP)
+        == full
+    )
+    # Given an onset already earlier than the fit's, it is kept.
+    early = FAULT - timedelta(minutes=5)
+    kept = refit_onset(
+        found, early, opened, {tokens.key: tokens}, opened + timedelta(minutes=10), STEP
+    )
+    assert kept.onset == early and kept.how.startswith("kept: ")
+    # Nothing to fit (no series): kept, and said.
+    nothing = refit_onset(found, late, opened, {}, opened + timedelta(minutes=10), STEP)
+    assert (nothing.onset, nothing.how) == (late, "kept: no series to fit")
+
+
+def opened_incident(onset: datetime, at: datetime) -> TrackedIncident:
+    tokens = level_series("ramp")
+    ev = IncidentOpened(
+        incident_id="inc-1", time=at, onset=onset, anomalies=(anomaly(tokens, onset, 450.0),)
+    )
+    return transition(None, ev)
+
+
+def test_the_refit_is_due_once_after_the_wait_or_at_resolution() -> None:
+    late = FAULT + timedelta(minutes=2, seconds=30)
+    opened = late + timedelta(minutes=1)
+    state = opened_incident(late, opened)
+    tokens = level_series("ramp")
+    slis = {tokens.key: tokens}
+    s = DetectionSettings()
+    nine = opened + timedelta(minutes=9)
+    assert refit_due(state, slis, nine, nine, s) is None
+    assert refit_due(state, slis, nine, nine, s, resolving=True) is not None
+    ten = opened + timedelta(minutes=10)
+    ev = refit_due(state, slis, ten, ten, s)
+    assert ev is not None and ev.time == ten and ev.onset < late
+    after = transition(state, ev)
+    assert (after.onset, after.refit_at) == (ev.onset, ten)
+    assert refit_due(after, slis, ten + STEP, ten + STEP, s) is None
+    with pytest.raises(IllegalTransition, match="refit already"):
+        transition(after, ev.model_copy(update={"time": ten + STEP}))
+    assert refit_due(state, slis, ten, ten, s.model_copy(update={"onset_refit_minutes": 0})) is None
+
+
+def test_a_refit_never_moves_the_state_later() -> None:
+    state = opened_incident(FAULT, FAULT + timedelta(minutes=1))
+    later = OnsetRefit(
+        incident_id="inc-1", time=FAULT + timedelta(minutes=11), onset=FAULT + STEP, how="x"
+    )
+    assert transition(state, later).onset == FAULT
