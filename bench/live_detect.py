@@ -12,7 +12,9 @@ How it measures:
 - the daemon's store is polled; the delay is the first incident's `opened_at` minus the
   truth's `fault_start` (clock seconds). An incident opened before the fault is counted
   as a false incident; a case with none within `--give-up` minutes counts as missed;
-- the figure is the median delay over the cases, against the target of 2 intervals.
+- the figure is the median delay over all the cases, against the target of 2 intervals;
+  a missed case counts as later than any detected one (before session 10 the median
+  was taken over the detected cases alone).
   Real time runs faster than the clock's seconds cost: at speed S, a Metric Agent run
   taking r real seconds shows as r*S clock seconds of delay, so the speed is kept modest.
 
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -172,12 +175,26 @@ def main() -> None:
             say(f"    {false} incident(s) opened before the fault")
     say("")
     if delays:
-        med = statistics.median(delays)
+        # A missed case is later than any detected one: it counts in the median as
+        # infinitely late, never as absent (that would flatter a detector that misses).
+        med = statistics.median([*delays, *[math.inf] * missed])
+        shown = (
+            "over the give-up time"
+            if math.isinf(med)
+            else f"{med:.1f} s = {med / interval:.2f} intervals"
+        )
         say(
-            f"median delay fault -> incident: {med:.1f} s = {med / interval:.2f} intervals "
-            f"(target <= 2); min {min(delays):.1f} s, max {max(delays):.1f} s; "
+            f"median delay fault -> incident over all {len(delays) + missed} cases (a miss "
+            f"counts as later than any): {shown} (target <= 2); "
+            f"min {min(delays):.1f} s, max {max(delays):.1f} s; "
             f"{len(delays)} detected, {missed} missed, {false_total} false before the fault"
         )
+        if missed:
+            alone = statistics.median(delays)
+            say(
+                f"  (over the {len(delays)} detected alone: {alone:.1f} s = "
+                f"{alone / interval:.2f} intervals)"
+            )
     say(f"wall time {time.perf_counter() - t:.0f} s")
 
 
