@@ -9,12 +9,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from sentinel.cli_remediation import audit_summary
 from sentinel.detection import Anomaly, Detector
 from sentinel.errors import IllegalTransition
 from sentinel.incidents import (
     IncidentOpened,
     OnsetRefit,
     TrackedIncident,
+    audit_entry,
     refit_due,
     transition,
 )
@@ -144,6 +146,8 @@ def test_the_refit_is_due_once_after_the_wait_or_at_resolution() -> None:
     assert ev is not None and ev.time == ten and ev.onset < late
     after = transition(state, ev)
     assert (after.onset, after.refit_at) == (ev.onset, ten)
+    # `sentinel audit` says what the fit found.
+    assert f"how: {ev.how}" in audit_summary(audit_entry(ev, "metric-agent"))
     assert refit_due(after, slis, ten + STEP, ten + STEP, s) is None
     with pytest.raises(IllegalTransition, match="refit already"):
         transition(after, ev.model_copy(update={"time": ten + STEP}))

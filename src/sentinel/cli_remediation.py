@@ -132,7 +132,7 @@ def audit_summary(e: AuditEntry) -> str:
     h = d.get("hypothesis") or d.get("top")
     if isinstance(h, dict) and h.get("component"):
         parts.append(f"{h['component']} ({h.get('fault')}, {float(h.get('confidence', 0)):.2f})")
-    for key in ("gate", "state", "step", "why", "error", "reason"):
+    for key in ("gate", "state", "step", "why", "error", "reason", "how"):
         if d.get(key):
             parts.append(f"{key}: {d[key]}")
     if isinstance(d.get("reasons"), list) and d["reasons"]:
