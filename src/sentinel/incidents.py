@@ -491,38 +491,36 @@ def replay(
     step = timedelta(seconds=settings.step_seconds)
     incidents: dict[str, TrackedIncident] = {}
     events: list[LifecycleEvent] = []
+
+    def apply(ev: LifecycleEvent) -> None:
+        incidents[ev.incident_id] = transition(incidents.get(ev.incident_id), ev)
+        events.append(ev)
+
+    def live() -> list[TrackedIncident]:
+        return [i for i in incidents.values() if i.incident.status is not IncidentStatus.RESOLVED]
+
     now = start + step
     while now <= end:
         found = (
             *detect(slis, now, settings, fine).anomalies,
             *evaluate_slos(slos, slis, now, step),
         )
-        live = [i for i in incidents.values() if i.incident.status is not IncidentStatus.RESOLVED]
-        for ev in correlate(found, edges, live, now, settings):
-            incidents[ev.incident_id] = transition(incidents.get(ev.incident_id), ev)
-            events.append(ev)
-        for i in list(incidents.values()):
-            if i.incident.status is IncidentStatus.RESOLVED:
-                continue
+        for ev in correlate(found, edges, live(), now, settings):
+            apply(ev)
+        for i in live():
             done = recovered(i, slis, now, settings, slos)
             refit = refit_due(i, slis, now, now, settings, resolving=done)
             if refit is not None:
-                i = transition(i, refit)
-                incidents[i.id] = i
-                events.append(refit)
+                apply(refit)
             if done:
-                ev = IncidentResolved(incident_id=i.id, time=now)
-                incidents[i.id] = transition(i, ev)
-                events.append(ev)
+                apply(IncidentResolved(incident_id=i.id, time=now))
         now += step
     # The window ends: incidents still open and not refit yet are refit on what it has
     # (live, the daemon refits them later, on more data).
-    for i in list(incidents.values()):
-        if i.incident.status is not IncidentStatus.RESOLVED:
-            refit = refit_due(i, slis, now - step, now - step, settings, resolving=True)
-            if refit is not None:
-                incidents[i.id] = transition(i, refit)
-                events.append(refit)
+    for i in live():
+        refit = refit_due(i, slis, now - step, now - step, settings, resolving=True)
+        if refit is not None:
+            apply(refit)
     return tuple(incidents.values()), tuple(events)
 
 
