@@ -31,7 +31,7 @@ from sentinel.detection import Anomaly, Detector, detect, within_baseline
 from sentinel.errors import IllegalTransition
 from sentinel.onset import refit_onset
 from sentinel.settings import DetectionSettings, PricingSettings, SloSettings
-from sentinel.sli import SliKey, SliSeries, merge, metric_slis, span_slis
+from sentinel.sli import SliKey, SliSeries, merge, metric_slis, span_slis, step_start
 from sentinel.slo import evaluate_slos, slo_recovered
 from sentinel.telemetry import AwareDatetime, ChangeEvent, Span, SpanKind, TopologyEdge
 
@@ -526,8 +526,10 @@ def replay(
 
 def case_slis(case: Case, step: timedelta, pricing: PricingSettings) -> dict[SliKey, SliSeries]:
     """A case's SLIs on its window: spans and metric samples merged (metrics win where
-    both measure an SLI)."""
-    start, end = case.meta.start, case.meta.end
+    both measure an SLI). The grid is the daemon's, aligned on the epoch: a window
+    starting mid-step gets a partial first step, not a grid of its own (the phase of a
+    fault against the grid changes how soon it is seen, so a replay must keep it)."""
+    start, end = step_start(case.meta.start, step), case.meta.end
     return merge(
         span_slis(case.spans, start, end, step, pricing),
         metric_slis(case.samples, start, end, step),
@@ -554,5 +556,6 @@ def replay_case(
     if fine is None and detection.fast_step_divisor > 1:
         fine = case_slis(case, step / detection.fast_step_divisor, pricing)
     edges = component_edges(case.spans, case.topology, case.changes)
-    incidents, _ = replay(slis, edges, case.meta.start, case.meta.end, detection, slos, fine=fine)
+    start = step_start(case.meta.start, step)
+    incidents, _ = replay(slis, edges, start, case.meta.end, detection, slos, fine=fine)
     return incidents
