@@ -30,8 +30,8 @@ the way to compare detector changes; the live run is the measurement. (Until ses
 the replay played each case at the simulator's default start only, one phase, which
 gave 53.5 s where the five phases give 69 s: the live/replay gap seen in session 10.)
 
-Usage: `.venv/bin/python bench/live_detect.py [--speed 20] [--cases 8] [--replay
-[--phases 5]]`
+Usage: `.venv/bin/python bench/live_detect.py [--speed 20] [--cases 8] [--rounds 1]
+[--replay [--phases 5]]`
 """
 
 from __future__ import annotations
@@ -137,6 +137,13 @@ def main() -> None:
     ap.add_argument("--cases", type=int, default=len(CASES))
     ap.add_argument("--give-up", type=float, default=10.0, help="minutes after the fault")
     ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="live: play every case this many times (each run starts at another second, "
+        "so the fault falls elsewhere in a step); the median is over every run",
+    )
+    ap.add_argument(
         "--replay", action="store_true", help="replay the cases instead of running them live"
     )
     ap.add_argument(
@@ -158,8 +165,8 @@ def main() -> None:
         ap.error("--set works with --replay only (the live daemon reads its defaults)")
     det = DetectionSettings.model_validate(overrides)
     interval = det.interval_seconds
-    if args.phases < 1:
-        ap.error(f"--phases must be at least 1, got {args.phases}")
+    if args.phases < 1 or args.rounds < 1:
+        ap.error(f"--phases and --rounds must be at least 1, got {args.phases}, {args.rounds}")
     shifts = [
         timedelta(seconds=int(i * det.step_seconds / args.phases)) for i in range(args.phases)
     ]
@@ -189,14 +196,17 @@ def main() -> None:
             shown = ", ".join("missed" if d is None else f"{d:.0f}" for d, _ in found)
             say(f"  {name:<50} opened after the fault: {shown} s")
         else:
-            delay, false = run_case(spec, args.speed, timedelta(minutes=args.give_up))
-            if delay is None:
-                missed += 1
-                say(f"  {name:<50} missed (no incident within {args.give_up:g} min)")
-            else:
-                delays.append(delay)
-                n = delay / interval
-                say(f"  {name:<50} opened {delay:6.1f} s after the fault ({n:.2f} intervals)")
+            false = 0
+            for _ in range(args.rounds):
+                delay, f = run_case(spec, args.speed, timedelta(minutes=args.give_up))
+                false += f
+                if delay is None:
+                    missed += 1
+                    say(f"  {name:<50} missed (no incident within {args.give_up:g} min)")
+                else:
+                    delays.append(delay)
+                    n = delay / interval
+                    say(f"  {name:<50} opened {delay:6.1f} s after the fault ({n:.2f} intervals)")
         false_total += false
         if false:
             say(f"    {false} incident(s) opened before the fault")

@@ -185,6 +185,19 @@ def test_the_fast_path_ignores_points_resting_on_few_observations() -> None:
     )
 
 
+def test_the_fast_paths_observation_floor_does_not_follow_the_evidence_factor() -> None:
+    # Until session 11 the floor was min_point_count times the factor: 1.5 gave 4 calls.
+    fast = S.fast_persistence_points
+    values = [0.2] * (N - fast) + [2.0] * fast
+    four = [20] * (N - fast) + [4] * fast  # the last points: a p50 of four calls each
+    lower = S.model_copy(update={"fast_evidence_factor": 1.5})
+    assert detect_series(series(SliKind.LATENCY_P50, values, four), at_end(), lower) is None
+    floor4 = lower.model_copy(update={"fast_min_point_count": 4})
+    found = detect_series(series(SliKind.LATENCY_P50, values, four), at_end(), floor4)
+    assert isinstance(found, Anomaly)
+    assert found.onset == T0 + (N - fast) * STEP
+
+
 def test_an_error_rate_step_is_dated_from_its_first_point_even_when_found_early() -> None:
     # Errors start in the last 3 points only; before, few requests and no error: the
     # onset is where the errors start, not persistence_points before now.

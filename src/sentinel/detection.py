@@ -25,10 +25,10 @@ How one series is judged at ``now`` (only steps complete at ``now`` are used):
   from its start, not its middle);
 - a shift that has not held ``persistence_points`` yet is still an anomaly when its
   evidence and effect are overwhelming (the fast path: ``fast_persistence_points``, each
-  resting on ``min_point_count`` times ``fast_evidence_factor`` observations,
-  with ``min_z`` and the minimum effects times ``fast_evidence_factor``, ratios and
-  ``max_p_value`` to that power), so a hard failure
-  pages on its first complete step; a drop of traffic always needs the full persistence;
+  resting on ``fast_min_point_count`` observations, with ``min_z`` and the minimum
+  effects times ``fast_evidence_factor``, ratios and ``max_p_value`` to that power), so
+  a hard failure pages on its first complete step; a drop of traffic always needs the
+  full persistence;
 - the fast path is also judged on the same SLI at ``step_seconds / fast_step_divisor``
   when the caller passes it (``fine``): the same detector and bars over its own
   baseline, so two points of a hard failure take half a step each. A share's short
@@ -406,7 +406,7 @@ def _judge(
     if found is None and s.fast_persistence_points < s.persistence_points:
         # The fast path trusts only points resting on many observations: a p50 of three
         # calls, two of them timeouts, is a spike of noise however far it lands.
-        fast_min = max(min_count, round(s.min_point_count * s.fast_evidence_factor))
+        fast_min = max(min_count, s.min_point_count, s.fast_min_point_count)
         fast = at.fast
         if all(c >= fast_min for _, _, c in recent[-s.fast_persistence_points :]):
             found = detector(key, base, recent, fast)
@@ -444,7 +444,7 @@ def _judge_fine(
     # The last n fine steps, all there and each resting on the fast path's observations.
     if recent[-n][0] <= at.complete_until - n * at.step:
         return None
-    fast_min = max(min_count, round(s.min_point_count * s.fast_evidence_factor))
+    fast_min = max(min_count, s.min_point_count, s.fast_min_point_count)
     # A p50 or a mean of three calls is noise however short its point, so levels keep the
     # step's minimum. A share's requests are pooled and weighed by the binomial test, so
     # its short point needs only its share of a step's minimum (the same calls a second).
@@ -510,7 +510,7 @@ def _slow(s: DetectionSettings) -> DetectionSettings:
 
 def _fast(s: DetectionSettings) -> DetectionSettings:
     """The bar of the fast path: fewer points, much stronger evidence, and a bigger
-    effect (a 1.5x latency spike of two minutes is common noise; a 2.25x one is not)."""
+    effect (a 1.5x latency spike of two minutes is common noise; a 2x one is not)."""
     f = s.fast_evidence_factor
     return s.model_copy(
         update={

@@ -513,7 +513,13 @@ class DetectionSettings(_Section):
     # this power) needs only fast_persistence_points: a hard failure pages within an
     # interval or two, not after the full persistence. Equal persistences: no fast path.
     fast_persistence_points: Annotated[int, Field(ge=1)] = 2
-    fast_evidence_factor: Annotated[float, Field(ge=1)] = 2.0
+    fast_evidence_factor: Annotated[float, Field(ge=1)] = 1.75
+    # ... and each of those points rests on at least this many observations (never fewer
+    # than min_point_count): a p50 of four calls, two of them slow, is common noise
+    # however far it lands. Its own setting since session 11, so that the evidence factor
+    # can come down without the floor coming with it (it was min_point_count times the
+    # factor, and a floor of 4 or 5 gave 2-4 false incidents per multi_agent day).
+    fast_min_point_count: Annotated[int, Field(ge=1)] = 6
     # The fast path is also judged on the SLIs at step_seconds / fast_step_divisor (same
     # bars, its points that much shorter): with 30 s steps, two points of evidence take
     # 30 s, not 60 s, to accumulate. 1: the fast path sees the step's points only.
