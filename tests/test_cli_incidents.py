@@ -10,7 +10,6 @@ What must not live here: what a ticket says (``test_tickets``), the agents thems
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -28,6 +27,7 @@ from sentinel.cases import Case, FaultKind, ingest_case
 from sentinel.cli_incidents import incident, incidents
 from sentinel.clock import FakeClock
 from sentinel.incidents import (
+    IncidentOpened,
     IncidentResolved,
     LifecycleEvent,
     TrackedIncident,
@@ -66,6 +66,7 @@ class World:
     action: ActionRecord
     anomalies: int
     confidence: float  # the open incident's top hypothesis
+    opened_with: int  # anomalies in the open incident's opening event
 
 
 def persist(store: SqlStore, events: Sequence[LifecycleEvent]) -> dict[str, TrackedIncident]:
@@ -97,7 +98,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     store = open_store(f"sqlite:///{folder / 's.db'}", FakeClock(now))
     try:
         ingest_case(store, case)
-        (state,) = persist(store, detected(case)).values()
+        found_events = detected(case)
+        (state,) = persist(store, found_events).values()
+        (opened,) = (e for e in found_events if isinstance(e, IncidentOpened))
         assert diagnose_stored(store, state, now) is DiagnosisOutcome.DIAGNOSED
 
         top = store.hypotheses(state.id)[0]
@@ -139,7 +142,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
         persist(store, [*(e for e in events if e.incident_id == old_id), end])
     finally:
         store.close()
-    return World(cfg, state.id, old_id, record, len(state.anomalies), top.confidence)
+    return World(
+        cfg, state.id, old_id, record, len(state.anomalies), top.confidence, len(opened.anomalies)
+    )
 
 
 # --- sentinel incidents ------------------------------------------------------------------------
@@ -243,7 +248,8 @@ def test_the_detail_has_the_ticket_every_hypothesis_the_action_and_the_audit(
     assert f"Audit trail ({len(audit)}):" in lines
     trail = lines[lines.index(f"Audit trail ({len(audit)}):") + 1 :]
     assert [line.split()[3] for line in trail] == [e.action for e in audit]
-    assert re.search(r"metric-agent  incident_opened  \d+ anomal(y|ies) from", r.output)
+    noun = "anomaly" if world.opened_with == 1 else "anomalies"
+    assert f"metric-agent  incident_opened  {world.opened_with} {noun} from" in r.output
     assert "anomaly_merged  error_rate of agent:support-agent" in r.output
     assert "root-cause-agent  diagnosed  tool:order_status (tool_rate_limit, 0.99" in r.output
     assert "action_proposed" in r.output and "gate: approve" in r.output
