@@ -406,7 +406,7 @@ def _judge(
     if found is None and s.fast_persistence_points < s.persistence_points:
         # The fast path trusts only points resting on many observations: a p50 of three
         # calls, two of them timeouts, is a spike of noise however far it lands.
-        fast_min = max(min_count, s.min_point_count, s.fast_min_point_count)
+        fast_min = _fast_floor(s, min_count)
         fast = at.fast
         if all(c >= fast_min for _, _, c in recent[-s.fast_persistence_points :]):
             found = detector(key, base, recent, fast)
@@ -415,6 +415,12 @@ def _judge(
     if found is None and fine is not None and at.fine is not None:
         found = _judge_fine(fine, at.fine, min_count, series.rows[0][0], at.step)
     return found
+
+
+def _fast_floor(s: DetectionSettings, min_count: int) -> int:
+    """The observations each of the fast path's points rests on (step path and fine path
+    alike): ``fast_min_point_count``, never below the series' own minimum."""
+    return max(min_count, s.min_point_count, s.fast_min_point_count)
 
 
 def _judge_fine(
@@ -444,7 +450,7 @@ def _judge_fine(
     # The last n fine steps, all there and each resting on the fast path's observations.
     if recent[-n][0] <= at.complete_until - n * at.step:
         return None
-    fast_min = max(min_count, s.min_point_count, s.fast_min_point_count)
+    fast_min = _fast_floor(s, min_count)
     # A p50 or a mean of three calls is noise however short its point, so levels keep the
     # step's minimum. A share's requests are pooled and weighed by the binomial test, so
     # its short point needs only its share of a step's minimum (the same calls a second).
