@@ -178,7 +178,8 @@ def main() -> None:
     ]
     if args.replay:
         say(
-            f"replayed detection delay (no daemon): full traces, step {det.step_seconds:g} s, "
+            f"replayed detection delay (no daemon): full traces, spans only (no metric "
+            f"samples, as live), step {det.step_seconds:g} s, "
             f"judged at each step's end + {det.ingest_lag_seconds:g} s ingest lag; each case "
             f"started at +{', +'.join(f'{x.total_seconds():g}' for x in shifts)} s"
             + (f"; overrides {overrides}" if overrides else "")
