@@ -15,10 +15,13 @@ How it measures:
   there), so the hours counted are the judged hours; false incidents per topology-day are
   incidents / judged hours * 24;
 - seconds per case: wall time of the replay (SLIs + detection walk + correlation), not
-  counting the simulation.
+  counting the simulation;
+- ``--spans-only``: simulated cases and fault-free windows with full traces and no metric
+  samples, as a daemon without Prometheus sees them (the live bench's daemon,
+  `bench/live_detect.py`); the public cases are read as they are.
 
 Usage: `.venv/bin/python bench/detect.py [--cases 42] [--seed 2026] [--hours 24]
-[--chunk-hours 6] [--quick]` (``--quick``: 14 cases and 6 fault-free hours per
+[--chunk-hours 6] [--quick] [--spans-only]` (``--quick``: 14 cases and 6 fault-free hours per
 topology, for iterating; the default run is the measurement)
 """
 
@@ -42,6 +45,13 @@ from sentinel.sim import FaultSpec, Topology, plan_fault, simulate_case, suite
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "cases"
 TOLERANCE = timedelta(seconds=90)
+
+
+def simulate(spec: FaultSpec, spans_only: bool) -> Case:
+    """The case of ``spec``; ``spans_only``: every trace kept and no metric samples."""
+    if not spans_only:
+        return simulate_case(spec)
+    return replace(simulate_case(replace(spec, sample_ratio=1.0)), samples=())
 
 
 def say(line: str) -> None:
@@ -82,12 +92,14 @@ def score_case(
     return one, on_time, hit, seconds, note, delay
 
 
-def fault_suite(n: int, seed: int, det: DetectionSettings, pricing: PricingSettings) -> None:
+def fault_suite(
+    n: int, seed: int, det: DetectionSettings, pricing: PricingSettings, spans_only: bool
+) -> None:
     rows: list[tuple[bool, bool, bool | None, float]] = []
     delays: list[float] = []
     by_kind: dict[str, list[bool]] = {}
     for spec in suite(n, seed):
-        case = simulate_case(spec)
+        case = simulate(spec, spans_only)
         target = plan_fault(spec, random.Random(spec.seed)).target
         one, on_time, hit, secs, note, delay = score_case(case, target, det, pricing)
         rows.append((one, on_time, hit, secs))
@@ -139,7 +151,11 @@ FAULT_FOR = {
 
 
 def fault_free(
-    hours: float, chunk_hours: float, det: DetectionSettings, pricing: PricingSettings
+    hours: float,
+    chunk_hours: float,
+    det: DetectionSettings,
+    pricing: PricingSettings,
+    spans_only: bool,
 ) -> None:
     # recent window + min_baseline_points of baseline before anything is judged
     warmup = timedelta(minutes=det.recent_minutes) + timedelta(
@@ -160,7 +176,7 @@ def fault_free(
                 seed=10_000 + chunk,
                 minutes=int(chunk_hours * 60),
             )
-            case = simulate_case(spec)
+            case = simulate(spec, spans_only)
             assert case.truth is not None
             end = case.truth.fault_start
             clean = replace(case, meta=case.meta.model_copy(update={"end": end}), truth=case.truth)
@@ -193,6 +209,12 @@ def main() -> None:
     ap.add_argument("--chunk-hours", type=float, default=6.0)
     ap.add_argument("--skip-fault-free", action="store_true")
     ap.add_argument(
+        "--spans-only",
+        action="store_true",
+        help="simulate with every trace kept and no metric samples (a daemon without "
+        "Prometheus, as in bench/live_detect.py)",
+    )
+    ap.add_argument(
         "--quick",
         action="store_true",
         help="iteration subset: 14 cases and 6 fault-free hours per topology (not the "
@@ -212,14 +234,16 @@ def main() -> None:
     det, pricing = DetectionSettings.model_validate(overrides), PricingSettings()
     if overrides:
         say(f"overrides: {overrides}")
+    if args.spans_only:
+        say("spans only: simulated cases with every trace kept and no metric samples")
     say(
         f"detection: step {det.step_seconds:g} s, baseline {det.baseline_minutes:g} min, "
         f"recent {det.recent_minutes:g} min, persistence {det.persistence_points} points"
     )
     t = time.perf_counter()
-    fault_suite(args.cases, args.seed, det, pricing)
+    fault_suite(args.cases, args.seed, det, pricing, args.spans_only)
     if not args.skip_fault_free:
-        fault_free(args.hours, args.chunk_hours, det, pricing)
+        fault_free(args.hours, args.chunk_hours, det, pricing, args.spans_only)
     say(f"total wall time {time.perf_counter() - t:.0f} s")
 
 
