@@ -198,6 +198,28 @@ def test_the_fast_paths_observation_floor_does_not_follow_the_evidence_factor() 
     assert found.onset == T0 + (N - fast) * STEP
 
 
+def test_the_fast_path_takes_evaluator_scores_on_fewer_scored_runs_than_requests() -> None:
+    # A prompt regression's scores drop 0.4 on points of 4 scored runs: below the
+    # requests' floor of 6, above the scores' floor of 3. A p50 of 4 calls still waits.
+    fast = S.fast_persistence_points
+    rng = random.Random(5)
+    scores = [0.85 + rng.uniform(-0.01, 0.01) for _ in range(N - fast)] + [0.45] * fast
+    four = [12] * (N - fast) + [4] * fast
+    found = detect_series(series(SliKind.EVAL_SCORE, scores, four), at_end(), S)
+    assert isinstance(found, Anomaly)
+    assert found.onset == T0 + (N - fast) * STEP
+    strict = S.model_copy(update={"fast_min_score_count": S.fast_min_point_count})
+    assert detect_series(series(SliKind.EVAL_SCORE, scores, four), at_end(), strict) is None
+    slow = [0.2] * (N - fast) + [2.0] * fast
+    assert detect_series(series(SliKind.LATENCY_P50, slow, four), at_end(), S) is None
+    # Fewer scored runs than min_point_count are no point at all, whatever the floor.
+    two = [12] * (N - fast) + [2] * fast
+    loose = S.model_copy(update={"fast_min_score_count": 1})
+    assert not isinstance(
+        detect_series(series(SliKind.EVAL_SCORE, scores, two), at_end(), loose), Anomaly
+    )
+
+
 def test_an_error_rate_step_is_dated_from_its_first_point_even_when_found_early() -> None:
     # Errors start in the last 3 points only; before, few requests and no error: the
     # onset is where the errors start, not persistence_points before now.

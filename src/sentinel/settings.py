@@ -520,6 +520,11 @@ class DetectionSettings(_Section):
     # can come down without the floor coming with it (it was min_point_count times the
     # factor, and a floor of 4 or 5 gave 2-4 false incidents per multi_agent day).
     fast_min_point_count: Annotated[int, Field(ge=1)] = 6
+    # ... except evaluator scores: a mean of scores bounded in [0, 1] has no heavy tail,
+    # and evaluators score a sample of runs, so a score's 15 s point holds 2-6 of them
+    # where its agent has twice the requests. Since session 12 (a prompt regression
+    # replayed on spans alone pages a step sooner; no false incident added).
+    fast_min_score_count: Annotated[int, Field(ge=1)] = 3
     # The fast path is also judged on the SLIs at step_seconds / fast_step_divisor (same
     # bars, its points that much shorter): with 30 s steps, two points of evidence take
     # 30 s, not 60 s, to accumulate. 1: the fast path sees the step's points only.
