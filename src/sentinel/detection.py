@@ -25,7 +25,8 @@ How one series is judged at ``now`` (only steps complete at ``now`` are used):
   from its start, not its middle);
 - a shift that has not held ``persistence_points`` yet is still an anomaly when its
   evidence and effect are overwhelming (the fast path: ``fast_persistence_points``, each
-  resting on ``fast_min_point_count`` observations, with ``min_z`` and the minimum
+  resting on ``fast_min_point_count`` observations (evaluator scores:
+  ``fast_min_score_count`` scored runs), with ``min_z`` and the minimum
   effects times ``fast_evidence_factor``, ratios and ``max_p_value`` to that power), so
   a hard failure pages on its first complete step; a drop of traffic always needs the
   full persistence;
@@ -459,9 +460,10 @@ def _judge_fine(
     if recent[-n][0] <= at.complete_until - n * at.step:
         return None
     fast_min = _fast_floor(s, min_count, kind)
-    # A p50 or a mean of three calls is noise however short its point, so levels keep the
-    # step's minimum. A share's requests are pooled and weighed by the binomial test, so
-    # its short point needs only its share of a step's minimum (the same calls a second).
+    # A p50 of three calls is noise however short its point, so levels keep the step's
+    # floor (scores, means of bounded values, their own). A share's requests are pooled
+    # and weighed by the binomial test, so its short point needs only its share of a
+    # step's minimum (the same calls a second).
     if kind in _SHARES:
         fast_min = max(min_count, math.ceil(fast_min * (at.step / step)))
     if any(c < fast_min for _, _, c in recent[-n:]):

@@ -522,8 +522,8 @@ class DetectionSettings(_Section):
     fast_min_point_count: Annotated[int, Field(ge=1)] = 6
     # ... except evaluator scores: a mean of scores bounded in [0, 1] has no heavy tail,
     # and evaluators score a sample of runs, so a score's 15 s point holds 2-6 of them
-    # (its agent serves about 1.5 times as many requests). Since session 12 (a prompt regression
-    # replayed on spans alone pages a step sooner; no false incident added).
+    # (its agent serves about 1.5 times as many requests). Since session 12 (a prompt
+    # regression replayed on spans alone pages a step sooner; no false incident added).
     fast_min_score_count: Annotated[int, Field(ge=1)] = 3
     # The fast path is also judged on the SLIs at step_seconds / fast_step_divisor (same
     # bars, its points that much shorter): with 30 s steps, two points of evidence take
