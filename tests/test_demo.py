@@ -79,6 +79,16 @@ def _check_common(result: DemoResult, text: str) -> None:
         text
     )
     assert "right" in text
+    # Causal order: nothing done about the incident is dated before it opened.
+    at = {v.stage: v.at for v in result.stages}
+    opened = at[Stage.INCIDENT]
+    assert opened is not None, text
+    later = (Stage.HYPOTHESES, Stage.APPROVAL, Stage.ACTION, Stage.VERIFICATION, Stage.RESOLVED)
+    for stage in later:
+        when = at[stage]
+        assert when is not None and when >= opened, (stage, text)
+    action, verified = at[Stage.ACTION], at[Stage.VERIFICATION]
+    assert action is not None and verified is not None and action <= verified, text
     # What the store says, read afresh.
     store = open_store(f"sqlite:///{result.workspace / 'sentinel.db'}", FakeClock(T0))
     try:

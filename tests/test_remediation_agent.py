@@ -248,6 +248,30 @@ def test_a_sure_diagnosis_is_rolled_back_once_verified_and_audited(world: Daemon
     assert any("verified" in m for m in told)
 
 
+def test_records_carry_the_clock_and_verification_judges_only_complete_points(
+    world: Daemon,
+) -> None:
+    """The daemon's SLIs are complete up to its judged time, its clock less the ingest lag.
+    Its records carry the clock's time: stamped with the judged time, an automatic fix
+    was dated before the incident that opened on the same run. Verification judges at the
+    judged time: points the lag has not completed do not count towards the hold."""
+    inc = seed_incident(world.store, world.remote, 0.95)
+    now = T0 + timedelta(minutes=3)
+    lag = timedelta(seconds=5)
+    run = world.agent.run_once([inc], latency(now, now), now, judged_at=now - lag)
+    assert run.applied == ["inc-1/rollback-bad-change"]
+    (record,) = world.store.actions("inc-1")
+    assert record.created_at == now and record.applied_at == now
+    # Good points from the fix on; the hold is 5 minutes of them.
+    done = now + timedelta(minutes=5)
+    slis = latency(now, done + timedelta(minutes=1))
+    assert world.agent.run_once([inc], slis, done, judged_at=done - lag).verified == []
+    run = world.agent.run_once([inc], slis, done + lag, judged_at=done)
+    assert run.verified == [record.key]
+    verified = world.store.get_action(record.key)
+    assert verified is not None and verified.updated_at == done + lag
+
+
 def test_a_fix_that_does_not_help_is_undone_and_people_are_told(world: Daemon) -> None:
     inc = seed_incident(world.store, world.remote, 0.95)
     now = T0 + timedelta(minutes=3)

@@ -251,6 +251,7 @@ class Daemon:
                     remediation.run_once,
                     agent.open_incidents,
                     agent.window.series(),
+                    self.clock.now(),
                     run.judged_at,
                 )
                 # An incident resolved earlier may still have its action verified or its

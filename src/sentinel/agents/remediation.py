@@ -287,8 +287,15 @@ class RemediationAgent:
         open_incidents: Sequence[TrackedIncident],
         slis: Mapping[SliKey, SliSeries],
         now: datetime,
+        judged_at: datetime | None = None,
     ) -> RemediationRun:
-        """Propose for open incidents, run approved actions, verify applied ones."""
+        """Propose for open incidents, run approved actions, verify applied ones.
+
+        ``now`` stamps what this run does (proposals, steps, verdicts); ``judged_at``
+        (default ``now``) is how far ``slis`` are complete, the time verification judges
+        at. The daemon's judged time trails its clock by the ingest lag: stamping records
+        with it dated an automatic fix before the incident it fixed had opened."""
+        judged = now if judged_at is None else judged_at
         run = RemediationRun()
         by_id = {i.id: i for i in open_incidents}
         live = self.store.actions(states=[s for s in ActionState if s not in TERMINAL])
@@ -301,7 +308,9 @@ class RemediationAgent:
         for record in self.store.actions(states=[ActionState.APPROVED, ActionState.RUNNING]):
             self._guarded(self._execute, record, now, run)
         for record in self.store.actions(states=[ActionState.APPLIED, ActionState.VERIFYING]):
-            self._guarded(self._verify, record, by_id.get(record.incident_id), slis, now, run)
+            self._guarded(
+                self._verify, record, by_id.get(record.incident_id), slis, now, judged, run
+            )
         return run
 
     def _guarded(self, fn: Callable[..., None], *args: Any) -> None:
@@ -582,6 +591,7 @@ class RemediationAgent:
         incident: TrackedIncident | None,
         slis: Mapping[SliKey, SliSeries],
         now: datetime,
+        judged_at: datetime,
         run: RemediationRun,
     ) -> None:
         if record.state is ActionState.APPLIED:  # a crash between apply and verify
@@ -593,7 +603,7 @@ class RemediationAgent:
             verdict = verify(
                 incident,
                 slis,
-                now,
+                judged_at,
                 record.applied_at,
                 record.verification,
                 self.settings.detection,
