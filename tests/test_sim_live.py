@@ -367,3 +367,16 @@ def test_simulate_live_refuses_out_and_bad_endpoints(tmp_path: Path) -> None:
     bad = invoke(*sim_args("--live", "--endpoint", "localhost:4318"))
     assert bad.exit_code == 2
     assert "endpoint 'localhost:4318' is not an http(s) URL" in " ".join(bad.output.split())
+
+
+def test_simulate_names_the_bad_choice_and_the_valid_ones() -> None:
+    fault = invoke("simulate", "--topology", "support", "--fault", "nope", "--seed", "1", "--live")
+    text = " ".join(fault.output.split())
+    assert fault.exit_code == 2 and "Traceback" not in text
+    assert "--fault 'nope' is not one of:" in text and "prompt_regression" in text
+    topo = invoke(
+        "simulate", "--topology", "mesh", "--fault", "tool_errors", "--seed", "1", "--live"
+    )
+    text = " ".join(topo.output.split())
+    assert topo.exit_code == 2 and "--topology 'mesh' is not one of:" in text
+    assert "multi_agent" in text

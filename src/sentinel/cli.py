@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import sys
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
@@ -26,6 +27,8 @@ from sentinel.settings import Settings, effective_config, mask_url, to_toml
 
 if TYPE_CHECKING:
     from sentinel.sim import FaultSpec
+
+_E = TypeVar("_E", bound=StrEnum)
 
 app = typer.Typer(
     name="sentinel",
@@ -251,14 +254,21 @@ def simulate(
         err.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False)
         return typer.Exit(2)
 
+    def choice(kind: type[_E], value: str, option: str) -> _E:
+        try:
+            return kind(value)
+        except ValueError:
+            names = ", ".join(m.value for m in kind)
+            raise usage(f"{option} {value!r} is not one of: {names}") from None
+
     if live and out_dir is not None:
         raise usage("--out writes a case folder; --live plays the case instead: give one")
     if not live and out_dir is None:
         raise usage("simulate needs --out DIR (the case folder to write), or --live")
     try:
         spec = FaultSpec(
-            topology=Topology(topology),
-            fault=FaultKind(fault),
+            topology=choice(Topology, topology, "--topology"),
+            fault=choice(FaultKind, fault, "--fault"),
             seed=seed,
             magnitude=Magnitude.SUBTLE if subtle else Magnitude.STRONG,
             onset=Onset.RAMPED if ramped else Onset.ABRUPT,
