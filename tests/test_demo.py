@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import io
 import json
+import select
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -141,6 +145,59 @@ def test_the_demo_asks_before_throttling_a_rate_limited_tool(tmp_path: Path) -> 
 
 
 # --- the parts ----------------------------------------------------------------------------
+
+
+# A demo process that starts the fleet, prints the fleet's pid and waits: what a test
+# (or a user's terminal) holds when it is killed outright.
+_DEMO_PARENT = """
+import sys, time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from sentinel.clock import ScaledClock
+from sentinel.demo.processes import fleet_process
+from sentinel.demo.run import _config_repo
+ws = Path(sys.argv[1])
+origin = datetime.now(UTC).replace(microsecond=0)
+remote = _config_repo(ws, origin - timedelta(hours=1))
+clock = ScaledClock(origin, 30.0)
+with fleet_process(ws, "http://127.0.0.1:9/v1/traces", remote, clock, time.time_ns(), 7) as f:
+    print(f.proc.pid, flush=True)
+    time.sleep(600)
+"""
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs (an exited process nobody reaped yet is a zombie: not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_the_fleet_stops_when_the_demo_is_killed_outright(tmp_path: Path) -> None:
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _DEMO_PARENT, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    assert parent.stdout is not None
+    fleet = 0
+    try:
+        ready, _, _ = select.select([parent.stdout], [], [], 60.0)
+        assert ready, "the fleet did not start within 60 s"
+        fleet = int(parent.stdout.readline())
+        assert _running(fleet)
+        parent.kill()  # SIGKILL: no finally runs in the parent
+        parent.wait(10)
+        deadline = time.monotonic() + 20.0
+        while _running(fleet) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _running(fleet), "the fleet outlived the demo that started it"
+    finally:
+        parent.kill()
+        parent.wait(10)
+        parent.stdout.close()
+        if fleet and _running(fleet):
+            subprocess.run(["kill", "-9", str(fleet)], check=False)
 
 
 def test_spans_are_timed_on_their_trace_clock_not_on_the_machine() -> None:

@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import random
 import signal
 import sys
@@ -529,6 +530,16 @@ class Fleet:
                 # A broken commit: keep running on the last good config, and say so.
                 w.config_error = str(e)
 
+    async def watch_parent(self, parent: int) -> None:
+        """Stop when the process that started the fleet is gone. Its ``finally`` stops
+        the fleet, but a parent killed outright (SIGKILL, a CI timeout) runs no
+        ``finally``, and the orphan went on calling a daemon that was no longer there."""
+        while not self.stopping.is_set():
+            if os.getppid() != parent:
+                self.stopping.set()
+                return
+            await asyncio.sleep(0.5)
+
     def shutdown(self) -> None:
         for p in self.providers.values():
             p.shutdown()
@@ -610,6 +621,8 @@ async def run_fleet(args: argparse.Namespace) -> None:
         asyncio.create_task(fleet.load("research-agent", RESEARCH_PER_MINUTE)),
         asyncio.create_task(fleet.watch_config()),
     ]
+    if args.parent_pid is not None:
+        tasks.append(asyncio.create_task(fleet.watch_parent(args.parent_pid)))
     await fleet.stopping.wait()
     for t in tasks:
         t.cancel()
@@ -629,6 +642,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--wall0-ns", type=int, required=True)
     p.add_argument("--speed", type=float, required=True)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--parent-pid", type=int, help="stop once this process is no longer the parent")
     args = p.parse_args(argv)
     try:
         import uvloop

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import select
 import shutil
 import signal
@@ -97,6 +98,8 @@ def fleet_process(
                 str(clock.speed),
                 "--seed",
                 str(seed),
+                "--parent-pid",
+                str(os.getpid()),
             ],
             stdout=subprocess.PIPE,
             stderr=err,
