@@ -50,13 +50,16 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from detect import simulate  # the spans-only case, as bench/detect.py --spans-only builds it
 from sentinel.cases import FaultKind
 from sentinel.clock import ScaledClock
 from sentinel.daemon import daemon_thread
 from sentinel.incidents import replay_case
 from sentinel.observability import configure_logging
 from sentinel.settings import DetectionSettings, PricingSettings, Settings
-from sentinel.sim import FaultSpec, Magnitude, Topology, simulate_case
+from sentinel.sim import FaultSpec, Magnitude, Topology
 from sentinel.sim.live import LiveReport, LiveRun
 
 CASES = [
@@ -122,11 +125,10 @@ def replay_delay(
     """(delay in seconds or None if missed, false incidents before the fault) of the case
     replayed with full traces, started ``shift`` after its default start, as a live run
     on the step grid would see it."""
-    case = simulate_case(replace(spec, sample_ratio=1.0, start=spec.start + shift))
     # The live daemon here has no Prometheus: spans are all it sees, so the replay drops
     # the case's metric samples too (their SLIs win where both measure one, they count
     # every request, and some faults show on them a step or more sooner).
-    case = replace(case, samples=())
+    case = simulate(replace(spec, start=spec.start + shift), spans_only=True)
     assert case.truth is not None
     fault = case.truth.fault_start
     incidents = replay_case(case, det, PricingSettings())
