@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -197,7 +199,7 @@ def test_the_fleet_stops_when_the_demo_is_killed_outright(tmp_path: Path) -> Non
         parent.wait(10)
         parent.stdout.close()
         if fleet and _running(fleet):
-            subprocess.run(["kill", "-9", str(fleet)], check=False)
+            os.kill(fleet, signal.SIGKILL)
 
 
 def test_spans_are_timed_on_their_trace_clock_not_on_the_machine() -> None:
