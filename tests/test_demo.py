@@ -11,6 +11,7 @@ What must not live here: the agents' own behaviour (their tests).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -22,6 +23,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 from opentelemetry.sdk.trace import TracerProvider
@@ -200,6 +202,55 @@ def test_the_fleet_stops_when_the_demo_is_killed_outright(tmp_path: Path) -> Non
         parent.stdout.close()
         if fleet and _running(fleet):
             os.kill(fleet, signal.SIGKILL)
+
+
+_PROMETHEUS_PARENT = """
+import sys, time
+from pathlib import Path
+from sentinel.demo.processes import prometheus
+with prometheus(Path(sys.argv[1]), "http://127.0.0.1:9") as url:
+    print(url, flush=True)
+    time.sleep(600)
+"""
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/-/ready", timeout=1.0).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def test_the_demos_prometheus_stops_when_the_demo_is_killed_outright(tmp_path: Path) -> None:
+    """The demo's Prometheus, a binary we do not own, runs under the reaper: a demo killed
+    outright (no finally) leaves no Prometheus behind."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _PROMETHEUS_PARENT, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert parent.stdout is not None
+    try:
+        ready, _, _ = select.select([parent.stdout], [], [], 60.0)
+        assert ready, "the demo's Prometheus did not start within 60 s"
+        url = parent.stdout.readline().strip()
+        assert url.startswith("http://"), f"no Prometheus ({url!r}): is it installed?"
+        assert _answers(url)
+        parent.kill()  # SIGKILL: no finally runs in the parent
+        parent.wait(10)
+        deadline = time.monotonic() + 20.0
+        while _answers(url) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _answers(url), "the demo's Prometheus outlived the demo that started it"
+    finally:
+        parent.kill()
+        parent.wait(10)
+        parent.stdout.close()
+        # A Prometheus left by a failure: found by its data folder, under tmp_path.
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            with contextlib.suppress(OSError):
+                if str(tmp_path).encode() in cmdline.read_bytes():
+                    os.kill(int(cmdline.parent.name), signal.SIGKILL)
 
 
 def test_spans_are_timed_on_their_trace_clock_not_on_the_machine() -> None:

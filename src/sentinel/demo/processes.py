@@ -28,6 +28,7 @@ import structlog
 
 from sentinel.clock import ScaledClock
 from sentinel.demo.fleet import FleetFault
+from sentinel.demo.reaper import reaped
 from sentinel.errors import DemoError
 from sentinel.observability import configure_logging
 from sentinel.settings import LoggingSettings
@@ -145,13 +146,17 @@ def prometheus(ws: Path, daemon_url: str) -> Iterator[str | None]:
     )
     port = _free_port()
     with (folder / "prometheus.log").open("a") as log:
+        # Under the reaper: a demo killed outright runs no finally, and the Prometheus
+        # would outlive it.
         proc = subprocess.Popen(  # fixed arguments, no shell
-            [
-                binary,
-                f"--config.file={folder / 'prometheus.yml'}",
-                f"--storage.tsdb.path={folder / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
+            reaped(
+                [
+                    binary,
+                    f"--config.file={folder / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={folder / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                ]
+            ),
             stdout=log,
             stderr=log,
         )
