@@ -15,8 +15,11 @@ How it measures:
 - the figure is the median delay over all the cases, against the target of 2 intervals;
   a missed case counts as later than any detected one (before session 10 the median
   was taken over the detected cases alone).
-  Real time runs faster than the clock's seconds cost: at speed S, a Metric Agent run
-  taking r real seconds shows as r*S clock seconds of delay, so the speed is kept modest.
+  At speed S every real second the machine loses is S clock seconds: spans the receiver
+  has not stored by the time a run reads them (the ingest lag allows 5 clock seconds,
+  0.25 real s at 20x), or a run the scheduler starts late. The length of the run itself
+  does not count: an incident is opened at the clock time its run started. So the speed
+  is kept modest, and the machine quiet.
 
 `--replay` measures the same cases without a daemon or a clock: each is simulated with
 full traces, its metric samples dropped (the live daemon here sees spans only), and
