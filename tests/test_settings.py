@@ -1,4 +1,4 @@
-"""Tests of the typed configuration (``settings.py``) and of ``sentinel check-config``: the
+"""Tests of the typed configuration (``sentinel.settings``) and of ``sentinel check-config``: the
 shipped config.toml documents every default, bad files and variables are rejected with the
 file, the key and the line, and secrets come from the environment only and are never
 printed.

@@ -126,7 +126,7 @@ def validate(
 
 def _default_paths(settings: Settings) -> list[Path]:
     folder = settings.remediation.playbooks_dir
-    # Empty means "no playbooks" (settings.py), not the config's own folder.
+    # Empty means "no playbooks" (sentinel.settings), not the config's own folder.
     return [settings.resolve(folder)] if folder else []
 
 
