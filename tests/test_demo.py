@@ -14,11 +14,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
-import select
-import signal
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -54,6 +49,7 @@ from sentinel.incidents import Incident, IncidentStatus
 from sentinel.remediation import ActionState
 from sentinel.settings import Settings
 from tests.gitrepos import git
+from tests.orphans import gone_within, kill_running, parent, read_lines, running
 
 T0 = datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
 
@@ -170,38 +166,17 @@ with fleet_process(ws, "http://127.0.0.1:9/v1/traces", remote, clock, time.time_
 """
 
 
-def _running(pid: int) -> bool:
-    """Whether ``pid`` runs (an exited process nobody reaped yet is a zombie: not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def test_the_fleet_stops_when_the_demo_is_killed_outright(tmp_path: Path) -> None:
-    parent = subprocess.Popen(
-        [sys.executable, "-c", _DEMO_PARENT, str(tmp_path)], stdout=subprocess.PIPE, text=True
-    )
-    assert parent.stdout is not None
     fleet = 0
-    try:
-        ready, _, _ = select.select([parent.stdout], [], [], 60.0)
-        assert ready, "the fleet did not start within 60 s"
-        fleet = int(parent.stdout.readline())
-        assert _running(fleet)
-        parent.kill()  # SIGKILL: no finally runs in the parent
-        parent.wait(10)
-        deadline = time.monotonic() + 20.0
-        while _running(fleet) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not _running(fleet), "the fleet outlived the demo that started it"
-    finally:
-        parent.kill()
-        parent.wait(10)
-        parent.stdout.close()
-        if fleet and _running(fleet):
-            os.kill(fleet, signal.SIGKILL)
+    with parent(_DEMO_PARENT, str(tmp_path)) as demo:
+        try:
+            fleet = int(read_lines(demo)[0])
+            assert running(fleet)
+            demo.kill()  # SIGKILL: no finally runs in the parent
+            demo.wait(10)
+            assert gone_within(fleet, 20.0), "the fleet outlived the demo that started it"
+        finally:
+            kill_running(fleet)
 
 
 _PROMETHEUS_PARENT = """
@@ -224,33 +199,23 @@ def _answers(url: str) -> bool:
 def test_the_demos_prometheus_stops_when_the_demo_is_killed_outright(tmp_path: Path) -> None:
     """The demo's Prometheus, a binary we do not own, runs under the reaper: a demo killed
     outright (no finally) leaves no Prometheus behind."""
-    parent = subprocess.Popen(
-        [sys.executable, "-c", _PROMETHEUS_PARENT, str(tmp_path)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert parent.stdout is not None
-    try:
-        ready, _, _ = select.select([parent.stdout], [], [], 60.0)
-        assert ready, "the demo's Prometheus did not start within 60 s"
-        url = parent.stdout.readline().strip()
-        assert url.startswith("http://"), f"no Prometheus ({url!r}): is it installed?"
-        assert _answers(url)
-        parent.kill()  # SIGKILL: no finally runs in the parent
-        parent.wait(10)
-        deadline = time.monotonic() + 20.0
-        while _answers(url) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not _answers(url), "the demo's Prometheus outlived the demo that started it"
-    finally:
-        parent.kill()
-        parent.wait(10)
-        parent.stdout.close()
-        # A Prometheus left by a failure: found by its data folder, under tmp_path.
-        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-            with contextlib.suppress(OSError):
-                if str(tmp_path).encode() in cmdline.read_bytes():
-                    os.kill(int(cmdline.parent.name), signal.SIGKILL)
+    with parent(_PROMETHEUS_PARENT, str(tmp_path)) as demo:
+        try:
+            url = read_lines(demo)[0].strip()
+            assert url.startswith("http://"), f"no Prometheus ({url!r}): is it installed?"
+            assert _answers(url)
+            demo.kill()  # SIGKILL: no finally runs in the parent
+            demo.wait(10)
+            deadline = time.monotonic() + 20.0
+            while _answers(url) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert not _answers(url), "the demo's Prometheus outlived the demo that started it"
+        finally:
+            # A Prometheus left by a failure: found by its data folder, under tmp_path.
+            for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+                with contextlib.suppress(OSError):
+                    if str(tmp_path).encode() in cmdline.read_bytes():
+                        kill_running(int(cmdline.parent.name))
 
 
 def test_spans_are_timed_on_their_trace_clock_not_on_the_machine() -> None:
