@@ -1,25 +1,14 @@
-"""What an incident ticket says, for people: the SLIs that moved (before and after, in
-their units), the likely causes ranked with their confidence and evidence, the proposed
-fix with its gate and why, and where the incident stands, in one line.
+"""What a ticket says, worded: the views (``TicketView`` and its lines), ``build_ticket``
+(an incident, its anomalies, hypotheses and action to a view, every value in its unit),
+and the wording shared by the renderers (values, changes, action phrases, times).
 
-- ``build_ticket``: an incident, its anomalies, its hypotheses and its action (if any)
-  to a ``TicketView``, every value already worded and in its unit;
-- ``ticket_blocks``: the view as Slack Block Kit blocks (header, "What is wrong",
-  "Likely causes", "Proposed fix", a status line), with Approve / Reject buttons only
-  while an action waits for a person's approval. Slack's limits (header 150 characters,
-  section 3,000, 50 blocks) are respected by cutting with "…", never by failing;
-- ``ticket_text``: the same ticket as plain text (Slack's fallback ``text``, the console
-  notifier, ``sentinel incident``).
-
-Everything here is pure: no I/O, no clock. What must not live here: posting or updating
-tickets (``adapters/slack.py``, the ``TicketSink`` port), reading the store, deciding
-anything (``sentinel.remediation``), handling the buttons' clicks (``api.py``).
+What must not live here: rendering (``blocks``, ``text``), I/O, the clock.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import assert_never
 
@@ -37,59 +26,13 @@ from sentinel.playbooks.model import (
     ShadowMode,
     Throttle,
 )
-from sentinel.ports import Block, StepResult
+from sentinel.ports import StepResult
 from sentinel.rca import Hypothesis, percent
 from sentinel.remediation import ActionRecord, ActionState, Gate
 from sentinel.telemetry import AwareDatetime, SliKind
 
-__all__ = [
-    "ACTIONS_BLOCK_ID",
-    "APPROVE_ACTION_ID",
-    "CONFIRM_ACTION_ID",
-    "CONFIRM_BLOCK_PREFIX",
-    "MAX_EVIDENCE",
-    "MAX_HYPOTHESES",
-    "REJECT_ACTION_ID",
-    "ActionView",
-    "HypothesisLine",
-    "SliLine",
-    "StepLine",
-    "TicketView",
-    "build_ticket",
-    "describe_change",
-    "format_value",
-    "percent",
-    "result_text",
-    "sli_line",
-    "sli_name",
-    "step_summary",
-    "ticket_blocks",
-    "ticket_text",
-]
-
-# The buttons' action ids, which the Slack interactivity handler dispatches on; each
-# button's ``value`` is the action's key (``ActionRecord.key``).
-APPROVE_ACTION_ID = "sentinel_approve"
-REJECT_ACTION_ID = "sentinel_reject"
-# The root-cause select menu: its action id, and its block id's prefix (then the incident).
-CONFIRM_ACTION_ID = "sentinel_confirm"
-CONFIRM_BLOCK_PREFIX = "sentinel_confirm:"
-ACTIONS_BLOCK_ID = "sentinel_action"
-
 MAX_HYPOTHESES = 5  # hypotheses a ticket shows
 MAX_EVIDENCE = 3  # evidence lines per hypothesis
-# SLI lines of the plain text by default (the blocks are bounded by Slack's limits).
-MAX_TEXT_SLIS = 20
-
-# Slack's limits (https://api.slack.com/reference/block-kit/blocks).
-HEADER_LIMIT = 150
-SECTION_LIMIT = 3000
-CONTEXT_LIMIT = 3000
-MAX_BLOCKS = 50
-CONFIRM_TITLE_LIMIT = 100
-CONFIRM_TEXT_LIMIT = 300
-# One evidence or reason line in a block: long lines must not crowd out the others.
-LINE_LIMIT = 300
 
 ELLIPSIS = "…"
 
@@ -117,7 +60,7 @@ class SliLine(_View):
     def text(self) -> str:
         return (
             f"{self.name} of {self.component} {self.before} -> {self.after} "
-            f"({self.change}) since {_clock(self.onset)}"
+            f"({self.change}) since {clock_time(self.onset)}"
         )
 
 
@@ -278,11 +221,11 @@ def build_ticket(
 def _status_line(status: IncidentStatus, diagnosed: bool, action: ActionView | None) -> str:
     parts = [status.value, "diagnosed" if diagnosed else "no hypothesis yet"]
     if action is not None:
-        parts.append(_action_phrase(action))
+        parts.append(action_phrase(action))
     return " · ".join(parts)
 
 
-def _action_phrase(a: ActionView) -> str:
+def action_phrase(a: ActionView) -> str:
     by = f" by {a.decided_by}" if a.decided_by else ""
     match a.state:
         case ActionState.PROPOSED:
@@ -526,291 +469,9 @@ def _bytes(v: float) -> str:
     return f"{_sig(math.copysign(size, v))} TiB"
 
 
-def _clock(t: datetime) -> str:
+def clock_time(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%H:%M UTC")
 
 
-def _when(t: datetime) -> str:
+def date_time(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-# --- Slack blocks ---------------------------------------------------------------------------
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + ELLIPSIS
-
-
-def _esc(text: str) -> str:
-    """Text safe inside Slack mrkdwn: &, < and > are its control characters."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _fit(head: str, lines: Sequence[str], limit: int, *, what: str = "more") -> str:
-    """``head`` and as many of ``lines`` as fit in ``limit`` characters, then a line
-    saying how many were left out."""
-    text = head
-    for n, line in enumerate(lines):
-        candidate = f"{text}\n{line}" if text else line
-        after = len(lines) - n - 1
-        # Room must remain for the "and N more" line that would follow this one.
-        reserve = len(f"\n{ELLIPSIS} and {after} {what}") if after else 0
-        if len(candidate) + reserve > limit:
-            if not text:  # not even the first line fits: cut it
-                return _clip(line, limit)
-            return _clip(f"{text}\n{ELLIPSIS} and {len(lines) - n} {what}", limit)
-        text = candidate
-    return _clip(text, limit)
-
-
-def _section(text: str) -> Block:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": _clip(text, SECTION_LIMIT)}}
-
-
-def _plain(text: str, limit: int) -> dict[str, object]:
-    return {"type": "plain_text", "text": _clip(text, limit), "emoji": True}
-
-
-def ticket_blocks(view: TicketView) -> list[Block]:
-    """The ticket as Slack Block Kit blocks. Approve / Reject buttons (``value``: the
-    action's key) only while the action waits for an approval."""
-    icon = ":white_check_mark:" if view.status is IncidentStatus.RESOLVED else ":rotating_light:"
-    blocks: list[Block] = [
-        {"type": "header", "text": _plain(f"{icon} {view.title}", HEADER_LIMIT)},
-    ]
-    if view.story is not None:
-        blocks.append(_section(_story_text(view.story)))
-    wrong = [
-        f"• {_esc(s.name)} of `{_esc(s.component)}`: {_esc(s.before)} → *{_esc(s.after)}* "
-        f"({_esc(s.change)}) since {_clock(s.onset)}"
-        for s in view.slis
-    ]
-    blocks.append(
-        _section(
-            _fit("*What is wrong*", wrong or ["_no anomaly recorded_"], SECTION_LIMIT, what="more")
-        )
-    )
-    blocks.append(_section(_fit("*Likely causes*", _cause_lines(view), SECTION_LIMIT)))
-    if view.action is not None:
-        blocks.append(_section(_fix_text(view.action)))
-    elif view.hypotheses:
-        blocks.append(
-            _section("*Proposed fix*\nNo playbook fits the top hypothesis: a person should look.")
-        )
-    if view.awaiting_approval:
-        assert view.action is not None
-        blocks.append(_buttons(view, view.action))
-    if view.hypotheses:
-        blocks.append(_confirm_menu(view))
-    context = f"{view.status_line} · incident `{view.incident_id}` · opened {_when(view.opened_at)}"
-    if view.resolved_at is not None:
-        context += f" · resolved {_when(view.resolved_at)}"
-    if view.confirmed is not None:
-        context += f" · root cause confirmed: {view.confirmed}"
-    blocks.append(
-        {
-            "type": "context",
-            "elements": [{"type": "mrkdwn", "text": _clip(_esc(context), CONTEXT_LIMIT)}],
-        }
-    )
-    # The layout above has at most seven blocks; the guard keeps the limit if it grows.
-    return blocks[: MAX_BLOCKS - 1] + blocks[-1:] if len(blocks) > MAX_BLOCKS else blocks
-
-
-def _story_text(story: StoryView) -> str:
-    lines: list[str] = []
-    if story.summary:
-        lines.append(_esc(story.summary))
-    if story.likely_cause:
-        lines.append(f"*Likely cause:* {_esc(story.likely_cause)}")
-    if story.next_checks:
-        lines.append("*Check next:*")
-        lines.extend(f"• {_esc(_clip(c, LINE_LIMIT))}" for c in story.next_checks)
-    if story.investigation:
-        lines.append("*Investigator's re-ranking* (advisory; gates use the engine's confidence):")
-        lines.extend(f"{_esc(_clip(x, LINE_LIMIT))}" for x in story.investigation)
-    if story.note:
-        lines.append(f"_{_esc(story.note)}_")
-    if story.source:
-        lines.append(f"_written by {_esc(story.source)}_")
-    return _fit("*Summary*", lines, SECTION_LIMIT, what="more lines")
-
-
-def _cause_lines(view: TicketView) -> list[str]:
-    if not view.hypotheses:
-        return ["_No hypothesis yet: the diagnosis has not run or found no candidate._"]
-    lines: list[str] = []
-    for h in view.hypotheses:
-        change = f", change `{_esc(h.change)}`" if h.change else ""
-        lines.append(
-            f"{h.rank}. *{_esc(h.component)}*: {_esc(h.fault)}, *{_esc(h.percent)}*{change}"
-            + "".join(f"\n      ◦ {_esc(_clip(e, LINE_LIMIT))}" for e in h.evidence)
-            + (f"\n      ◦ _and {h.more_evidence} more_" if h.more_evidence else "")
-        )
-    if view.more_hypotheses:
-        lines.append(f"_and {view.more_hypotheses} less likely hypotheses_")
-    return lines
-
-
-def _fix_text(a: ActionView) -> str:
-    head = (
-        f"*Proposed fix*: playbook `{_esc(a.playbook)}` for *{_esc(a.component)}* "
-        f"({_esc(a.fault)}, {_esc(percent(a.confidence))}): {a.how}."
-    )
-    lines: list[str] = []
-    if a.reasons:
-        lines.append("*Why not automatic:*")
-        lines.extend(f"• {_esc(_clip(r, LINE_LIMIT))}" for r in a.reasons)
-    if a.steps:
-        lines.append("*Steps:*")
-        lines.extend(
-            f"{n}. {_esc(_clip(s.what, LINE_LIMIT))}"
-            + (f" → {_esc(_clip(s.result, LINE_LIMIT))}" if s.result else "")
-            + (f" (undone: {_esc(_clip(s.undo, LINE_LIMIT))})" if s.undo else "")
-            for n, s in enumerate(a.steps, start=1)
-        )
-    state = f"*State:* {_action_phrase(a)}"
-    if a.note:
-        state += f" · {_esc(_clip(a.note, LINE_LIMIT))}"
-    if a.track_record:
-        state += f"\n*Track record:* {_esc(a.track_record)}"
-    # The state goes first among the details so that cutting never hides it.
-    return _fit(head + "\n" + state, lines, SECTION_LIMIT, what="more lines")
-
-
-def _buttons(view: TicketView, a: ActionView) -> Block:
-    steps = "; ".join(s.what for s in a.steps)
-    confirm_text = f"Playbook {a.playbook} will run on incident {view.incident_id}: {steps}"
-    return {
-        "type": "actions",
-        "block_id": ACTIONS_BLOCK_ID,
-        "elements": [
-            {
-                "type": "button",
-                "action_id": APPROVE_ACTION_ID,
-                "text": _plain("Approve", 75),
-                "style": "primary",
-                "value": a.key,
-                "confirm": {
-                    "title": _plain("Run this fix?", CONFIRM_TITLE_LIMIT),
-                    "text": _plain(confirm_text, CONFIRM_TEXT_LIMIT),
-                    "confirm": _plain("Approve and run", 30),
-                    "deny": _plain("Cancel", 30),
-                },
-            },
-            {
-                "type": "button",
-                "action_id": REJECT_ACTION_ID,
-                "text": _plain("Reject", 75),
-                "style": "danger",
-                "value": a.key,
-            },
-        ],
-    }
-
-
-def _confirm_menu(view: TicketView) -> Block:
-    """A select menu to confirm (or correct) the root cause among the hypotheses: what
-    the Learning Agent archives as the incident's truth."""
-    options = [
-        {
-            "text": _plain(f"#{h.rank} {h.component} ({h.fault})", 75),
-            "value": h.component,
-        }
-        for h in view.hypotheses
-    ]
-    menu: Block = {
-        "type": "static_select",
-        "action_id": CONFIRM_ACTION_ID,
-        "placeholder": _plain("Confirm the root cause", 150),
-        "options": options,
-    }
-    chosen = next((o for o in options if o["value"] == view.confirmed), None)
-    if chosen is not None:
-        menu["initial_option"] = chosen
-    # The incident rides in the block id: a select's value is only the option's.
-    return {
-        "type": "actions",
-        "block_id": (CONFIRM_BLOCK_PREFIX + view.incident_id)[:255],
-        "elements": [menu],
-    }
-
-
-# --- plain text -------------------------------------------------------------------------------
-
-
-def ticket_text(view: TicketView, *, max_slis: int | None = MAX_TEXT_SLIS) -> str:
-    """The ticket as plain text, several lines, readable in a terminal. ``max_slis``:
-    SLI lines shown before "... and N more" (None: all)."""
-    lines = [
-        f"[{view.status.value}] {view.title}",
-        f"incident {view.incident_id} · opened {_when(view.opened_at)}"
-        + (f" · resolved {_when(view.resolved_at)}" if view.resolved_at else ""),
-        f"status: {view.status_line}",
-        "",
-    ]
-    lines.extend(_story_lines(view.story))
-    lines.append("What is wrong:")
-    slis = view.slis if max_slis is None else view.slis[:max_slis]
-    lines.extend(f"  - {s.text}" for s in slis)
-    if len(slis) < len(view.slis):
-        lines.append(f"  {ELLIPSIS} and {len(view.slis) - len(slis)} more")
-    if not view.slis:
-        lines.append("  (no anomaly recorded)")
-    lines.append("Likely causes:")
-    if view.confirmed is not None:
-        lines.append(f"  root cause confirmed: {view.confirmed}")
-    if not view.hypotheses:
-        lines.append("  (no hypothesis yet)")
-    for h in view.hypotheses:
-        lines.append(f"  {h.text}")
-        lines.extend(f"       - {e}" for e in h.evidence)
-        if h.more_evidence:
-            lines.append(f"       {ELLIPSIS} and {h.more_evidence} more")
-    if view.more_hypotheses:
-        lines.append(f"  {ELLIPSIS} and {view.more_hypotheses} less likely hypotheses")
-    lines.extend(_fix_lines(view))
-    return "\n".join(lines)
-
-
-def _story_lines(story: StoryView | None) -> Iterable[str]:
-    if story is None:
-        return
-    if story.summary:
-        yield f"Summary: {story.summary}"
-    if story.likely_cause:
-        yield f"Likely cause: {story.likely_cause}"
-    if story.next_checks:
-        yield "Check next:"
-        yield from (f"  - {c}" for c in story.next_checks)
-    if story.investigation:
-        yield "Investigator's re-ranking (advisory; gates use the engine's confidence):"
-        yield from (f"  {x}" for x in story.investigation)
-    if story.note:
-        yield f"({story.note})"
-    if story.source:
-        yield f"(written by {story.source})"
-    yield ""
-
-
-def _fix_lines(view: TicketView) -> Iterable[str]:
-    a = view.action
-    if a is None:
-        if view.hypotheses:
-            yield "Proposed fix: none (no playbook fits the top hypothesis)"
-        return
-    yield (
-        f"Proposed fix: playbook {a.playbook} for {a.component} ({a.fault}, "
-        f"{percent(a.confidence)}): {a.how}"
-    )
-    yield f"  state: {_action_phrase(a)}" + (f" · {a.note}" if a.note else "")
-    if a.track_record:
-        yield f"  track record: {a.track_record}"
-    if a.reasons:
-        yield "  why not automatic:"
-        yield from (f"    - {r}" for r in a.reasons)
-    if a.steps:
-        yield "  steps:"
-        yield from (f"    {n}. {s.text}" for n, s in enumerate(a.steps, start=1))
-    if a.awaiting_approval:
-        yield f"  awaiting approval: action {a.key}"
