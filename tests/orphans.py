@@ -51,9 +51,9 @@ def read_lines(proc: subprocess.Popen[bytes], n: int = 1, timeout: float = 60.0)
 
 
 @contextlib.contextmanager
-def parent(code: str, *args: str) -> Iterator[subprocess.Popen[bytes]]:
-    """``python -c code args`` with its stdout piped; killed and reaped on the way out."""
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE)
+def spawned(argv: list[str]) -> Iterator[subprocess.Popen[bytes]]:
+    """``argv`` run with its stdout piped; killed and reaped on the way out."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE)
     try:
         yield proc
     finally:
@@ -61,6 +61,11 @@ def parent(code: str, *args: str) -> Iterator[subprocess.Popen[bytes]]:
         proc.wait(10)
         assert proc.stdout is not None
         proc.stdout.close()
+
+
+def parent(code: str, *args: str) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
+    """``python -c code args`` (a parent to kill), as ``spawned``."""
+    return spawned([sys.executable, "-c", code, *args])
 
 
 def kill_running(*pids: int) -> None:

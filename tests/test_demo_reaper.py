@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sentinel.demo.reaper import reaped
-from tests.orphans import gone_within, kill_running, parent, read_lines, running
+from tests.orphans import gone_within, kill_running, parent, read_lines, running, spawned
 
 # A command that says its pid, then waits (optionally deaf to SIGTERM).
 _SLEEPER = "import os, time; print(os.getpid(), flush=True); time.sleep(600)"
@@ -40,17 +40,13 @@ def _reaped(code: str, *options: str) -> Iterator[tuple[subprocess.Popen[bytes],
     gone on the way out."""
     argv = reaped([sys.executable, "-c", code])
     argv[argv.index("--") : argv.index("--")] = options
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE)
     command = 0
-    try:
-        command = int(read_lines(proc, 1, timeout=30.0)[0])
-        yield proc, command
-    finally:
-        proc.kill()
-        proc.wait(10)
-        assert proc.stdout is not None
-        proc.stdout.close()
-        kill_running(command)
+    with spawned(argv) as proc:
+        try:
+            command = int(read_lines(proc, 1, timeout=30.0)[0])
+            yield proc, command
+        finally:
+            kill_running(command)
 
 
 def test_the_command_stops_when_its_starter_is_killed_outright() -> None:
