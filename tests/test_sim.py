@@ -7,6 +7,7 @@ What must not live here: tests of the case format itself (``test_cases.py``).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import random
@@ -249,6 +250,31 @@ def test_same_inputs_give_byte_identical_case_files(tmp_path: Path) -> None:
         simulate_case(FaultSpec(Topology.SUPPORT, FaultKind.PROMPT_REGRESSION, 6)), tmp_path / "c"
     )
     assert _digest(tmp_path / "a") != _digest(tmp_path / "c")
+
+
+def test_the_sample_ratio_samples_the_same_traffic() -> None:
+    """A lower ratio keeps a subset of the same traces, and changes neither the traffic
+    nor the metrics: a spans-only case is its metrics' case with every trace kept."""
+    spec = FaultSpec(Topology.RAG, FaultKind.RETRIEVAL_DEGRADATION, 9, minutes=12)
+    low = simulate_case(dataclasses.replace(spec, sample_ratio=0.1))
+    full = simulate_case(dataclasses.replace(spec, sample_ratio=1.0))
+    assert low.samples == full.samples
+    assert 0 < len(low.spans) < len(full.spans)
+
+    def shapes(case: Case) -> dict[str, list[tuple[object, ...]]]:
+        """Each trace's spans, without the ids and contents drawn for spans alone."""
+        by_trace: dict[str, list[tuple[object, ...]]] = defaultdict(list)
+        for s in case.spans:
+            by_trace[s.trace_id].append(
+                (s.component, s.name, s.start_ns, s.end_ns, s.status, s.error_type)
+            )
+        return {t: sorted(v, key=repr) for t, v in by_trace.items()}
+
+    kept, every = shapes(low), shapes(full)
+    assert kept.keys() < every.keys()
+    assert all(kept[t] == every[t] for t in kept)
+    # about a tenth of the traces, as the ratio says
+    assert 0.05 < len(kept) / len(every) < 0.15
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])

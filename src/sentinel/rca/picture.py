@@ -19,9 +19,9 @@ anywhere (the ticket desk), the clock (``now`` comes in).
 
 from __future__ import annotations
 
+import heapq
 import io
 import textwrap
-from collections import deque
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
@@ -133,6 +133,33 @@ def _calls(graph: nx.DiGraph, node: str, *, up: bool) -> list[str]:
     return sorted((u if up else v) for u, v, kind in edges if kind == EdgeKind.CALL)
 
 
+def _reached(
+    graph: nx.DiGraph, starts: dict[str, str | None], anomalous: set[str], *, up: bool
+) -> dict[str, str | None]:
+    """Every node reached from ``starts`` along the calls (up or down), with the node it
+    was reached from: by the fewest hops and, among paths as short, through the most
+    anomalous components (a symptom travels through the components it sickens, so a
+    slow tool's agent is drawn between it and the gateway, not a healthy agent that also
+    calls it). Ties go to the smaller name, so the picture is deterministic."""
+    came_from = dict(starts)
+    # (hops, healthy nodes on the path, node name): Dijkstra on a lexicographic cost.
+    best = {n: (0, 0) for n in starts}
+    heap = [(0, 0, n) for n in sorted(starts)]
+    done: set[str] = set()
+    while heap:
+        hops, healthy, current = heapq.heappop(heap)
+        if current in done:
+            continue
+        done.add(current)
+        for nxt in _calls(graph, current, up=up):
+            cost = (hops + 1, healthy + (nxt not in anomalous))
+            if nxt not in best or cost < best[nxt]:
+                best[nxt] = cost
+                came_from[nxt] = current
+                heapq.heappush(heap, (*cost, nxt))
+    return came_from
+
+
 def symptom_paths(
     graph: nx.DiGraph, top: Hypothesis | None, anomalous: set[str]
 ) -> tuple[set[str], set[tuple[str, str]]]:
@@ -157,14 +184,7 @@ def symptom_paths(
         nodes.update((change, top.component))
         edges.add((change, top.component))
     for up in (True, False):
-        came_from = dict(starts)
-        frontier = deque(sorted(starts))
-        while frontier:
-            current = frontier.popleft()
-            for nxt in _calls(graph, current, up=up):
-                if nxt not in came_from:
-                    came_from[nxt] = current
-                    frontier.append(nxt)
+        came_from = _reached(graph, starts, anomalous, up=up)
         # A symptom reached up the calls is not drawn again down them: faults of supply
         # (latency, errors), the most common, travel up.
         for symptom in sorted((anomalous & came_from.keys()) - nodes):
