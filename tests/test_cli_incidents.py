@@ -47,7 +47,7 @@ from tests.test_cli import ENV, assert_failed_cleanly, flat, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"
-TOOL = "tool:order_status"
+TOOL = "tool:kb_search"
 
 app = typer.Typer()
 app.command()(incidents)
@@ -92,7 +92,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     folder = tmp_path_factory.mktemp("incidents")
     cfg = write_config(folder)
     case = simulate_case(
-        FaultSpec(topology=Topology.SUPPORT, fault=FaultKind.TOOL_RATE_LIMIT, seed=1)
+        FaultSpec(topology=Topology.SUPPORT, fault=FaultKind.TOOL_RATE_LIMIT, seed=11)
     )
     now = case.meta.end
     store = open_store(f"sqlite:///{folder / 's.db'}", FakeClock(now))
@@ -224,7 +224,7 @@ def test_the_detail_has_the_ticket_every_hypothesis_the_action_and_the_audit(
     wrong = lines[lines.index("What is wrong:") + 1 : lines.index("Likely causes:")]
     assert len(wrong) == world.anomalies == 6
     assert any(" ms -> " in line and " s (x" in line for line in wrong)
-    assert any("error rate (rate_limited) of tool:order_status 0% -> " in line for line in wrong)
+    assert any(f"error rate (rate_limited) of {TOOL} 0% -> " in line for line in wrong)
 
     store = open_store(f"sqlite:///{world.cfg.parent / 's.db'}", FakeClock(world.action.created_at))
     try:
@@ -251,7 +251,7 @@ def test_the_detail_has_the_ticket_every_hypothesis_the_action_and_the_audit(
     noun = "anomaly" if world.opened_with == 1 else "anomalies"
     assert f"metric-agent  incident_opened  {world.opened_with} {noun} from" in r.output
     assert "anomaly_merged  error_rate of agent:support-agent" in r.output
-    assert "root-cause-agent  diagnosed  tool:order_status (tool_rate_limit, 0.99" in r.output
+    assert f"root-cause-agent  diagnosed  {TOOL} (tool_rate_limit, 0.99" in r.output
     assert "action_proposed" in r.output and "gate: approve" in r.output
 
 

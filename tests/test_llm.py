@@ -89,7 +89,7 @@ class World:
 def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     folder = tmp_path_factory.mktemp("llm")
     case = simulate_case(
-        FaultSpec(topology=Topology.SUPPORT, fault=FaultKind.TOOL_RATE_LIMIT, seed=1)
+        FaultSpec(topology=Topology.SUPPORT, fault=FaultKind.TOOL_RATE_LIMIT, seed=11)
     )
     now = case.meta.end
     db = folder / "world.db"
@@ -671,7 +671,7 @@ def test_the_daemon_explains_an_incident_and_watches_its_own_agents(
             "export_traces_to": f"http://127.0.0.1:{port}/v1/traces",
         },
     )
-    model = FunctionModel(lambda m, info: output(info, narrative("tool:order_status")))
+    model = FunctionModel(lambda m, info: output(info, narrative("tool:kb_search")))
     started = datetime.now(UTC)
     with daemon_thread(s, FakeClock(world.now), llm_model=model) as d:
         deadline = time.monotonic() + 60

@@ -151,7 +151,7 @@ def test_walking_a_case_opens_the_incident_the_replay_finds_and_persists_its_eve
 RAMP_SPEC = FaultSpec(
     topology=Topology.SUPPORT,
     fault=FaultKind.CONFIG_CHANGE,
-    seed=2018807828,
+    seed=1360031911,
     magnitude=Magnitude.SUBTLE,
     onset=Onset.RAMPED,
 )
@@ -208,7 +208,7 @@ def test_the_agent_judges_half_steps_as_the_replay_does_and_pages_a_step_sooner(
 ) -> None:
     # A tool ten times slower from mid-step: on half-steps its two points of evidence are
     # there a step before the steps' two are.
-    spec = dataclasses.replace(SPEC, seed=11)
+    spec = dataclasses.replace(SPEC, seed=12)
     case = dataclasses.replace(simulate_case(spec), samples=())
     s = settings(tmp_path, fast_step_divisor=2)
     expected = replay_case(case, s.detection, s.pricing)

@@ -50,7 +50,7 @@ from sentinel.tickets import (
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"
-TOOL = "tool:order_status"
+TOOL = "tool:kb_search"
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ def latency() -> Diagnosed:
 
 @pytest.fixture(scope="module")
 def rate_limit() -> Diagnosed:
-    return diagnosed(FaultKind.TOOL_RATE_LIMIT, 1)
+    return diagnosed(FaultKind.TOOL_RATE_LIMIT, 11)
 
 
 @functools.cache
@@ -359,7 +359,7 @@ def test_the_status_line_and_step_results_follow_the_action(rate_limit: Diagnose
     assert "→ rate limit set; commit 0123456789ab on main" in fix
     assert "*State:* action verified · SLIs back within baseline" in fix
     text = ticket_text(view)
-    assert "throttle: throttle tool:order_status" in text and "-> rate limit set" in text
+    assert f"throttle: throttle {TOOL}" in text and "-> rate limit set" in text
 
     for state, words in [
         (ActionState.REJECTED, "action rejected by slack:U123"),
@@ -466,6 +466,35 @@ def test_the_path_from_the_top_hypothesis_climbs_to_the_symptoms(rate_limit: Dia
     assert ("agent:support-agent", TOOL) in edges
     assert ("service:support-gateway", "agent:support-agent") in edges
     assert all(graph.has_edge(*e) for e in edges)
+
+
+def test_a_symptom_is_drawn_through_the_components_it_sickened(rate_limit: Diagnosed) -> None:
+    """Two agents call the slow tool, one of them sick: the gateway's path climbs through
+    the sick one, although the healthy one sorts first and is as close."""
+    a = rate_limit.incident.anomalies[0]
+    topology = [
+        TopologyEdge(caller="service:gateway", callee="agent:a-healthy"),
+        TopologyEdge(caller="service:gateway", callee="agent:b-sick"),
+        TopologyEdge(caller="agent:a-healthy", callee="tool:slow"),
+        TopologyEdge(caller="agent:b-sick", callee="tool:slow"),
+    ]
+    sick = ["tool:slow", "agent:b-sick", "service:gateway"]
+    anomalies = [
+        Anomaly(
+            component=c,
+            sli=SliKind.LATENCY_P95,
+            onset=a.onset,
+            baseline=0.1,
+            observed=1.0,
+            score=9.0,
+        )
+        for c in sick
+    ]
+    graph = build_graph([], [], anomalies, topology)
+    top = Hypothesis(component="tool:slow", fault="tool_latency", confidence=0.9)
+    nodes, edges = symptom_paths(graph, top, set(sick))
+    assert nodes == set(sick)
+    assert edges == {("agent:b-sick", "tool:slow"), ("service:gateway", "agent:b-sick")}
 
 
 def test_the_picture_is_a_deterministic_png(rate_limit: Diagnosed) -> None:

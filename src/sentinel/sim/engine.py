@@ -5,7 +5,8 @@ handed to ``sim/spans.py`` as they happen.
 
 What lives here: ``Recorder`` (per-bucket tallies), ``Leak`` and ``plan_leak`` (the course
 of a memory leak) and ``Simulator`` (the walk: plan to recorder and sampled traces). Only
-the ``random.Random`` passed in is drawn from.
+the ``random.Random`` passed in is drawn from (and two generators seeded from it, for
+trace ids and span contents).
 
 What must not live here: span shapes, attributes and OTLP/JSON (``sim/spans.py``), fault
 choice (``sim/faults.py``), metric families and case assembly (``sim/output.py``).
@@ -47,6 +48,7 @@ from sentinel.sim.topology import (
 STEP = 15.0  # seconds per metric bucket
 EVAL_RATE = 0.4  # share of agent runs an evaluator scores
 MAX_TURNS_PER_RUN = 12
+_LOW_64 = 2**64 - 1  # the bits of a trace id a ratio sampler compares
 
 
 @dataclass(slots=True)
@@ -164,7 +166,17 @@ class Simulator:
         if self.mech.leak:
             self.leak = plan_leak(plan, self.buckets, rng.uniform(0.35, 0.55), rng)
         self.traces: list[Trace] = []
-        self.spans = SpanEmitter(plan.system, rng, start_ns)
+        # Trace ids and span contents draw from generators of their own, seeded once from
+        # the walk's: a seed's traffic (and so its metrics) is the same whatever the
+        # sample ratio, and so are its trace ids, so a lower ratio samples a subset of the
+        # same traces. Drawn from the walk's generator, they made every ratio another
+        # realisation of the spec (a spans-only case was not the case with its metrics).
+        self.trace_ids = random.Random(rng.getrandbits(64))  # noqa: S311  (simulation)
+        self.spans = SpanEmitter(
+            plan.system,
+            random.Random(rng.getrandbits(64)),  # noqa: S311  (simulation)
+            start_ns,
+        )
 
     # --- driving -----------------------------------------------------------------------
 
@@ -177,6 +189,9 @@ class Simulator:
         assert isinstance(entry, ServiceNode)
         t = 0.0
         end = self.plan.duration
+        # Head sampling by trace id, as OpenTelemetry's TraceIdRatioBased sampler does:
+        # sampled when the id's low 64 bits fall under the ratio's share of them.
+        bound = round(self.sys.sample_ratio * 2**64)
         while True:
             t += rng.expovariate(peak)
             if t >= end:
@@ -185,8 +200,9 @@ class Simulator:
             if rng.random() * peak > rate * (1 + 0.15 * math.sin(t / 1500 + phase)):
                 continue
             trace = None
-            if self.sys.sample_ratio and rng.random() < self.sys.sample_ratio:
-                trace = Trace(f"{rng.getrandbits(128) | 1:032x}", [])
+            trace_id = self.trace_ids.getrandbits(128) | 1
+            if trace_id & _LOW_64 < bound:
+                trace = Trace(f"{trace_id:032x}", [])
                 self.traces.append(trace)
             self._serve(entry, t, None, _Run(trace))
 
