@@ -99,6 +99,8 @@ def score_case(
 def share(rows: list[bool]) -> str:
     """A share with its 95 % interval: one suite of 46 cases is about +-6 points wide."""
     k, n = sum(rows), len(rows)
+    if n == 0:
+        return "     -  (no cases)"
     lo, hi = lower_rate(k, n), upper_rate(k, n)
     return f"{k / n:6.1%}  [{lo:.1%}-{hi:.1%}] ({k}/{n})"
 
@@ -149,7 +151,8 @@ def fault_suite(
     say(f"  exactly one incident:          {share([r[0] for r in rows])}  (target >= 95%)")
     say(f"  first onset within +-90 s:     {share([r[1] for r in rows])}  (target >= 90%)")
     hits = [r[2] for r in rows if r[2] is not None]
-    say(f"  target among first incident:  {sum(hits) / len(hits):6.1%}  (simulated cases)")
+    if hits:
+        say(f"  target among first incident:  {sum(hits) / len(hits):6.1%}  (simulated cases)")
     if delays:
         step = det.step_seconds
         med = statistics.median(delays)
