@@ -146,8 +146,8 @@ def test_walking_a_case_opens_the_incident_the_replay_finds_and_persists_its_eve
     assert metrics.open_incidents._value.get() == 1
 
 
-# A config change whose effect ramps up over 4 minutes: detection dates it where the
-# output tokens are clearly up, about 2 minutes into the ramp.
+# A config change whose effect ramps up over about 3 minutes: detection dates it where
+# the output tokens are clearly up, at the ramp's top (+196 s).
 RAMP_SPEC = FaultSpec(
     topology=Topology.SUPPORT,
     fault=FaultKind.CONFIG_CHANGE,
