@@ -7,9 +7,13 @@ late (a ramp of 4-8 minutes on a tool called a few times a minute: 2-4 minutes l
 Minutes later the ramp and its plateau are in the data. The incident's anomalies are one
 fault seen on several series, so they are fitted together with one time profile: each
 series at its baseline until ``t0``, then a straight line to its own plateau at ``t1``
-(``t1 == t0``: a step). The ramp needs one more parameter than the step, so it is
-preferred only when it fits better by a BIC-like margin. The onset moves earlier when the
-fit starts before it, never later: the detected onset already saw that much.
+(``t1 == t0``: a step). Every start and shape is weighed by how well it fits (its
+likelihood, each series at its best plateau) times its prior (half on a step, half spread
+over the ramps), and the onset is the median of the start over all of them. Picking the
+one best shape instead dates a ramp late: its first minutes barely leave the baseline, so
+a step at its middle fits about as well, and one shape always wins outright. The onset
+moves earlier when the fit starts before it, never later: the detected onset already saw
+that much.
 
 Pure: a function of the incident, its SLIs and the time; the caller (replay and the
 Metric Agent, alike) decides when to refit and records the result as an event.
@@ -27,15 +31,14 @@ from sentinel.detection import Anomaly, is_share
 from sentinel.sli import SliKey, SliSeries
 
 # How far before an anomaly's detected onset the fit looks, and how many points before
-# that estimate a level series' noise (in steps).
-FIT_STEPS_BEFORE = 20
+# that estimate a level series' noise (in steps). 40 (20 minutes) since session 16: a
+# subtle ramp can page 10-14 minutes after it began, out of reach of the 20 before.
+FIT_STEPS_BEFORE = 40
 NOISE_STEPS = 20
 # The longest ramp fitted, in steps (the simulator's slowest ramps take 8 minutes).
 MAX_RAMP_STEPS = 16
-# The ramp's extra parameter must buy this many times log(n)/2 of log-likelihood (1 is
-# BIC). Chosen on the bench's suite (seed 2026) and checked on another (seed 7): 0.5-1
-# gave the same on-time count, 2 and more gave up on ramps that were real.
-RAMP_PENALTY = 1.0
+# The prior weight of a step among the shapes; the ramps share the rest equally.
+STEP_PRIOR = 0.5
 # The median of a chi-square with one degree of freedom: a level's noise from the median
 # of squared deviations (robust to the baseline's own spikes).
 _CHI2_MEDIAN = 0.455
@@ -145,6 +148,28 @@ def _series(
     return _Series(rows=rows, base=anomaly.baseline, share=share, noise=noise)
 
 
+def _median_start(cells: Sequence[tuple[float, float]]) -> float:
+    """The median of the start under the posterior that ``cells`` give as (negative log
+    posterior, start) pairs: the start that is as likely to be late as early."""
+    lowest = min(c for c, _ in cells)
+    mass: dict[float, float] = {}
+    for c, t0 in cells:
+        mass[t0] = mass.get(t0, 0.0) + math.exp(lowest - c)
+    half = math.fsum(mass.values()) / 2.0
+    acc = 0.0
+    for t0 in sorted(mass):
+        acc += mass[t0]
+        if acc >= half:
+            return t0
+    return max(mass)  # not reached: the masses add up to twice half
+
+
+def refit_reach(step: timedelta) -> timedelta:
+    """How far before an anomaly's detected onset the refit reads its series (the fit's
+    points and the noise's before them): what a live window must keep."""
+    return (FIT_STEPS_BEFORE + NOISE_STEPS) * step
+
+
 def refit_onset(
     anomalies: Sequence[Anomaly],
     onset: datetime,
@@ -171,19 +196,19 @@ def refit_onset(
     starts = sorted({t for s in series for t, _, _ in s.rows if lowest <= t <= 0.0})
     if not starts:
         return OnsetFit(onset=onset, how="kept: no points before the incident opened")
-    best_step = min((_cost(series, t0, t0, half), t0) for t0 in starts)
-    best_ramp = min(
-        (_cost(series, t0, t0 + k * step_s, half), t0, k)
+    # Negative log posterior of each (start, shape), up to a constant.
+    ramp_prior = -math.log((1.0 - STEP_PRIOR) / MAX_RAMP_STEPS)
+    cells = [(_cost(series, t0, t0, half) - math.log(STEP_PRIOR), t0) for t0 in starts]
+    cells += [
+        (_cost(series, t0, t0 + k * step_s, half) + ramp_prior, t0)
         for t0 in starts
         for k in range(1, MAX_RAMP_STEPS + 1)
+    ]
+    fitted = origin + timedelta(seconds=_median_start(cells))
+    where = (
+        f"{len(series)} series fitted with a step or a ramp of up to "
+        f"{MAX_RAMP_STEPS * step_s:g} s, median start {fitted.isoformat()}"
     )
-    n = sum(len(s.rows) for s in series)
-    if best_ramp[0] + RAMP_PENALTY * math.log(max(n, 2)) / 2.0 < best_step[0]:
-        t0, shape = best_ramp[1], f"a ramp of {best_ramp[2] * step_s:g} s"
-    else:
-        t0, shape = best_step[1], "a step"
-    fitted = origin + timedelta(seconds=t0)
-    where = f"{len(series)} series fitted as {shape} from {fitted.isoformat()}"
     if fitted < onset:
         return OnsetFit(onset=fitted, how=f"moved earlier: {where}")
     return OnsetFit(onset=onset, how=f"kept: {where}")
