@@ -272,7 +272,13 @@ def main() -> None:
         say("spans only: simulated cases with every trace kept and no metric samples")
     say(
         f"detection: step {det.step_seconds:g} s, baseline {det.baseline_minutes:g} min, "
-        f"recent {det.recent_minutes:g} min, persistence {det.persistence_points} points"
+        f"recent {det.recent_minutes:g} min, persistence {det.persistence_points} points, "
+        + (
+            f"coarse path on {det.step_seconds * det.coarse_step_multiple:g} s points "
+            f"(persistence {det.coarse_persistence_points})"
+            if det.coarse_step_multiple > 1
+            else "no coarse path"
+        )
     )
     t = time.perf_counter()
     fault_suite(args.cases, args.seed, det, pricing, args.spans_only)

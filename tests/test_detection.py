@@ -622,3 +622,77 @@ def test_an_anomaly_cannot_merge_twice_or_into_another_incident() -> None:
         transition(inc, AnomalyMerged(incident_id="inc-2", time=T0, anomaly=anomaly("svc:b", 1)))
     with pytest.raises(IllegalTransition):
         transition(inc, IncidentResolved(incident_id="inc-1", time=T0 - timedelta(minutes=1)))
+
+
+# --- the coarse path on longer points (coarse_step_multiple) --------------------------------
+
+COARSE = STEP * S.coarse_step_multiple
+STEPS_ONLY = S.model_copy(update={"coarse_step_multiple": 1})
+
+
+def coarse_of(steps: SliSeries) -> SliSeries:
+    """The same SLI on the coarse grid, pooled from the steps as the SLIs pool a longer
+    point's observations (shares: errors over requests; levels: the values, here equal
+    within a coarse point)."""
+    m = S.coarse_step_multiple
+    points, counts = [], []
+    for i in range(0, len(steps.points) - m + 1, m):
+        group = list(zip(steps.points[i : i + m], steps.counts[i : i + m], strict=True))
+        n = sum(c for _, c in group)
+        value = sum(v * c for (_, v), c in group) / n if n else 0.0
+        points.append((group[0][0][0], value))
+        counts.append(n)
+    return SliSeries(key=steps.key, points=tuple(points), counts=tuple(counts))
+
+
+def test_a_sparse_tools_slowdown_the_steps_cannot_judge_is_found_on_coarse_points() -> None:
+    # A tool called 4 times a minute: 2 calls a step, under the point minimum, so the
+    # steps have not enough data. Three times slower for the last 10 minutes.
+    n = 88  # 44 minutes: 22 coarse points of 2 minutes
+    rng = random.Random(3)
+    values = [0.2 * (1 + rng.uniform(-0.05, 0.05)) for _ in range(n - 20)] + [0.6] * 20
+    steps = series(SliKind.LATENCY_P50, values, [2] * n)
+    coarse = coarse_of(steps)
+    assert coarse.counts[0] == 2 * S.coarse_step_multiple
+    now = at_end(n)
+    result = detect({steps.key: steps}, now, S, coarse={steps.key: coarse})
+    [found] = result.anomalies
+    assert found.key == steps.key and found.observed == pytest.approx(0.6)
+    # Dated at a coarse point's start, the one where the slowdown began.
+    assert found.onset == T0 + (n - 20) * STEP
+    assert (found.onset - T0) % COARSE == timedelta(0)
+    assert result.not_enough_data == ()
+    # Begun mid-way through a coarse point, it is dated at the step it began in: the
+    # coarse point alone would date it up to a coarse point early.
+    values = values[: n - 20] + [0.2] * 2 + [0.6] * 18
+    mid = series(SliKind.LATENCY_P50, values, [2] * n)
+    [found] = detect({mid.key: mid}, now, S, coarse={mid.key: coarse_of(mid)}).anomalies
+    assert found.onset == T0 + (n - 18) * STEP
+    # Without the coarse points (or with the coarse path off) the steps say so.
+    for verdict in (
+        detect({steps.key: steps}, now, S),
+        detect({steps.key: steps}, now, STEPS_ONLY, coarse={steps.key: coarse}),
+    ):
+        assert verdict.anomalies == ()
+        assert [m.reason for m in verdict.not_enough_data] == [
+            NotEnoughDataReason.TOO_FEW_OBSERVATIONS
+        ]
+
+
+def test_sparse_errors_that_skip_the_last_steps_are_a_shift_on_coarse_points() -> None:
+    # A tool of 4 calls a step, never failing, then one failure in every step for 8
+    # minutes (25 %), and, by chance, none in the last 2 minutes: the steps' last points
+    # show no error, which on the step path is no shift.
+    n = 88
+    values = [0.0] * (n - 20) + [0.25] * 16 + [0.0] * 4
+    steps = series(SliKind.ERROR_RATE, values, [4] * n)
+    now = at_end(n)
+    assert detect({steps.key: steps}, now, S).anomalies == ()
+    found = detect({steps.key: steps}, now, S, coarse={steps.key: coarse_of(steps)}).anomalies
+    assert [(a.key, a.onset) for a in found] == [(steps.key, T0 + (n - 20) * STEP)]
+    # The coarse bars are the full path's: one failure every other step for 8 minutes
+    # (12.5 %) and one in the last 2 minutes is 9 failures in 80 calls against a baseline
+    # of 208 clean calls (tested at its upper bound, 1.9 %): p ~ 2e-5, and the bar is 1e-6.
+    weak_values = [0.0] * (n - 20) + [0.25, 0.0] * 8 + [0.0, 0.0, 0.0, 0.25]
+    weak = series(SliKind.ERROR_RATE, weak_values, [4] * n)
+    assert detect({weak.key: weak}, now, S, coarse={weak.key: coarse_of(weak)}).anomalies == ()

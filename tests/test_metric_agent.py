@@ -167,6 +167,7 @@ def test_the_agent_refits_a_ramps_onset_as_the_replay_does(tmp_path: Path) -> No
         case.meta.end,
         s.detection,
         fine=case_slis(case, timedelta(seconds=15), s.pricing),
+        coarse=case_slis(case, timedelta(seconds=120), s.pricing),
     )
     opened = next(e for e in replayed if isinstance(e, IncidentOpened))
     refit = next(e for e in replayed if isinstance(e, OnsetRefit))
@@ -224,6 +225,78 @@ def test_the_agent_judges_half_steps_as_the_replay_does_and_pages_a_step_sooner(
         assert [(i.id, i.opened_at) for i in store.incidents()] == [
             (expected[0].id, expected[0].incident.opened_at)
         ]
+    finally:
+        store.close()
+
+
+def test_the_agents_coarse_points_are_the_replays_whole_points(
+    tmp_path: Path, case: Case, sqlite_store: SqlStore
+) -> None:
+    # The coarse path judges 2-minute points. Runs are 30 s apart and re-read only the
+    # last minutes, so a read starting mid-point would make a partial point that the
+    # next reads never complete: each read starts at a coarse point's start.
+    s = settings(tmp_path)
+    det = s.detection
+    coarse = timedelta(seconds=det.step_seconds * det.coarse_step_multiple)
+    # The first run starts 90 s into a coarse point.
+    start = step_start(fault_start(case), coarse) + timedelta(seconds=90)
+    clock = FakeClock(start)
+    agent = MetricAgent(s, sqlite_store, clock)
+    assert agent.coarse_window is not None
+    walk(agent, clock, timedelta(minutes=7))
+    now = clock.now()
+    replayed = case_slis(case, coarse, s.pricing)
+    live = agent.coarse_window.series()
+    # (the replay has every key of the case, error types the window never saw included)
+    assert live and set(live) <= set(replayed)
+    # The points the runs' short re-reads made, from the coarse point the walk began in
+    # (the first run's fill reads the baseline in chunks, whose seams cut traces apart:
+    # a known limit of the fill, the same on every grid).
+    since = step_start(start, coarse)
+    compared = 0
+    for key, series in live.items():
+        whole = [r for r in series.rows if since <= r[0] and r[0] + coarse <= now]
+        assert whole == [r for r in replayed[key].rows if since <= r[0] and r[0] + coarse <= now]
+        compared += len(whole)
+    assert compared >= 3 * len(live)
+
+
+# Subtle errors of a support tool called a few times a minute: no 30 s step shows enough
+# of them, 2-minute points do (metric samples too: spans alone do not show it on points
+# of either length).
+COARSE_SPEC = FaultSpec(
+    topology=Topology.SUPPORT,
+    fault=FaultKind.TOOL_ERRORS,
+    seed=996097414,
+    magnitude=Magnitude.SUBTLE,
+    onset=Onset.ABRUPT,
+)
+
+
+def test_a_sparse_fault_the_coarse_path_opens_is_opened_live_as_the_replay_does(
+    tmp_path: Path,
+) -> None:
+    spec = COARSE_SPEC
+    case = simulate_case(spec)
+    s = settings(tmp_path)
+    expected = replay_case(case, s.detection, s.pricing)
+    steps_only = s.detection.model_copy(update={"coarse_step_multiple": 1})
+    # Only the coarse path sees this fault.
+    assert replay_case(case, steps_only, s.pricing) == ()
+    [incident] = expected
+    store = open_store("sqlite:///" + str(tmp_path / "s.db"), FakeClock(case.meta.start))
+    try:
+        ingest_case(store, case)
+        step = timedelta(seconds=s.detection.step_seconds)
+        clock = FakeClock(step_start(incident.incident.opened_at - timedelta(minutes=3), step))
+        walk(MetricAgent(s, store, clock), clock, timedelta(minutes=4))
+        [stored] = store.incidents()
+        assert (stored.id, stored.opened_at) == (incident.id, incident.incident.opened_at)
+        rebuilt = fold(lifecycle_events(store.audit(stored.id)))
+        assert rebuilt is not None
+        assert {a.key for a in rebuilt.anomalies} == {a.key for a in incident.anomalies}
+        target = plan_fault(spec, random.Random(spec.seed)).target
+        assert target in rebuilt.components
     finally:
         store.close()
 

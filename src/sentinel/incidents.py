@@ -482,11 +482,12 @@ def replay(
     slos: Sequence[SloSettings] = (),
     *,
     fine: Mapping[SliKey, SliSeries] | None = None,
+    coarse: Mapping[SliKey, SliSeries] | None = None,
 ) -> tuple[tuple[TrackedIncident, ...], tuple[LifecycleEvent, ...]]:
     """Detection (and the ``slos``' burn-rate rules) and correlation at every step from
     ``start`` to ``end``, as the Metric Agent runs them live: the incidents (in opening
-    order) and every event. ``fine``: the SLIs on the fast path's shorter grid
-    (``detect``)."""
+    order) and every event. ``fine``, ``coarse``: the SLIs on the fast path's shorter grid
+    and the coarse path's longer one (``detect``)."""
     edges = frozenset(graph_edges)
     step = timedelta(seconds=settings.step_seconds)
     incidents: dict[str, TrackedIncident] = {}
@@ -502,7 +503,7 @@ def replay(
     now = start + step
     while now <= end:
         found = (
-            *detect(slis, now, settings, fine).anomalies,
+            *detect(slis, now, settings, fine, coarse).anomalies,
             *evaluate_slos(slos, slis, now, step),
         )
         for ev in correlate(found, edges, live(), now, settings):
@@ -544,18 +545,24 @@ def replay_case(
     *,
     slis: Mapping[SliKey, SliSeries] | None = None,
     fine: Mapping[SliKey, SliSeries] | None = None,
+    coarse: Mapping[SliKey, SliSeries] | None = None,
 ) -> tuple[TrackedIncident, ...]:
     """A case's telemetry (never its truth) through SLIs, detection and correlation, as
     live: the incidents ``sentinel detect`` reports. The graph is every edge the case
     shows. ``slis``: the case's ``case_slis`` at the detection step, when the caller
-    has them already (they are most of a replay's cost); ``fine``: the same on the fast
-    path's shorter grid (computed here when ``fast_step_divisor`` asks for them)."""
+    has them already (they are most of a replay's cost); ``fine``, ``coarse``: the same on
+    the fast path's shorter grid and the coarse path's longer one (computed here when
+    ``fast_step_divisor`` and ``coarse_step_multiple`` ask for them)."""
     step = timedelta(seconds=detection.step_seconds)
     if slis is None:
         slis = case_slis(case, step, pricing)
     if fine is None and detection.fast_step_divisor > 1:
         fine = case_slis(case, step / detection.fast_step_divisor, pricing)
+    if coarse is None and detection.coarse_step_multiple > 1:
+        coarse = case_slis(case, step * detection.coarse_step_multiple, pricing)
     edges = component_edges(case.spans, case.topology, case.changes)
     start = step_start(case.meta.start, step)
-    incidents, _ = replay(slis, edges, start, case.meta.end, detection, slos, fine=fine)
+    incidents, _ = replay(
+        slis, edges, start, case.meta.end, detection, slos, fine=fine, coarse=coarse
+    )
     return incidents

@@ -61,6 +61,7 @@ from sentinel.incidents import (
     transition,
 )
 from sentinel.observability import SelfMetrics
+from sentinel.onset import refit_reach
 from sentinel.ports import IncidentStore, MetricSource, TelemetryStore
 from sentinel.rca import diagnose_incident
 from sentinel.rca.infer import infer_topology
@@ -162,6 +163,16 @@ class SliWindow:
         return out
 
 
+@dataclass(slots=True)
+class _Read:
+    """One read's SLIs on each grid, and the metric sources that failed."""
+
+    fresh: dict[SliKey, SliSeries]
+    fine: dict[SliKey, SliSeries]
+    coarse: dict[SliKey, SliSeries]
+    failures: tuple[SentinelError, ...] = ()
+
+
 class RunOutcome(StrEnum):
     OK = "ok"
     DEGRADED = "degraded"  # a metric source failed: stale SLIs, no resolution
@@ -207,11 +218,22 @@ class MetricAgent:
         longest_slo = max(
             (w.long_minutes for slo in settings.slo for w in slo.windows), default=0.0
         )
+        # The hindsight refit, due onset_refit_minutes after opening, reads its series from
+        # refit_reach before an anomaly's onset, which is at most recent_minutes before
+        # the opening: the window must still hold those points then.
+        refit = (
+            timedelta(minutes=det.onset_refit_minutes + det.recent_minutes) + refit_reach(self.step)
+            if det.onset_refit_minutes > 0
+            else timedelta(0)
+        )
         self.keep = (
-            timedelta(
-                minutes=max(
-                    det.baseline_minutes + det.recent_minutes, longest_slo, det.resolve_minutes
-                )
+            max(
+                timedelta(
+                    minutes=max(
+                        det.baseline_minutes + det.recent_minutes, longest_slo, det.resolve_minutes
+                    )
+                ),
+                refit,
             )
             + 2 * self.step
         )
@@ -223,6 +245,14 @@ class MetricAgent:
         self.fine_window = (
             SliWindow(self.step / det.fast_step_divisor, self.keep)
             if det.fast_step_divisor > 1
+            else None
+        )
+        # The coarse path's longer grid (``coarse_step_multiple``), the same SLIs. Each run
+        # recomputes from the start of a coarse point (``_since``), so that no coarse point
+        # is ever made of a partial read.
+        self.coarse_window = (
+            SliWindow(self.step * det.coarse_step_multiple, self.keep)
+            if det.coarse_step_multiple > 1
             else None
         )
         self._filled_to: datetime | None = None
@@ -290,37 +320,48 @@ class MetricAgent:
 
     # --- one run ----------------------------------------------------------------------
 
-    async def _read(
-        self, since: datetime, end: datetime
-    ) -> tuple[dict[SliKey, SliSeries], dict[SliKey, SliSeries], tuple[SentinelError, ...]]:
-        """The SLIs from ``since`` to ``end`` on the step grid and on the fast path's
-        shorter one (empty without it), and the metric sources that failed."""
+    async def _read(self, since: datetime, end: datetime) -> _Read:
+        """The SLIs from ``since`` to ``end`` on the step grid, the fast path's shorter one
+        and the coarse path's longer one (empty without them), and the metric sources
+        that failed. ``since`` is on every grid (``_since``)."""
         s = self.settings
         step = self.step
+        longest = self.coarse_window.step if self.coarse_window is not None else step
         # Counters need the sample before a step to give its rate: read a little earlier.
-        early = since - 2 * step
         spans = await asyncio.to_thread(self.store.spans, since, end)
-        samples = await asyncio.to_thread(self.store.samples, early, end)
+        samples = await asyncio.to_thread(self.store.samples, since - 2 * longest, end)
         calls = component_edges(spans)
         self._edges |= calls
         self._calls_seen = self._calls_seen or bool(calls)
-        fresh = merge(
-            span_slis(spans, since, end, step, s.pricing),
-            metric_slis(samples, early, end, step),
-        )
-        fine: dict[SliKey, SliSeries] = {}
-        if self.fine_window is not None:
-            fine_step = self.fine_window.step
-            fine = merge(
-                span_slis(spans, since, end, fine_step, s.pricing),
-                metric_slis(samples, early, end, fine_step),
+
+        def on_grid(grid: timedelta) -> dict[SliKey, SliSeries]:
+            return merge(
+                span_slis(spans, since, end, grid, s.pricing),
+                metric_slis(samples, since - 2 * grid, end, grid),
             )
-        failures: tuple[SentinelError, ...] = ()
+
+        read = _Read(
+            fresh=on_grid(step),
+            fine={} if self.fine_window is None else on_grid(self.fine_window.step),
+            coarse={} if self.coarse_window is None else on_grid(self.coarse_window.step),
+        )
         if s.prometheus.slis and self.source is not None:
             fetched = await fetch_promql_slis(self.source, s.prometheus.slis, since, end, step)
-            fresh.update(fetched.slis)  # declared SLIs win over computed ones
-            failures = fetched.failures
-        return fresh, fine, failures
+            read.fresh.update(fetched.slis)  # declared SLIs win over computed ones
+            read.failures = fetched.failures
+        return read
+
+    def _since(self, now: datetime) -> datetime:
+        """Where this run's read starts: the steps late data may still change (or all
+        since the last complete run, after an outage; the whole window on the first run),
+        from the start of the coarse point holding that instant."""
+        oldest = step_start(now - self.keep, self.step)
+        recent = step_start(now - LATE_DATA, self.step)
+        since = oldest if self._filled_to is None else max(oldest, min(recent, self._filled_to))
+        if self.coarse_window is not None:
+            # The coarse grid is the step grid's every n-th point (both from the epoch).
+            since = step_start(since, self.coarse_window.step)
+        return since
 
     async def run_once(self) -> MetricRun:
         s = self.settings
@@ -330,7 +371,7 @@ class MetricAgent:
         end = now
         oldest = step_start(now - self.keep, self.step)
         recent = step_start(now - LATE_DATA, self.step)
-        since = oldest if self._filled_to is None else max(oldest, min(recent, self._filled_to))
+        since = self._since(now)
         failures: list[SentinelError] = []
         try:
             if self._open is None:
@@ -338,11 +379,13 @@ class MetricAgent:
             chunk_start = since
             while chunk_start < end:
                 chunk_end = min(end, chunk_start + _FILL_CHUNK) if chunk_start < recent else end
-                fresh, fine, failed = await self._read(chunk_start, chunk_end)
-                self.window.refresh(fresh, chunk_start, chunk_end)
+                read = await self._read(chunk_start, chunk_end)
+                self.window.refresh(read.fresh, chunk_start, chunk_end)
                 if self.fine_window is not None:
-                    self.fine_window.refresh(fine, chunk_start, chunk_end)
-                failures.extend(failed)
+                    self.fine_window.refresh(read.fine, chunk_start, chunk_end)
+                if self.coarse_window is not None:
+                    self.coarse_window.refresh(read.coarse, chunk_start, chunk_end)
+                failures.extend(read.failures)
                 chunk_start = chunk_end
             changes = await asyncio.to_thread(self.store.changes, oldest, end)
         except SentinelError:
@@ -360,7 +403,8 @@ class MetricAgent:
 
         slis = self.window.series()
         fine_slis = None if self.fine_window is None else self.fine_window.series()
-        result = detect(slis, judged_at, det, fine_slis)
+        coarse_slis = None if self.coarse_window is None else self.coarse_window.series()
+        result = detect(slis, judged_at, det, fine_slis, coarse_slis)
         anomalies = (*result.anomalies, *evaluate_slos(s.slo, slis, judged_at, self.step))
         open_ = self._open
         self._inferred = () if self._calls_seen else infer_topology(slis)

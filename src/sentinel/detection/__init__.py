@@ -36,6 +36,13 @@ How one series is judged at ``now`` (only steps complete at ``now`` are used):
   point needs only its share of the step's observations, and its baseline's runs count
   at their lower confidence bound (one error in three calls is not a burst); the onset
   found is put on the step grid;
+- a series none of the step's paths finds a shift in (or not enough data in) is judged
+  again on the same SLI at ``step_seconds * coarse_step_multiple`` when the caller passes
+  it (``coarse``): the full path's bars and burst check over its own baseline, with
+  ``coarse_persistence_points`` and ``coarse_min_baseline_points``. A subtle fault of a
+  component called a few times a minute has too few errors or slow calls in any one step
+  to pass the bars; pooled over longer points it does (its onset is on the coarse grid,
+  which the hindsight refit dates again on the step's);
 - a share's baseline rate is tested at its upper confidence bound: a quiet component
   that showed no error in its baseline by chance does not page on a few errors;
 - a component whose baseline shows short bursts must beat its worst burst of as many

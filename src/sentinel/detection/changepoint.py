@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from datetime import datetime
 
 from sentinel.detection.model import Anomaly, Detector
 from sentinel.detection.stats import Point, median, pool
@@ -152,3 +153,30 @@ def ramp_start(
     # The first point the ramp has lifted by a quarter of its rise per point: a point on
     # the crossing itself still sits at the baseline.
     return max(earliest, min(start, math.ceil(at_baseline + 0.25)))
+
+
+def within_point(
+    found: Anomaly, steps: Sequence[Point], start: datetime, end: datetime, *, share: bool
+) -> datetime:
+    """Where, inside the longer point ``[start, end)`` that a coarse anomaly was dated at,
+    the step points put its onset: the step start that best splits them into the
+    baseline before and the level observed after (the binomial likelihood for shares,
+    least absolute deviations for levels; the earliest of equals, ``start`` when no step
+    point there has observations). The coarse point alone would date an onset up to a
+    coarse point early, before the steps the fault has not reached yet."""
+    inside = [p for p in steps if start <= p[0] < end and p[2] > 0]
+
+    def loss(v: float, c: int, level: float) -> float:
+        if not share:
+            return abs(v - level)
+        q = min(max(level, 1e-6), 1.0 - 1e-6)
+        e = v * c
+        return -(e * math.log(q) + (c - e) * math.log1p(-q))
+
+    def cost(at: datetime) -> float:
+        return math.fsum(
+            loss(v, c, found.baseline if t < at else found.observed) for t, v, c in inside
+        )
+
+    candidates = [start, *(t for t, _, _ in inside if t > start)]
+    return min(candidates, key=lambda at: (cost(at), at))

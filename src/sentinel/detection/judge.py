@@ -1,7 +1,7 @@
 """Judging series at one instant (``detect``, ``detect_series``): which points are
 complete, the baseline and recent windows, the full path, the fast path on the step and
-on the shorter grid, and the burst check. The package docstring (``sentinel.detection``)
-says how one series is judged.
+on the shorter grid, the coarse path on the longer grid, and the burst check. The package
+docstring (``sentinel.detection``) says how one series is judged.
 
 What must not live here: the detectors' statistics (``detectors``), I/O, the clock.
 """
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from operator import attrgetter, itemgetter
 
+from sentinel.detection.changepoint import within_point
 from sentinel.detection.detectors import detect_level, detect_share, detect_traffic_drop
 from sentinel.detection.model import (
     GAUGES,
@@ -54,6 +55,8 @@ class _At:
     slow: DetectionSettings
     # The same on the fast path's shorter grid (``fast_step_divisor``), if it has one.
     fine: _At | None
+    # The same on the coarse path's longer grid (``coarse_step_multiple``), if it has one.
+    coarse: _At | None
 
     @classmethod
     def of(cls, now: datetime, s: DetectionSettings) -> _At:
@@ -70,6 +73,9 @@ class _At:
                     }
                 ),
             )
+        coarse = None
+        if s.coarse_step_multiple > 1:
+            coarse = cls.of(now, _coarse(s))
         return cls(
             complete_until=now - step,
             recent_from=recent_from,
@@ -80,6 +86,7 @@ class _At:
             fast=_fast(s),
             slow=_slow(s),
             fine=fine,
+            coarse=coarse,
         )
 
 
@@ -232,6 +239,18 @@ def _judge_fine(
     return found if onset == found.onset else found.model_copy(update={"onset": onset})
 
 
+def _on_steps(found: Anomaly, steps: SliSeries, at: _At) -> Anomaly:
+    """A coarse anomaly with its onset put on the step grid: the step, inside the coarse
+    point it was dated at, where the step points (those complete at ``now``) say the
+    shift began (``within_point``)."""
+    assert at.coarse is not None
+    complete = [p for p in steps.rows if p[0] <= at.complete_until]
+    onset = within_point(
+        found, complete, found.onset, found.onset + at.coarse.step, share=found.sli in SHARES
+    )
+    return found if onset == found.onset else found.model_copy(update={"onset": onset})
+
+
 def _beats_bursts(
     kind: SliKind,
     base: list[Point],
@@ -272,6 +291,22 @@ def _beats_bursts(
     return big_enough(kind, worst, level(recent[-n:]), s)
 
 
+def _coarse(s: DetectionSettings) -> DetectionSettings:
+    """The coarse path's settings: the full path's bars on points ``coarse_step_multiple``
+    steps long, its own persistence and baseline minimum, and no fast path or coarser
+    grid of its own."""
+    return s.model_copy(
+        update={
+            "step_seconds": s.step_seconds * s.coarse_step_multiple,
+            "persistence_points": s.coarse_persistence_points,
+            "fast_persistence_points": s.coarse_persistence_points,
+            "fast_step_divisor": 1,
+            "coarse_step_multiple": 1,
+            "min_baseline_points": s.coarse_min_baseline_points,
+        }
+    )
+
+
 def _slow(s: DetectionSettings) -> DetectionSettings:
     """The bar of a traffic drop: twice the persistence."""
     return s.model_copy(update={"persistence_points": 2 * s.persistence_points})
@@ -306,10 +341,15 @@ def detect(
     now: datetime,
     settings: DetectionSettings,
     fine: Mapping[SliKey, SliSeries] | None = None,
+    coarse: Mapping[SliKey, SliSeries] | None = None,
 ) -> DetectionResult:
     """Every series judged at ``now``: anomalies and not-enough-data, in key order.
     ``fine``: the SLIs at ``step_seconds / fast_step_divisor``, which the fast path also
-    judges when the divisor is above 1 (without them it sees the steps' points only)."""
+    judges when the divisor is above 1 (without them it sees the steps' points only).
+    ``coarse``: the SLIs at ``step_seconds * coarse_step_multiple``, which the coarse path
+    judges where the step's paths found no anomaly: the full path's bars, on points long
+    enough to hold a sparse component's few errors or slow calls (a series the step
+    found no anomaly in, or not enough data, is an anomaly if the coarse path finds one)."""
     if now.tzinfo is None:
         raise ValueError(f"now {now.isoformat()!r} has no timezone")
     anomalies: list[Anomaly] = []
@@ -320,6 +360,10 @@ def detect(
     # Python, and a replay sorts at every step).
     for key in sorted(slis, key=_fields):
         verdict = _judge(slis[key], at, None if fine is None else fine.get(key))
+        if coarse is not None and at.coarse is not None and not isinstance(verdict, Anomaly):
+            longer = coarse.get(key)
+            if longer is not None and isinstance(found := _judge(longer, at.coarse), Anomaly):
+                verdict = _on_steps(found, slis[key], at)
         if isinstance(verdict, NotEnoughData):
             missing.append(verdict)
             continue

@@ -134,12 +134,18 @@ def diagnose(
     slis = case_slis(case, step, pricing)
     divisor = detection.fast_step_divisor
     fine = case_slis(case, step / divisor, pricing) if divisor > 1 else None
+    multiple = detection.coarse_step_multiple
+    coarse = case_slis(case, step * multiple, pricing) if multiple > 1 else None
     case = with_inferred_topology(case, slis)
     note: tuple[str, ...] = ()
-    incident = main_incident(replay_case(case, detection, pricing, slos, slis=slis, fine=fine))
+    incident = main_incident(
+        replay_case(case, detection, pricing, slos, slis=slis, fine=fine, coarse=coarse)
+    )
     if incident is None:
         bar = sensitive(detection)
-        incident = main_incident(replay_case(case, bar, pricing, slos, slis=slis, fine=fine))
+        incident = main_incident(
+            replay_case(case, bar, pricing, slos, slis=slis, fine=fine, coarse=coarse)
+        )
         note = (BELOW_PAGING,)
     if incident is None:
         return Diagnosis(case=case.meta.id, onset=None)

@@ -85,6 +85,18 @@ class DetectionSettings(Section):
     # can open on its model's token count alone): the Root Cause Agent keeps the agents
     # asking for that usage, and changes to them, as candidates (``rca.rank``).
     fast_step_divisor: Annotated[int, Field(ge=1)] = 2
+    # The coarse path: every series is also judged on points of step_seconds times this
+    # (the full path's bars, no fast path), adding an anomaly only where the step path
+    # found none. A subtle fault on a component called a few times a minute leaves too
+    # few errors or slow calls in any 30 s point to pass the bars, or even the point
+    # minimum; pooled over 2 minutes it does. Since session 16 (five suites pooled: 5 more
+    # of 214 cases open their incident, no false incident added). 1: no coarse path.
+    coarse_step_multiple: Annotated[int, Field(ge=1)] = 4
+    # ... the coarse points a shift must hold (4 of 2 minutes: 8 minutes; 3 paged on
+    # sparse tools' noise about 3 times a support day) ...
+    coarse_persistence_points: Annotated[int, Field(ge=1)] = 4
+    # ... and the coarse baseline points it needs (of 15 in a 30-minute baseline).
+    coarse_min_baseline_points: Annotated[int, Field(ge=3)] = 12
     # Points resting on fewer observations (requests, runs, scores) are ignored.
     min_point_count: Annotated[int, Field(ge=1)] = 3
     # Robust z (shift of the recent median over the baseline's MAD) required.
