@@ -45,18 +45,20 @@ def level_series(shape: str, seed: int = 1) -> SliSeries:
     )
 
 
-def share_series(seed: int = 2) -> SliSeries:
-    """A tool's error rate, 1 % before FAULT, ramping to 40 % over 5 minutes, 20 calls a
-    step."""
+def share_series(
+    seed: int = 2, *, base: float = 0.01, top: float = 0.4, ramp: float = 300, calls: int = 20
+) -> SliSeries:
+    """A tool's error rate: ``base`` before FAULT, ramping to ``top`` over ``ramp``
+    seconds, ``calls`` calls a step (by default 1 % to 40 % over 5 minutes, 20 calls)."""
     rng = random.Random(seed)
     points, counts = [], []
     for i in range(120):
         t = T + i * STEP
         mid = (t + STEP / 2 - FAULT).total_seconds()
-        p = 0.01 + 0.39 * (0.0 if mid <= 0 else min(1.0, mid / 300))
-        errors = sum(rng.random() < p for _ in range(20))
-        points.append((t, errors / 20))
-        counts.append(20)
+        p = base + (top - base) * (0.0 if mid <= 0 else min(1.0, mid / ramp))
+        errors = sum(rng.random() < p for _ in range(calls))
+        points.append((t, errors / calls))
+        counts.append(calls)
     return SliSeries(SliKey("tool:t", SliKind.ERROR_RATE), tuple(points), tuple(counts))
 
 
@@ -97,16 +99,7 @@ def test_a_step_stays_where_detection_dated_it() -> None:
 def sparse_ramp(seed: int) -> SliSeries:
     """A tool of 8 calls a step failing 0.3 % of the time, then ramping to 15 % over
     400 s from FAULT: about one failure a step at the top, none for the first minutes."""
-    rng = random.Random(seed)
-    points, counts = [], []
-    for i in range(120):
-        t = T + i * STEP
-        mid = (t + STEP / 2 - FAULT).total_seconds()
-        p = 0.003 + 0.15 * (0.0 if mid <= 0 else min(1.0, mid / 400))
-        errors = sum(rng.random() < p for _ in range(8))
-        points.append((t, errors / 8))
-        counts.append(8)
-    return SliSeries(SliKey("tool:t", SliKind.ERROR_RATE), tuple(points), tuple(counts))
+    return share_series(seed, base=0.003, top=0.153, ramp=400, calls=8)
 
 
 def test_a_sparse_ramp_is_dated_by_the_median_start_not_the_one_best_shape() -> None:
