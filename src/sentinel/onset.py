@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -61,62 +62,90 @@ class _Series:
     noise: float  # a level's variance of one observation; unused for shares
 
 
-def _profile(mid: float, t0: float, t1: float) -> float:
-    """The fault's share of its full effect at ``mid``: 0 before t0, 1 from t1."""
-    if mid <= t0:
-        return 0.0
-    if t1 <= t0 or mid >= t1:
-        return 1.0
-    return (mid - t0) / (t1 - t0)
+class _Sums:
+    """A series' points as running sums, so that a profile's cost reads the points before
+    its start and on its plateau as two differences and loops over its ramp only (the
+    refit weighs hundreds of profiles: a loop over every point made it most of a replay).
+    ``mids``: each point's middle, in time order."""
+
+    __slots__ = ("base", "c", "cum", "e", "mids", "noise", "r", "share")
+
+    def __init__(self, s: _Series, half_step: float) -> None:
+        self.base, self.share, self.noise = s.base, s.share, s.noise
+        self.mids = [t + half_step for t, _, _ in s.rows]
+        self.e = [v * c for _, v, c in s.rows]  # errors (shares)
+        self.c = [float(c) for _, _, c in s.rows]
+        self.r = [v - s.base for _, v, _ in s.rows]  # deviation from the baseline (levels)
+        # Running sums from the first point: errors, non-errors, counts, c*r, c*r^2.
+        self.cum = [(0.0, 0.0, 0.0, 0.0, 0.0)]
+        for e, c, r in zip(self.e, self.c, self.r, strict=True):
+            a = self.cum[-1]
+            self.cum.append((a[0] + e, a[1] + c - e, a[2] + c, a[3] + c * r, a[4] + c * r * r))
+
+    def between(self, i: int, j: int) -> tuple[float, ...]:
+        """The running sums over points i..j-1."""
+        a, b = self.cum[i], self.cum[j]
+        return tuple(y - x for x, y in zip(a, b, strict=True))
+
+    def cost(self, t0: float, t1: float) -> float:
+        """Negative log-likelihood of the points under the profile from t0 to t1 (a step
+        when t1 <= t0), at the plateau that fits best."""
+        i = bisect_right(self.mids, t0)  # the first point past the start
+        j = i if t1 <= t0 else max(i, bisect_left(self.mids, t1))  # the first on the plateau
+        ramp = [(k, (self.mids[k] - t0) / (t1 - t0)) for k in range(i, j)]
+        pre, top = self.between(0, i), self.between(j, len(self.mids))
+        return self._share(pre, top, ramp) if self.share else self._level(pre, top, ramp)
+
+    def _share(
+        self, pre: tuple[float, ...], top: tuple[float, ...], ramp: list[tuple[int, float]]
+    ) -> float:
+        """A share's errors as ``base + (p - base) * g`` at each point, at the ``p`` that
+        fits best (Newton from the least-squares value: the likelihood is concave in p)."""
+        base = self.base
+        num = (
+            top[0] - top[2] * base + math.fsum((self.e[k] - self.c[k] * base) * g for k, g in ramp)
+        )
+        den = top[2] + math.fsum(self.c[k] * g * g for k, g in ramp)
+        p = _clip(base + num / den) if den > 0 else _clip(base)
+        for _ in range(6):
+            d1 = top[0] / p - top[1] / (1.0 - p)
+            d2 = top[0] / (p * p) + top[1] / ((1.0 - p) ** 2)
+            for k, g in ramp:
+                q = _clip(base + (p - base) * g)
+                e, f = self.e[k], self.c[k] - self.e[k]
+                d1 += g * (e / q - f / (1.0 - q))
+                d2 += g * g * (e / (q * q) + f / ((1.0 - q) ** 2))
+            if d2 <= 0:
+                break
+            p = _clip(p + d1 / d2)
+        q0 = _clip(base)
+        total = -(pre[0] * math.log(q0) + pre[1] * math.log1p(-q0))
+        total -= top[0] * math.log(p) + top[1] * math.log1p(-p)
+        for k, g in ramp:
+            q = _clip(base + (p - base) * g)
+            total -= self.e[k] * math.log(q) + (self.c[k] - self.e[k]) * math.log1p(-q)
+        return total
+
+    def _level(
+        self, pre: tuple[float, ...], top: tuple[float, ...], ramp: list[tuple[int, float]]
+    ) -> float:
+        """A level as ``base + d * g``, each point's variance the noise over its count, at
+        the ``d`` that fits best (least squares; up to a constant)."""
+        num = top[3] + math.fsum(self.c[k] * g * self.r[k] for k, g in ramp)
+        den = top[2] + math.fsum(self.c[k] * g * g for k, g in ramp)
+        d = num / den if den > 0 else 0.0
+        # The plateau's sum of c*(r - d)^2, expanded; the points before the start at r.
+        sq = pre[4] + top[4] - 2.0 * d * top[3] + d * d * top[2]
+        sq += math.fsum(self.c[k] * (self.r[k] - d * g) ** 2 for k, g in ramp)
+        return max(sq, 0.0) / (2.0 * self.noise)
 
 
-def _share_cost(rows: Sequence[tuple[float, float, int]], base: float, g: Sequence[float]) -> float:
-    """Negative log-likelihood of a share's errors as ``base + (p - base) * g`` at each
-    point, at the plateau ``p`` that fits best (Newton from the least-squares value: the
-    likelihood is concave in p)."""
-
-    def clip(q: float) -> float:
-        return min(max(q, 1e-6), 1.0 - 1e-6)
-
-    num = math.fsum((v * c - c * base) * gi for (_, v, c), gi in zip(rows, g, strict=True))
-    den = math.fsum(c * gi * gi for (_, _, c), gi in zip(rows, g, strict=True))
-    p = clip(base + num / den) if den > 0 else clip(base)
-    for _ in range(6):
-        d1 = d2 = 0.0
-        for (_, v, c), gi in zip(rows, g, strict=True):
-            if gi == 0.0:
-                continue
-            q = clip(base + (p - base) * gi)
-            e = v * c
-            d1 += gi * (e / q - (c - e) / (1.0 - q))
-            d2 += gi * gi * (e / (q * q) + (c - e) / ((1.0 - q) ** 2))
-        if d2 <= 0:
-            break
-        p = clip(p + d1 / d2)
-    total = 0.0
-    for (_, v, c), gi in zip(rows, g, strict=True):
-        q = clip(base + (p - base) * gi)
-        e = v * c
-        total -= e * math.log(q) + (c - e) * math.log1p(-q)
-    return total
+def _clip(q: float) -> float:
+    return min(max(q, 1e-6), 1.0 - 1e-6)
 
 
-def _level_cost(s: _Series, g: Sequence[float]) -> float:
-    """Negative log-likelihood (up to a constant) of a level series as ``base + d * g``,
-    each point's variance the noise over its count, at the ``d`` that fits best."""
-    num = math.fsum(c * gi * (v - s.base) for (_, v, c), gi in zip(s.rows, g, strict=True))
-    den = math.fsum(c * gi * gi for (_, _, c), gi in zip(s.rows, g, strict=True))
-    d = num / den if den > 0 else 0.0
-    sq = math.fsum(c * (v - s.base - d * gi) ** 2 for (_, v, c), gi in zip(s.rows, g, strict=True))
-    return sq / (2.0 * s.noise)
-
-
-def _cost(series: Sequence[_Series], t0: float, t1: float, half_step: float) -> float:
-    total = 0.0
-    for s in series:
-        g = [_profile(t + half_step, t0, t1) for t, _, _ in s.rows]
-        total += _share_cost(s.rows, s.base, g) if s.share else _level_cost(s, g)
-    return total
+def _cost(series: Sequence[_Sums], t0: float, t1: float) -> float:
+    return math.fsum(s.cost(t0, t1) for s in series)
 
 
 def _series(
@@ -191,16 +220,16 @@ def refit_onset(
     if not series:
         return OnsetFit(onset=onset, how="kept: no series to fit")
     step_s = step.total_seconds()
-    half = step_s / 2.0
     lowest = -FIT_STEPS_BEFORE * step_s
     starts = sorted({t for s in series for t, _, _ in s.rows if lowest <= t <= 0.0})
     if not starts:
         return OnsetFit(onset=onset, how="kept: no points before the incident opened")
+    sums = [_Sums(s, step_s / 2.0) for s in series]
     # Negative log posterior of each (start, shape), up to a constant.
     ramp_prior = -math.log((1.0 - STEP_PRIOR) / MAX_RAMP_STEPS)
-    cells = [(_cost(series, t0, t0, half) - math.log(STEP_PRIOR), t0) for t0 in starts]
+    cells = [(_cost(sums, t0, t0) - math.log(STEP_PRIOR), t0) for t0 in starts]
     cells += [
-        (_cost(series, t0, t0 + k * step_s, half) + ramp_prior, t0)
+        (_cost(sums, t0, t0 + k * step_s) + ramp_prior, t0)
         for t0 in starts
         for k in range(1, MAX_RAMP_STEPS + 1)
     ]
