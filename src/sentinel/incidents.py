@@ -27,7 +27,7 @@ from typing import Any, assert_never
 from pydantic import BaseModel, ConfigDict, Field
 
 from sentinel.cases import Case
-from sentinel.detection import Anomaly, Detector, detect, within_baseline
+from sentinel.detection import Anomaly, CoarseMemo, Detector, detect, within_baseline
 from sentinel.errors import IllegalTransition
 from sentinel.onset import refit_onset
 from sentinel.settings import DetectionSettings, PricingSettings, SloSettings
@@ -500,10 +500,11 @@ def replay(
     def live() -> list[TrackedIncident]:
         return [i for i in incidents.values() if i.incident.status is not IncidentStatus.RESOLVED]
 
+    memo: CoarseMemo = {}
     now = start + step
     while now <= end:
         found = (
-            *detect(slis, now, settings, fine, coarse).anomalies,
+            *detect(slis, now, settings, fine, coarse, memo).anomalies,
             *evaluate_slos(slos, slis, now, step),
         )
         for ev in correlate(found, edges, live(), now, settings):

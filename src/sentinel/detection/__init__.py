@@ -65,7 +65,7 @@ shift and emergence, traffic drop), ``changepoint`` (where a found shift starts)
 What must not live here: I/O, the clock, reading config (settings come in), incidents.
 """
 
-from sentinel.detection.judge import detect, detect_series
+from sentinel.detection.judge import CoarseMemo, detect, detect_series
 from sentinel.detection.model import (
     Anomaly,
     DetectionResult,
@@ -80,6 +80,7 @@ from sentinel.detection.model import (
 
 __all__ = [
     "Anomaly",
+    "CoarseMemo",
     "DetectionResult",
     "Detector",
     "Direction",

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from operator import attrgetter, itemgetter
+from typing import TypeAlias
 
 from sentinel.detection.changepoint import within_point
 from sentinel.detection.detectors import detect_level, detect_share, detect_traffic_drop
@@ -239,6 +240,33 @@ def _judge_fine(
     return found if onset == found.onset else found.model_copy(update={"onset": onset})
 
 
+# A coarse verdict by (key, and the bounds of the windows it was judged on).
+CoarseMemo: TypeAlias = dict[tuple[SliKey, int, int, int, int], Anomaly | NotEnoughData | None]
+
+
+def _judge_coarse(
+    series: SliSeries, at: _At, memo: CoarseMemo | None
+) -> Anomaly | NotEnoughData | None:
+    """The coarse path's verdict on ``series``. A judgement reads the series only through
+    which of its points fall in each window (the instant itself is used nowhere else),
+    and those change once per coarse point, so a replay judging every step asks the same
+    question four times in a row: the memo answers the repeats."""
+    if memo is None:
+        return _judge(series, at)
+    rows = series.rows
+    end = bisect_right(rows, at.complete_until, key=_time)
+    k = (
+        series.key,
+        bisect_left(rows, at.baseline_from, hi=end, key=_time),
+        bisect_left(rows, at.recent_from, hi=end, key=_time),
+        bisect_left(rows, at.fresh_from, key=_time),
+        end,
+    )
+    if k not in memo:
+        memo[k] = _judge(series, at)
+    return memo[k]
+
+
 def _on_steps(found: Anomaly, steps: SliSeries, at: _At) -> Anomaly:
     """A coarse anomaly with its onset put on the step grid: the step, inside the coarse
     point it was dated at, where the step points (those complete at ``now``) say the
@@ -342,6 +370,7 @@ def detect(
     settings: DetectionSettings,
     fine: Mapping[SliKey, SliSeries] | None = None,
     coarse: Mapping[SliKey, SliSeries] | None = None,
+    memo: CoarseMemo | None = None,
 ) -> DetectionResult:
     """Every series judged at ``now``: anomalies and not-enough-data, in key order.
     ``fine``: the SLIs at ``step_seconds / fast_step_divisor``, which the fast path also
@@ -349,7 +378,9 @@ def detect(
     ``coarse``: the SLIs at ``step_seconds * coarse_step_multiple``, which the coarse path
     judges where the step's paths found no anomaly: the full path's bars, on points long
     enough to hold a sparse component's few errors or slow calls (a series the step
-    found no anomaly in, or not enough data, is an anomaly if the coarse path finds one)."""
+    found no anomaly in, or not enough data, is an anomaly if the coarse path finds one).
+    ``memo``: the coarse verdicts of earlier calls on the same ``coarse`` SLIs (a replay
+    passes one to every step; ``CoarseMemo``)."""
     if now.tzinfo is None:
         raise ValueError(f"now {now.isoformat()!r} has no timezone")
     anomalies: list[Anomaly] = []
@@ -362,7 +393,8 @@ def detect(
         verdict = _judge(slis[key], at, None if fine is None else fine.get(key))
         if coarse is not None and at.coarse is not None and not isinstance(verdict, Anomaly):
             longer = coarse.get(key)
-            if longer is not None and isinstance(found := _judge(longer, at.coarse), Anomaly):
+            found = None if longer is None else _judge_coarse(longer, at.coarse, memo)
+            if isinstance(found, Anomaly):
                 verdict = _on_steps(found, slis[key], at)
         if isinstance(verdict, NotEnoughData):
             missing.append(verdict)
