@@ -626,15 +626,16 @@ def test_an_anomaly_cannot_merge_twice_or_into_another_incident() -> None:
 
 # --- the coarse path on longer points (coarse_step_multiple) --------------------------------
 
-COARSE = STEP * S.coarse_step_multiple
-STEPS_ONLY = S.model_copy(update={"coarse_step_multiple": 1})
+ON = S.model_copy(update={"coarse_step_multiple": 4})  # the coarse path is off by default
+COARSE = STEP * ON.coarse_step_multiple
+STEPS_ONLY = S
 
 
 def coarse_of(steps: SliSeries) -> SliSeries:
     """The same SLI on the coarse grid, pooled from the steps as the SLIs pool a longer
     point's observations (shares: errors over requests; levels: the values, here equal
     within a coarse point)."""
-    m = S.coarse_step_multiple
+    m = ON.coarse_step_multiple
     points, counts = [], []
     for i in range(0, len(steps.points) - m + 1, m):
         group = list(zip(steps.points[i : i + m], steps.counts[i : i + m], strict=True))
@@ -653,9 +654,9 @@ def test_a_sparse_tools_slowdown_the_steps_cannot_judge_is_found_on_coarse_point
     values = [0.2 * (1 + rng.uniform(-0.05, 0.05)) for _ in range(n - 20)] + [0.6] * 20
     steps = series(SliKind.LATENCY_P50, values, [2] * n)
     coarse = coarse_of(steps)
-    assert coarse.counts[0] == 2 * S.coarse_step_multiple
+    assert coarse.counts[0] == 2 * ON.coarse_step_multiple
     now = at_end(n)
-    result = detect({steps.key: steps}, now, S, coarse={steps.key: coarse})
+    result = detect({steps.key: steps}, now, ON, coarse={steps.key: coarse})
     [found] = result.anomalies
     assert found.key == steps.key and found.observed == pytest.approx(0.6)
     # Dated at a coarse point's start, the one where the slowdown began.
@@ -666,11 +667,11 @@ def test_a_sparse_tools_slowdown_the_steps_cannot_judge_is_found_on_coarse_point
     # coarse point alone would date it up to a coarse point early.
     values = values[: n - 20] + [0.2] * 2 + [0.6] * 18
     mid = series(SliKind.LATENCY_P50, values, [2] * n)
-    [found] = detect({mid.key: mid}, now, S, coarse={mid.key: coarse_of(mid)}).anomalies
+    [found] = detect({mid.key: mid}, now, ON, coarse={mid.key: coarse_of(mid)}).anomalies
     assert found.onset == T0 + (n - 18) * STEP
     # Without the coarse points (or with the coarse path off) the steps say so.
     for verdict in (
-        detect({steps.key: steps}, now, S),
+        detect({steps.key: steps}, now, ON),
         detect({steps.key: steps}, now, STEPS_ONLY, coarse={steps.key: coarse}),
     ):
         assert verdict.anomalies == ()
@@ -687,12 +688,12 @@ def test_sparse_errors_that_skip_the_last_steps_are_a_shift_on_coarse_points() -
     values = [0.0] * (n - 20) + [0.25] * 16 + [0.0] * 4
     steps = series(SliKind.ERROR_RATE, values, [4] * n)
     now = at_end(n)
-    assert detect({steps.key: steps}, now, S).anomalies == ()
-    found = detect({steps.key: steps}, now, S, coarse={steps.key: coarse_of(steps)}).anomalies
+    assert detect({steps.key: steps}, now, ON).anomalies == ()
+    found = detect({steps.key: steps}, now, ON, coarse={steps.key: coarse_of(steps)}).anomalies
     assert [(a.key, a.onset) for a in found] == [(steps.key, T0 + (n - 20) * STEP)]
     # The coarse bars are the full path's: one failure every other step for 8 minutes
     # (12.5 %) and one in the last 2 minutes is 9 failures in 80 calls against a baseline
     # of 208 clean calls (tested at its upper bound, 1.9 %): p ~ 2e-5, and the bar is 1e-6.
     weak_values = [0.0] * (n - 20) + [0.25, 0.0] * 8 + [0.0, 0.0, 0.0, 0.25]
     weak = series(SliKind.ERROR_RATE, weak_values, [4] * n)
-    assert detect({weak.key: weak}, now, S, coarse={weak.key: coarse_of(weak)}).anomalies == ()
+    assert detect({weak.key: weak}, now, ON, coarse={weak.key: coarse_of(weak)}).anomalies == ()

@@ -163,7 +163,7 @@ def test_shares_are_percentages_moved_by_points_and_a_new_error_type_is_named(
 ) -> None:
     view = ticket(rate_limit)
     lines = [s.text for s in view.slis]
-    # One line per anomaly (7 here since the coarse path; 6 before).
+    # One line per anomaly (6 here; 7 with the coarse path on).
     assert len(lines) == len(rate_limit.incident.anomalies) > 1
     # Earliest onset first.
     assert [s.onset for s in view.slis] == sorted(s.onset for s in view.slis)
