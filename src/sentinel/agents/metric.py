@@ -351,12 +351,11 @@ class MetricAgent:
             read.failures = fetched.failures
         return read
 
-    def _since(self, now: datetime) -> datetime:
-        """Where this run's read starts: the steps late data may still change (or all
-        since the last complete run, after an outage; the whole window on the first run),
-        from the start of the coarse point holding that instant."""
-        oldest = step_start(now - self.keep, self.step)
-        recent = step_start(now - LATE_DATA, self.step)
+    def _since(self, oldest: datetime, recent: datetime) -> datetime:
+        """Where this run's read starts: from ``recent`` (the steps late data may still
+        change), or all since the last complete run after an outage, or from ``oldest``
+        (the whole window) on the first run; from the start of the coarse point holding
+        that instant."""
         since = oldest if self._filled_to is None else max(oldest, min(recent, self._filled_to))
         if self.coarse_window is not None:
             # The coarse grid is the step grid's every n-th point (both from the epoch).
@@ -371,7 +370,7 @@ class MetricAgent:
         end = now
         oldest = step_start(now - self.keep, self.step)
         recent = step_start(now - LATE_DATA, self.step)
-        since = self._since(now)
+        since = self._since(oldest, recent)
         failures: list[SentinelError] = []
         try:
             if self._open is None:
