@@ -3,6 +3,7 @@ daemon, checked in the store."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import gzip
 import json
@@ -93,7 +94,10 @@ def run_support_agent(
     def issue_refund(order_id: str, cents: int) -> str:
         return f"refunded {cents} on {order_id}"
 
-    return agent.run_sync("Please refund order A-17").output
+    # asyncio.run, not run_sync: run_sync leaves its event loop open as the thread's
+    # current loop, and the next asyncio.run drops it, so a later test of the same worker
+    # failed on its unclosed sockets (ResourceWarning is an error here).
+    return asyncio.run(agent.run("Please refund order A-17")).output
 
 
 def _provider(service: str) -> TracerProvider:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,9 +28,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from sentinel.adapters.otlp import decode_json_object
-from sentinel.cases import Case, read_case
+from sentinel.cases import Case, FaultKind, read_case
 from sentinel.errors import ConfigError
 from sentinel.settings import ModelPrice, PricingSettings, load_settings
+from sentinel.sim import FaultSpec, Topology, simulate_case
 from sentinel.sli import (
     SliKey,
     SliKind,
@@ -37,6 +39,8 @@ from sentinel.sli import (
     merge,
     metric_slis,
     span_slis,
+    span_slis_by_step,
+    step_start,
 )
 from sentinel.telemetry import Sample, Span
 from tests.test_receiver import _otlp_json, run_support_agent
@@ -733,6 +737,14 @@ def test_a_series_rejects_mismatched_or_unordered_points() -> None:
         SliSeries(key, ((NOW, 1.0), (NOW, 2.0)), (1, 1))
     with pytest.raises(ValueError, match="finite"):
         SliSeries(key, ((NOW, math.nan),), (1,))
+    # The checks name the first bad point, wherever it is.
+    later = NOW + MINUTE
+    with pytest.raises(ValueError, match=re.escape(f"time order at '{NOW.isoformat()}'")):
+        SliSeries(key, ((NOW - MINUTE, 1.0), (later, 1.0), (NOW, 2.0)), (1, 1, 1))
+    with pytest.raises(ValueError, match=re.escape(f"inf at '{later.isoformat()}'")):
+        SliSeries(key, ((NOW, 1.0), (later, math.inf)), (1, 1))
+    with pytest.raises(ValueError, match="negative count"):
+        SliSeries(key, ((NOW, 1.0), (later, 1.0)), (1, -1))
 
 
 def test_a_naive_or_empty_window_is_refused() -> None:
@@ -802,6 +814,23 @@ def test_span_slis_do_not_depend_on_input_order(data: st.DataObject) -> None:
     assert span_slis(shuffled, NOW, END, MINUTE, PRICES) == span_slis(
         spans, NOW, END, MINUTE, PRICES
     )
+
+
+def test_one_pass_on_several_grids_gives_each_grids_own_slis() -> None:
+    """The Metric Agent reads its spans on three grids in one pass: each must be what
+    ``span_slis`` gives on that grid alone (a simulated multi-agent fleet: runs with
+    subtrees, evaluator scores, uninstrumented callees, errors)."""
+    case = simulate_case(
+        FaultSpec(Topology.MULTI_AGENT, FaultKind.TOOL_ERRORS, seed=7, sample_ratio=1.0)
+    )
+    start = step_start(case.meta.start, 2 * MINUTE) + 2 * MINUTE
+    end = start + 40 * MINUTE + timedelta(seconds=50)  # a partial last point on each grid
+    steps = [timedelta(seconds=30), timedelta(seconds=15), 2 * MINUTE]
+    prices = PricingSettings()
+    together = span_slis_by_step(case.spans, start, end, steps, prices)
+    assert together == [span_slis(case.spans, start, end, step, prices) for step in steps]
+    assert len(together[0]) > 100
+    assert span_slis_by_step(case.spans, start, end, [], prices) == []
 
 
 @settings(max_examples=25, deadline=None)

@@ -73,7 +73,7 @@ from sentinel.sli import (
     merge,
     metric_slis,
     promql_key,
-    span_slis,
+    span_slis_by_step,
     step_start,
 )
 from sentinel.slo import evaluate_slos
@@ -334,11 +334,15 @@ class MetricAgent:
         self._edges |= calls
         self._calls_seen = self._calls_seen or bool(calls)
 
+        # Every grid's span SLIs from one pass over the spans (runs and costs once).
+        windows = [w for w in (self.fine_window, self.coarse_window) if w is not None]
+        grids = [step, *(w.step for w in windows)]
+        from_spans = dict(
+            zip(grids, span_slis_by_step(spans, since, end, grids, s.pricing), strict=True)
+        )
+
         def on_grid(grid: timedelta) -> dict[SliKey, SliSeries]:
-            return merge(
-                span_slis(spans, since, end, grid, s.pricing),
-                metric_slis(samples, since - 2 * grid, end, grid),
-            )
+            return merge(from_spans[grid], metric_slis(samples, since - 2 * grid, end, grid))
 
         read = _Read(
             fresh=on_grid(step),

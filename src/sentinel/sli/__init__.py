@@ -54,7 +54,7 @@ from sentinel.sli.promql import (
     whole_steps,
 )
 from sentinel.sli.records import SliKey, SliKind, SliSeries, merge, step_start
-from sentinel.sli.spans import span_slis
+from sentinel.sli.spans import span_slis, span_slis_by_step
 
 __all__ = [
     "ASSUMED_COUNT",
@@ -79,6 +79,7 @@ __all__ = [
     "promql_key",
     "promql_series",
     "span_slis",
+    "span_slis_by_step",
     "step_start",
     "whole_steps",
 ]

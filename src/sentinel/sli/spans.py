@@ -212,79 +212,115 @@ def span_slis(
     with no spans of its own (an uninstrumented callee) gets request rate, error rates and
     latency as its callers saw them.
     """
-    grid = _Grid.of(start, end, step)
+    return span_slis_by_step(spans, start, end, (step,), pricing)[0]
+
+
+class _Buckets:
+    """What one grid's SLIs are computed from, while ``span_slis_by_step`` reads spans."""
+
+    def __init__(self, grid: _Grid) -> None:
+        self.grid = grid
+        self.requests: dict[str, dict[int, list[_Request]]] = defaultdict(lambda: defaultdict(list))
+        self.seen_by_callers: dict[str, dict[int, list[_Request]]] = defaultdict(
+            lambda: defaultdict(list)
+        )
+        # Keyed by plain (component, kind, qualifier) tuples, SliKeys only at the end: a
+        # dataclass key hashes and compares in Python, for each of a span's values.
+        self.means: dict[_MeanKey, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+
+    def slis(self) -> dict[SliKey, SliSeries]:
+        grid = self.grid
+        out: dict[SliKey, SliSeries] = {}
+        for component, by_step in self.requests.items():
+            out.update(_request_slis(component, by_step, grid, with_guardrails=True))
+        for component, by_step in self.seen_by_callers.items():
+            out.update(_request_slis(component, by_step, grid, with_guardrails=False))
+        for (component, kind, qualifier), values in self.means.items():
+            key = SliKey(component, kind, qualifier)
+            series = _build(key, grid, {i: (_mean(xs), len(xs)) for i, xs in values.items()})
+            if series is not None:
+                out[key] = series
+        return dict(sorted(out.items()))
+
+
+def span_slis_by_step(
+    spans: Iterable[Span],
+    start: datetime,
+    end: datetime,
+    steps: Sequence[timedelta],
+    pricing: PricingSettings,
+) -> list[dict[SliKey, SliSeries]]:
+    """``span_slis`` on each of ``steps``' grids (all from ``start``), in that order. A
+    span's run, cost and scores are worked out once for every grid (the Metric Agent
+    reads its spans on three grids each run)."""
+    grids = [_Buckets(_Grid.of(start, end, step)) for step in steps]
+    if not grids:
+        return []
+    first = grids[0].grid
     prices = pricing.models
     ordered = _unique(spans)
     tree = _Trees(ordered)
     instrumented = {s.component for s in ordered}
 
-    requests: dict[str, dict[int, list[_Request]]] = defaultdict(lambda: defaultdict(list))
-    seen_by_callers: dict[str, dict[int, list[_Request]]] = defaultdict(lambda: defaultdict(list))
-    # Keyed by plain (component, kind, qualifier) tuples, SliKeys only at the end: a
-    # dataclass key hashes and compares in Python, for each of a span's values.
-    means: dict[_MeanKey, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-
     for s in ordered:
-        i = grid.index(s.start_ns)
-        if i is None:
+        # The grids share their start and end: a span is on all of them or on none.
+        if first.index(s.start_ns) is None:
             continue
         seconds = (s.end_ns - s.start_ns) / _NS_PER_S
         agent_run = s.operation is GenAIOperation.INVOKE_AGENT and s.component.startswith(
             _AGENT_PREFIX
         )
         run = _run(tree, s, prices) if agent_run else None
+        request = None
         if _is_request(s):
             guardrail = run.guardrail if run is not None else _tripped_guardrail(s)
-            requests[s.component][i].append(_Request(seconds, s.error_type, guardrail))
+            request = _Request(seconds, s.error_type, guardrail)
+        # Seen by its caller: an uninstrumented peer's request, as (peer, request).
+        seen = None
         if s.kind == SpanKind.CLIENT and s.peer is not None and s.peer not in instrumented:
-            seen_by_callers[s.peer][i].append(_Request(seconds, s.error_type, guardrail=False))
+            seen = (s.peer, _Request(seconds, s.error_type, guardrail=False))
 
+        values: list[tuple[_MeanKey, float]] = []
         if run is not None:
-            means[(s.component, SliKind.STEPS_PER_RUN, "")][i].append(float(run.steps))
-            _add(means, s.component, SliKind.INPUT_TOKENS_PER_REQUEST, i, run.input_tokens)
-            _add(means, s.component, SliKind.OUTPUT_TOKENS_PER_REQUEST, i, run.output_tokens)
-            _add(means, s.component, SliKind.COST_PER_REQUEST, i, run.cost)
+            values.append(((s.component, SliKind.STEPS_PER_RUN, ""), float(run.steps)))
+            _add(values, s.component, SliKind.INPUT_TOKENS_PER_REQUEST, run.input_tokens)
+            _add(values, s.component, SliKind.OUTPUT_TOKENS_PER_REQUEST, run.output_tokens)
+            _add(values, s.component, SliKind.COST_PER_REQUEST, run.cost)
         elif s.operation in MODEL_OPERATIONS:
             inp, outp = _tokens(s.input_tokens), _tokens(s.output_tokens)
-            _add(means, s.component, SliKind.INPUT_TOKENS_PER_REQUEST, i, inp)
-            _add(means, s.component, SliKind.OUTPUT_TOKENS_PER_REQUEST, i, outp)
-            _add(means, s.component, SliKind.COST_PER_REQUEST, i, _model_call_cost(s, prices))
+            _add(values, s.component, SliKind.INPUT_TOKENS_PER_REQUEST, inp)
+            _add(values, s.component, SliKind.OUTPUT_TOKENS_PER_REQUEST, outp)
+            _add(values, s.component, SliKind.COST_PER_REQUEST, _model_call_cost(s, prices))
 
-        if not s.evaluations:
-            continue  # most spans: no list built for nothing
-        scores = [
-            (e.name, e.score)
-            for e in s.evaluations
-            if e.score is not None and math.isfinite(e.score)
-        ]
-        if scores:
-            targets = [s.component, *sorted(tree.enclosing_agents(s))]
-            for name, score in scores:
-                for c in targets:
-                    means[(c, SliKind.EVAL_SCORE, name)][i].append(score)
+        if s.evaluations:  # most spans have none: no list built for nothing
+            scores = [
+                (e.name, e.score)
+                for e in s.evaluations
+                if e.score is not None and math.isfinite(e.score)
+            ]
+            if scores:
+                targets = [s.component, *sorted(tree.enclosing_agents(s))]
+                for name, score in scores:
+                    for c in targets:
+                        values.append(((c, SliKind.EVAL_SCORE, name), score))
 
-    out: dict[SliKey, SliSeries] = {}
-    for component, by_step in requests.items():
-        out.update(_request_slis(component, by_step, grid, with_guardrails=True))
-    for component, by_step in seen_by_callers.items():
-        out.update(_request_slis(component, by_step, grid, with_guardrails=False))
-    for (component, kind, qualifier), values in means.items():
-        key = SliKey(component, kind, qualifier)
-        series = _build(key, grid, {i: (_mean(xs), len(xs)) for i, xs in values.items()})
-        if series is not None:
-            out[key] = series
-    return dict(sorted(out.items()))
+        for b in grids:
+            i = (s.start_ns - b.grid.start_ns) // b.grid.step_ns
+            if request is not None:
+                b.requests[s.component][i].append(request)
+            if seen is not None:
+                b.seen_by_callers[seen[0]][i].append(seen[1])
+            for k, v in values:
+                b.means[k][i].append(v)
+
+    return [b.slis() for b in grids]
 
 
 def _add(
-    means: dict[_MeanKey, dict[int, list[float]]],
-    component: str,
-    kind: SliKind,
-    i: int,
-    value: float | None,
+    values: list[tuple[_MeanKey, float]], component: str, kind: SliKind, value: float | None
 ) -> None:
     if value is not None:
-        means[(component, kind, "")][i].append(float(value))
+        values.append(((component, kind, ""), float(value)))
 
 
 def _request_slis(
