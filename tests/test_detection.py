@@ -626,9 +626,9 @@ def test_an_anomaly_cannot_merge_twice_or_into_another_incident() -> None:
 
 # --- the coarse path on longer points (coarse_step_multiple) --------------------------------
 
-ON = S.model_copy(update={"coarse_step_multiple": 4})  # the coarse path is off by default
+ON = S.model_copy(update={"coarse_step_multiple": 4})  # the default, pinned here
 COARSE = STEP * ON.coarse_step_multiple
-STEPS_ONLY = S
+STEPS_ONLY = S.model_copy(update={"coarse_step_multiple": 1})  # the coarse path off
 
 
 def coarse_of(steps: SliSeries) -> SliSeries:

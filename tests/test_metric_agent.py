@@ -235,7 +235,7 @@ def test_the_agents_coarse_points_are_the_replays_whole_points(
     # The coarse path judges 2-minute points. Runs are 30 s apart and re-read only the
     # last minutes, so a read starting mid-point would make a partial point that the
     # next reads never complete: each read starts at a coarse point's start.
-    s = settings(tmp_path, coarse_step_multiple=4)  # off by default
+    s = settings(tmp_path, coarse_step_multiple=4)  # the default, pinned here
     det = s.detection
     coarse = timedelta(seconds=det.step_seconds * det.coarse_step_multiple)
     # The first run starts 90 s into a coarse point.
@@ -278,7 +278,7 @@ def test_a_sparse_fault_the_coarse_path_opens_is_opened_live_as_the_replay_does(
 ) -> None:
     spec = COARSE_SPEC
     case = simulate_case(spec)
-    s = settings(tmp_path, coarse_step_multiple=4)  # off by default
+    s = settings(tmp_path, coarse_step_multiple=4)  # the default, pinned here
     expected = replay_case(case, s.detection, s.pricing)
     steps_only = s.detection.model_copy(update={"coarse_step_multiple": 1})
     # Only the coarse path sees this fault.
