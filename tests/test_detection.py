@@ -86,7 +86,7 @@ QUIET = {
     SliKind.COST_PER_REQUEST: (0.01, 0.012),
     SliKind.TOOL_FAILURE_RATE: (0.0, 0.04),
     SliKind.STEPS_PER_RUN: (5.0, 5.9),
-    SliKind.EVAL_SCORE: (0.80, 0.84),
+    SliKind.EVAL_SCORE: (0.81, 0.835),
     SliKind.GUARDRAIL_TRIGGERS: (0.0, 0.04),
     SliKind.MEMORY_UTILISATION: (0.40, 0.48),
     SliKind.MEMORY_WORKING_SET: (1.0e9, 1.15e9),

@@ -112,7 +112,9 @@ class DetectionSettings(Section):
     latency_min_increase_seconds: Annotated[float, Field(ge=0)] = 0.05
     usage_min_ratio: Annotated[float, Field(ge=1)] = 1.3
     steps_min_increase: Annotated[float, Field(ge=0)] = 1.0
-    eval_score_min_drop: Annotated[float, Field(gt=0)] = 0.05
+    # 0.03 since session 18: a degraded index used by 40 % of runs drops the mean score by
+    # 0.04, which puts a faithfulness of 0.88 under an SLO of 0.85; 0.05 let it through.
+    eval_score_min_drop: Annotated[float, Field(gt=0)] = 0.03
     request_rate_min_drop: Annotated[float, Field(gt=0, le=1)] = 0.5
     # Memory utilisation (working set / limit): up by this share of the limit.
     memory_min_increase: Annotated[float, Field(gt=0, le=1)] = 0.1
