@@ -320,15 +320,19 @@ class MetricAgent:
 
     # --- one run ----------------------------------------------------------------------
 
-    async def _read(self, since: datetime, end: datetime) -> _Read:
+    async def _read(self, since: datetime, end: datetime, now: datetime) -> _Read:
         """The SLIs from ``since`` to ``end`` on the step grid, the fast path's shorter one
         and the coarse path's longer one (empty without them), and the metric sources
         that failed. ``since`` is on every grid (``_since``)."""
         s = self.settings
         step = self.step
         longest = self.coarse_window.step if self.coarse_window is not None else step
+        # An agent run is counted in the step its root span started in, with every span
+        # of its trace: a read that ends before ``now`` (a chunk of the first run's fill)
+        # also reads the spans that started up to LATE_DATA after it, or the runs that
+        # straddle its end would lose their later steps, tokens and cost.
+        spans = await asyncio.to_thread(self.store.spans, since, min(now, end + LATE_DATA))
         # Counters need the sample before a step to give its rate: read a little earlier.
-        spans = await asyncio.to_thread(self.store.spans, since, end)
         samples = await asyncio.to_thread(self.store.samples, since - 2 * longest, end)
         calls = component_edges(spans)
         self._edges |= calls
@@ -382,7 +386,7 @@ class MetricAgent:
             chunk_start = since
             while chunk_start < end:
                 chunk_end = min(end, chunk_start + _FILL_CHUNK) if chunk_start < recent else end
-                read = await self._read(chunk_start, chunk_end)
+                read = await self._read(chunk_start, chunk_end, end)
                 self.window.refresh(read.fresh, chunk_start, chunk_end)
                 if self.fine_window is not None:
                     self.fine_window.refresh(read.fine, chunk_start, chunk_end)
