@@ -99,7 +99,7 @@ class Replica:
 
 
 def _config(workdir: Path, name: str, url: str, takeover: float) -> Replica:
-    from tests.loadgen import free_port
+    from tests.ports import free_port
 
     port = free_port()
     path = workdir / f"{name}.toml"

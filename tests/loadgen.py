@@ -16,7 +16,6 @@ import itertools
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,8 @@ from pathlib import Path
 import httpx
 import sqlalchemy as sa
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+from tests.ports import free_port
 
 MARKER = b"\xa5\x5a\xc3\x3c"  # the last 4 bytes of every trace id in the template
 
@@ -292,12 +293,6 @@ def rss_mb(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 total += int(line.split()[1]) / 1024
     return total
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class DaemonProcess:

@@ -40,7 +40,7 @@ from sentinel.clock import ScaledClock
 from sentinel.incidents import IncidentStatus
 from sentinel.remediation import ActionState
 from tests.gitrepos import git
-from tests.loadgen import free_port
+from tests.ports import free_port
 from tests.test_remediation_agent import PROMPT_GOOD, Remote, make_remote, seed_incident
 
 pytestmark = pytest.mark.postgres

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ from sentinel.clock import SystemClock
 from sentinel.errors import StoreError
 from sentinel.telemetry import Span
 from tests.harness import make_settings, running_daemon
+from tests.ports import free_port
 from tests.test_receiver import PB, _one_span_request
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -127,14 +127,8 @@ def test_a_failing_store_gets_503_keeps_queued_spans_and_recovers(tmp_path: Path
         assert _stored_traces(d.store) == {queued_trace: 5, refused_trace: 5}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_sigterm_stops_accepting_flushes_and_exits_cleanly(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "config.toml"
     config.write_text(
         f"[server]\nport = {port}\n"

@@ -12,7 +12,6 @@ import asyncio
 import json
 import re
 import shutil
-import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -63,6 +62,7 @@ from sentinel.settings import Secrets, Settings
 from sentinel.sim import FaultSpec, Topology, simulate_case
 from sentinel.telemetry import SliKind, Span
 from tests.harness import make_settings
+from tests.ports import free_port
 from tests.test_cli import write_config
 from tests.test_cli_incidents import detected, persist
 from tests.test_cli_incidents import run as run_cli
@@ -641,12 +641,6 @@ def test_a_record_is_tied_to_the_diagnosis_it_explained() -> None:
 
 
 # --- in the daemon ---------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_the_daemon_explains_an_incident_and_watches_its_own_agents(

@@ -11,7 +11,6 @@ import functools
 import gzip
 import math
 import re
-import socket
 import tomllib
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from sentinel.openmetrics import parse_openmetrics
 from sentinel.ports import MetricSource
 from sentinel.settings import PrometheusSettings, Secrets, Settings, load_settings
 from sentinel.telemetry import Sample, Series
+from tests.ports import free_port
 
 CASES_DIR = Path(__file__).resolve().parents[2] / "shared" / "cases"
 CASE_DIRS = sorted(p.parent for p in CASES_DIR.glob("*/metrics.om.gz"))
@@ -323,13 +323,6 @@ class RecordingSleep:
 
     async def __call__(self, seconds: float) -> None:
         self.delays.append(seconds)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def test_unreachable_port_is_unavailable_after_the_configured_retries() -> None:

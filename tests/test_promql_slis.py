@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import socket
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +24,7 @@ from sentinel.ports import MetricSource
 from sentinel.settings import PromQLSli
 from sentinel.sli import ASSUMED_COUNT, SliKey, SliKind, SliSeries, promql_series
 from sentinel.telemetry import Sample, Series
+from tests.ports import free_port
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 MIN = timedelta(minutes=1)
@@ -249,16 +249,9 @@ async def test_real_promql_functions_and_a_bad_query_next_to_them(real: Promethe
     assert "service:a latency_p95" in str(failure) and "parse error" in str(failure)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 async def test_an_unreachable_source_fails_each_declaration_by_name() -> None:
     other = decl(SliKind.LATENCY_P50, "sli_latency", component="service:b")
-    async with PrometheusSource(f"http://127.0.0.1:{_free_port()}", retries=0) as down:
+    async with PrometheusSource(f"http://127.0.0.1:{free_port()}", retries=0) as down:
         got = await fetch_promql_slis(down, [SHARE, other], T0, END, MIN)
     assert got.slis == {}
     assert [type(e) for e in got.failures] == [MetricSourceUnavailable] * 2
