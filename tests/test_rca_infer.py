@@ -99,9 +99,10 @@ def test_a_known_topology_or_traces_are_never_replaced_by_an_inferred_one() -> N
     assert with_inferred_topology(replace(case, topology=one), slis).topology == one
 
 
-@pytest.mark.parametrize("seed", [101, 103])
+@pytest.mark.parametrize("seed", [103, 105])
 def test_a_fault_below_the_paging_bar_is_still_diagnosed_and_says_so(seed: int) -> None:
-    # A database 2-10 ms slower: real, but short of the minimum effect that pages anyone.
+    # A database a few ms slower: real, but short of the minimum effect that pages anyone
+    # (1.5x and 20 ms; seed 101's p95, 14 -> 38 ms, has paged since the floor was 50 ms).
     case = microservices(FaultKind.SERVICE_LATENCY, seed=seed, magnitude=Magnitude.SUBTLE)
     assert case.truth is not None
     assert replay_case(case, DET, PRICING) == ()
