@@ -12,9 +12,11 @@ What must not live here: the agents' own behaviour (their tests).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import json
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -72,12 +74,22 @@ def _remote_log(result: DemoResult) -> list[str]:
     return git(result.workspace / "config.git", "log", "--format=%s", "main").splitlines()
 
 
-# A full demo runs a fleet, a daemon and Prometheus at 30x, where a detection interval is
-# one real second. Side by side on two busy cores the demos have missed their stages
-# (sessions 16 and 18: the rate limit opened 32 clock minutes late, on the wrong
-# component); alone they pass. `./dev test` runs one xdist group on one worker
-# (`--dist loadgroup`), so the two run one after the other.
-ACCELERATED = pytest.mark.xdist_group("accelerated_demo")
+@pytest.fixture
+def alone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A full demo runs a fleet, a daemon and Prometheus at 30x, where a detection
+    interval is one real second. Side by side on two busy cores the demos have missed
+    their stages (sessions 16 and 18: the rate limit opened 32 clock minutes late, on the
+    wrong component); alone they pass. So they take a lock that every xdist worker of the
+    run shares (the run's base temporary folder), and run one after the other.
+    (xdist's `--dist loadgroup` would do it, but does not group under pytest 9.2:
+    pytest-xdist issue 1386.)"""
+    lock = tmp_path_factory.getbasetemp().parent / "full-demo.lock"
+    with lock.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(held, fcntl.LOCK_UN)
 
 
 def _check_common(result: DemoResult, text: str) -> None:
@@ -124,7 +136,7 @@ def _check_common(result: DemoResult, text: str) -> None:
     assert case.spans
 
 
-@ACCELERATED
+@pytest.mark.usefixtures("alone")
 def test_the_demo_rolls_a_prompt_regression_back_once_and_archives_it(tmp_path: Path) -> None:
     result, text = _run(tmp_path, Scenario.PROMPT_REGRESSION, approve=Approve.NO)
     _check_common(result, text)
@@ -139,7 +151,7 @@ def test_the_demo_rolls_a_prompt_regression_back_once_and_archives_it(tmp_path: 
     assert "automatic" in text
 
 
-@ACCELERATED
+@pytest.mark.usefixtures("alone")
 def test_the_demo_asks_before_throttling_a_rate_limited_tool(tmp_path: Path) -> None:
     """With --manual every fix needs a person: the demo asks, the answer "y" approves
     it through the same path as `sentinel approve`, and the throttle lands once."""
