@@ -34,7 +34,14 @@ from sentinel.agents.remediation import RemediationEvent
 from sentinel.cases import read_case
 from sentinel.cli import app
 from sentinel.clock import FakeClock
-from sentinel.demo.fleet import BAD_PROMPT, GOOD_PROMPT, config_files, parse_config
+from sentinel.demo.fleet import (
+    BAD_PROMPT,
+    GOOD_PROMPT,
+    Bucket,
+    Pace,
+    config_files,
+    parse_config,
+)
 from sentinel.demo.run import (
     Approve,
     DemoOptions,
@@ -274,6 +281,31 @@ def test_spans_are_timed_on_their_trace_clock_not_on_the_machine() -> None:
     assert ns(tool)[1] - ns(tool)[0] == 120_000_000 + SPAN_OVERHEAD_NS
     assert ns(root_s)[0] < ns(model)[0] < ns(model)[1] < ns(tool)[0] < ns(tool)[1]
     assert ns(tool)[1] < ns(root_s)[1]
+
+
+def test_a_fleet_slower_than_the_clock_slows_its_quotas_by_the_same_share() -> None:
+    """On a machine that runs the fleet at three quarters of the clock, orders-api's
+    quota admits three quarters of its clock-time figure: the demand, slowed alike,
+    stays over the quota by the same share, so the rate-limit fault still refuses calls."""
+    pace = Pace(window=60.0)
+    assert pace.value == 1.0  # nothing measured yet
+    for _ in range(200):  # arrivals asked for 1.2 clock s and took 1.6
+        pace.record(1.2, 1.6)
+    assert pace.value == pytest.approx(0.75)
+    for _ in range(200):  # the machine keeps up again; the slow past fades
+        pace.record(1.2, 1.2)
+    assert pace.value == pytest.approx(1.0, abs=0.01)
+    pace.record(1.2, 1.1)  # a wait that ended early never makes the fleet faster
+    assert pace.value <= 1.0
+
+    def admitted(per_minute: float, pace: float) -> int:
+        # A call every 0.02 real s (0.6 clock s at 30x), for 20 real s (10 clock minutes).
+        bucket = Bucket(per_minute, speed=30.0, now=0.0, burst=1.0)
+        return sum(bucket.take(k * 0.02, pace) for k in range(1, 1001))
+
+    # 34 a clock minute, less what the burst cap of 1 wastes between the calls' ticks.
+    assert admitted(34.0, 1.0) == pytest.approx(340, rel=0.03)
+    assert admitted(34.0, 0.75) == pytest.approx(0.75 * admitted(34.0, 1.0), rel=0.02)
 
 
 def test_the_fleet_config_names_the_broken_file() -> None:

@@ -18,7 +18,10 @@ latencies never wait for the daemon's GIL.
 
 Time: the fleet lives in real time and the daemon judges on a ``ScaledClock``. Rates and
 latencies here are in clock seconds (``World.sleep`` divides by the speed); how spans get
-clock timestamps is ``demo.timing``'s business.
+clock timestamps is ``demo.timing``'s business. A machine too slow for the speed runs the
+fleet's world slower than the clock: its ``Pace`` (measured on the load's arrivals) also
+slows orders-api's quota and the throttles, so that a fault means the same on any machine
+(a quota under the demand stays under it, by the same share).
 
 What must not live here: the demo's orchestration and display (``demo.run``).
 """
@@ -87,6 +90,7 @@ ORDERS_QUOTA_FAULT = 34.0  # ... and during the rate-limit fault
 PROVIDER_ERROR_SHARE = 0.4
 KB_SLOWDOWN = 6.0
 MAX_IN_FLIGHT = 400
+PACE_WINDOW_SECONDS = 60.0  # clock seconds the fleet's pace is averaged over
 
 GOOD_PROMPT = (
     "You are the support agent of Acme.\n"
@@ -148,8 +152,9 @@ class Bucket:
         self.tokens = burst
         self.last = now
 
-    def take(self, now: float) -> bool:
-        elapsed = (now - self.last) * self.speed / 60.0
+    def take(self, now: float, pace: float = 1.0) -> bool:
+        """Take a token if there is one; ``pace``: fleet minutes per clock minute."""
+        elapsed = (now - self.last) * self.speed * pace / 60.0
         self.tokens = min(self.burst, self.tokens + elapsed * self.per_minute)
         self.last = now
         if self.tokens >= 1.0:
@@ -208,6 +213,30 @@ async def read_config(repo: str, branch: str = "main") -> FleetConfig:
     return parse_config(files, commit)
 
 
+class Pace:
+    """How fast the fleet's world runs against the clock: 1 when the machine keeps up
+    with the speed, below 1 when it does not (at 30x one core runs about three quarters
+    of the nominal load). Measured on the load's arrivals: each waits a drawn number of
+    clock seconds, and on a busy event loop the wait ends late. Without it, the fleet's
+    demand fell under orders-api's fixed quota on a slow machine, and the rate-limit
+    fault refused nothing (the demo on CI waited an hour of clock time for an incident).
+    """
+
+    def __init__(self, window: float = PACE_WINDOW_SECONDS) -> None:
+        self.window = window
+        self.asked = 0.0  # clock seconds the arrivals asked to wait, decayed
+        self.took = 0.0  # ... and took
+
+    def record(self, asked: float, took: float) -> None:
+        decay = math.exp(-max(took, 0.0) / self.window)
+        self.asked = self.asked * decay + asked
+        self.took = self.took * decay + took
+
+    @property
+    def value(self) -> float:
+        return 1.0 if self.took <= 0.0 else min(1.0, self.asked / self.took)
+
+
 # --- the fleet's world ------------------------------------------------------------------
 
 
@@ -243,6 +272,7 @@ class World:
     quota: Bucket | None = None
     config_error: str = ""
     clocks: TraceClocks = field(default_factory=TraceClocks)
+    pace: Pace = field(default_factory=Pace)
 
     def now(self) -> float:
         return asyncio.get_running_loop().time()
@@ -314,7 +344,7 @@ def _service_app(world: World, service: str, tracer: trace.Tracer) -> web.Applic
                 quota = ORDERS_QUOTA_FAULT if limited else ORDERS_QUOTA_PER_MINUTE
                 if world.quota.per_minute != quota:
                     world.quota = Bucket(quota, world.speed, world.now())
-                if not world.quota.take(world.now()):
+                if not world.quota.take(world.now(), world.pace.value):
                     await world.sleep(0.01)
                     span.set_attribute("http.response.status_code", 429)
                     return web.Response(status=429, text="quota exceeded")
@@ -418,7 +448,7 @@ def make_agents(world: World, instrument: InstrumentationSettings) -> dict[str, 
 
     async def order_status(order_id: str) -> str:
         """The status of an order."""
-        if not world.throttle("tool:order_status").take(world.now()):
+        if not world.throttle("tool:order_status").take(world.now(), world.pace.value):
             world.counts.cached += 1
             trace.get_current_span().set_attribute("sentinel.demo.cached", True)
             return f"order {order_id}: shipped (cached status)"
@@ -426,7 +456,7 @@ def make_agents(world: World, instrument: InstrumentationSettings) -> dict[str, 
 
     async def kb_search(query: str) -> str:
         """Search the knowledge base."""
-        if not world.throttle("tool:kb_search").take(world.now()):
+        if not world.throttle("tool:kb_search").take(world.now(), world.pace.value):
             world.counts.cached += 1
             return "Refund policy (cached): refunds for orders not shipped yet."
         return await call_service(world, KB_API, "/search")
@@ -503,7 +533,10 @@ class Fleet:
         w = self.world
         n = 0
         while not self.stopping.is_set():
-            await w.sleep(w.rng.expovariate(per_minute / 60.0))
+            wait = w.rng.expovariate(per_minute / 60.0)
+            started = w.now()
+            await w.sleep(wait)
+            w.pace.record(wait, (w.now() - started) * w.speed)
             if len(self.in_flight) >= MAX_IN_FLIGHT:
                 continue  # overloaded: the user gave up
             n += 1
@@ -554,6 +587,7 @@ def _control_app(world: World) -> web.Application:
                 "failed": c.failed,
                 "cached": c.cached,
                 "rate_limited": c.rate_limited,
+                "pace": round(world.pace.value, 3),
                 "models": world.config.models,
                 "rate_limits": world.config.rate_limits,
                 "config_commit": world.config.commit,

@@ -431,6 +431,7 @@ def run_demo(options: DemoOptions, display: Display | None = None) -> DemoResult
                     f"clock {now:%H:%M:%S} ({options.speed:g}x) · SLI series: {judged} judged, "
                     f"{lacking} without enough data · fleet: {st.get('runs', 0):,} runs, "
                     f"{st.get('failed', 0):,} failed, models {st.get('models', {})}"
+                    f", pace {st.get('pace', 1.0):.2f} of the clock"
                 )
                 d.update(views, snap.fault_start, footer)
                 if snap.fault_start is not None and finished(views):
