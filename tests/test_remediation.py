@@ -38,6 +38,7 @@ from sentinel.remediation import (
     matches,
     moved_off,
     propose,
+    verification_gap,
     verify,
 )
 from sentinel.settings import DetectionSettings, RemediationSettings
@@ -332,6 +333,19 @@ def test_verify_needs_hold_after_the_fix_and_fails_after_the_window() -> None:
     assert (
         verify(_incident(), {}, applied + timedelta(minutes=10), applied, spec, det)
         is Verdict.FAILED
+    )
+    # What kept it from being verified, for the people told it was undone.
+    end = applied + timedelta(minutes=10)
+    assert verification_gap(_incident(), good, end, spec, det) is None
+    assert verification_gap(_incident(), bad, end, spec, det) == (
+        "latency_p95 of agent:support was 3 at 10:27:00 (baseline 1)"
+    )
+    assert verification_gap(_incident(), {}, end, spec, det) == (
+        "no data for latency_p95 of agent:support"
+    )
+    thin = _series([3.0] * 40 + [1.0] * 16, T0)  # its points stop 2 min before the end
+    assert verification_gap(_incident(), thin, end, spec, det) == (
+        "latency_p95 of agent:support has 2 point(s) since 10:27:00, 4 needed"
     )
 
 

@@ -289,6 +289,13 @@ def test_a_fix_that_does_not_help_is_undone_and_people_are_told(world: Daemon) -
     assert "tell" not in record.undo_results  # a notification has nothing to undo
     escalations = [m for _, m, esc in world.notifier.sent if esc]
     assert escalations and "did not help within 15 min, so it was undone" in escalations[-1]
+    # ... and what was still off when the window closed.
+    assert escalations[-1].endswith(
+        ". Not back: latency_p95 of agent:support-agent was 3 at 10:13:00 (baseline 1)"
+    )
+    assert record.note.endswith(
+        "Not back: latency_p95 of agent:support-agent was 3 at 10:13:00 (baseline 1)"
+    )
     assert events(world.store)[-2:] == [RemediationEvent.STEP_UNDONE, RemediationEvent.UNDONE]
 
 

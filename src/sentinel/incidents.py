@@ -409,7 +409,21 @@ def recovered(
 ) -> bool:
     """Whether every SLI of the incident has points in the last ``resolve_minutes`` and
     all of them are back within the anomaly's baseline, and every SLO alert of it has
-    stopped burning. Missing data is not recovery; nor is an SLO no longer configured.
+    stopped burning (``recovery_gap`` says what is missing when not)."""
+    return recovery_gap(incident, slis, now, settings, slos, moved_off) is None
+
+
+def recovery_gap(
+    incident: TrackedIncident,
+    slis: Mapping[SliKey, SliSeries],
+    now: datetime,
+    settings: DetectionSettings,
+    slos: Sequence[SloSettings] = (),
+    moved_off: frozenset[str] = frozenset(),
+) -> str | None:
+    """Why the incident has not recovered at ``now`` (the first SLI that says so, for
+    people), or None when it has. Missing data is not recovery; nor is an SLO no longer
+    configured.
 
     ``moved_off``: components a fix took out of the users' path (a model failed over
     from, a version in shadow): their anomalies are not judged, since the first gets no
@@ -420,22 +434,29 @@ def recovered(
     by_name = {slo.name: slo for slo in slos}
     judged = [a for a in incident.anomalies if a.component not in moved_off]
     if not judged:
-        return False
+        return "every anomaly is on a component the fix moved traffic off: nothing to judge"
     for a in judged:
+        what = f"{a.sli.value} of {a.component}"
         series = slis.get(a.key)
         if a.detector is Detector.BURN_RATE:
             slo = by_name.get(a.slo)
-            if slo is None or not slo_recovered(slo, series, now, step):
-                return False
+            if slo is None:
+                return f"the SLO {a.slo!r} is no longer configured"
+            if not slo_recovered(slo, series, now, step):
+                return f"the SLO {a.slo!r} is still burning its error budget"
             continue
         if series is None:
-            return False
-        window = [v for t, v in series.points if t >= since and t + step <= now]
+            return f"no data for {what}"
+        window = [(t, v) for t, v in series.points if t >= since and t + step <= now]
         if len(window) < settings.persistence_points:
-            return False
-        if not all(within_baseline(a.sli, a.baseline, v, settings) for v in window):
-            return False
-    return True
+            return (
+                f"{what} has {len(window)} point(s) since {since:%H:%M:%S}, "
+                f"{settings.persistence_points} needed"
+            )
+        for t, v in window:
+            if not within_baseline(a.sli, a.baseline, v, settings):
+                return f"{what} was {v:.3g} at {t:%H:%M:%S} (baseline {a.baseline:.3g})"
+    return None
 
 
 # --- hindsight onset ----------------------------------------------------------------------------

@@ -7,7 +7,8 @@
 - ``ActionRecord`` and ``advance``: the persisted state machine of one remediation
   (proposed -> approved -> running -> applied -> verifying -> verified | undone | failed;
   rejected or expired from proposed), illegal moves refused.
-- ``verify``: whether the incident's SLIs came back within baseline after the fix.
+- ``verify``: whether the incident's SLIs came back within baseline after the fix
+  (``verification_gap``: what keeps it from it).
 
 Safety invariant 2 of ARCHITECTURE.md lives in ``decide``: automatic execution needs the
 confidence at or above the effective auto threshold, the playbook allowing auto, the
@@ -27,7 +28,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field
 
 from sentinel.errors import IllegalTransition, PlaybookError
-from sentinel.incidents import TrackedIncident, recovered
+from sentinel.incidents import TrackedIncident, recovery_gap
 from sentinel.playbooks.model import (
     AnyAction,
     BlastRadius,
@@ -64,6 +65,7 @@ __all__ = [
     "propose",
     "step_key",
     "touched",
+    "verification_gap",
     "verify",
 ]
 
@@ -448,19 +450,36 @@ def verify(
     all back within their baseline for ``spec.hold_minutes`` of points taken after the
     fix, except those of the components the fix moved traffic off (``moved_off``, see
     ``incidents.recovered``). Missing data is not recovery."""
+    held = now - applied_at >= timedelta(minutes=_hold_minutes(spec, detection))
+    if held and verification_gap(incident, slis, now, spec, detection, slos, moved_off) is None:
+        return Verdict.VERIFIED
+    if now - applied_at >= timedelta(minutes=spec.window_minutes):
+        return Verdict.FAILED
+    return Verdict.PENDING
+
+
+def _hold_minutes(spec: Verification, detection: DetectionSettings) -> float:
+    # Only points after the fix count: the hold window must fit after it. And it holds
+    # at least the points recovery needs (``persistence_points``): a shorter hold could
+    # never be verified.
+    return max(spec.hold_minutes, detection.persistence_points * detection.step_seconds / 60)
+
+
+def verification_gap(
+    incident: TrackedIncident,
+    slis: Mapping[SliKey, SliSeries],
+    now: datetime,
+    spec: Verification,
+    detection: DetectionSettings,
+    slos: Sequence[SloSettings] = (),
+    moved_off: frozenset[str] = frozenset(),
+) -> str | None:
+    """What keeps the fix from being verified at ``now``, over the hold window, for
+    people (a verdict of FAILED says it); None when nothing does."""
     chosen = incident
     if spec.slis:
         kinds = set(spec.slis)
         kept = tuple(a for a in incident.anomalies if a.sli in kinds)
         chosen = incident.model_copy(update={"anomalies": kept or incident.anomalies})
-    # Only points after the fix count: the hold window must fit after it. And it holds
-    # at least the points recovery needs (``persistence_points``): a shorter hold could
-    # never be verified.
-    hold = max(spec.hold_minutes, detection.persistence_points * detection.step_seconds / 60)
-    if now - applied_at >= timedelta(minutes=hold):
-        settings = detection.model_copy(update={"resolve_minutes": hold})
-        if recovered(chosen, slis, now, settings, slos, moved_off):
-            return Verdict.VERIFIED
-    if now - applied_at >= timedelta(minutes=spec.window_minutes):
-        return Verdict.FAILED
-    return Verdict.PENDING
+    settings = detection.model_copy(update={"resolve_minutes": _hold_minutes(spec, detection)})
+    return recovery_gap(chosen, slis, now, settings, slos, moved_off)

@@ -73,6 +73,7 @@ from sentinel.remediation import (
     moved_off,
     propose,
     step_key,
+    verification_gap,
     verify,
 )
 from sentinel.settings import Settings
@@ -612,6 +613,18 @@ class RemediationAgent:
             )
         if verdict is Verdict.PENDING:
             return
+        why = ""
+        if verdict is Verdict.FAILED and incident is not None:
+            gap = verification_gap(
+                incident,
+                slis,
+                judged_at,
+                record.verification,
+                self.settings.detection,
+                self.settings.slo,
+                moved_off(record.steps),
+            )
+            why = f". Not back: {gap}" if gap else ""
         if verdict is Verdict.VERIFIED:
             self._move(
                 record,
@@ -638,14 +651,14 @@ class RemediationAgent:
                 ActionState.FAILED,
                 now,
                 RemediationEvent.FAILED,
-                note=f"did not help, and {what}: {undo_note}",
+                note=f"did not help, and {what}: {undo_note}{why}",
             )
             run.failed.append(record.key)
             self._tell(
                 record,
                 f"{record.playbook} did not help within "
                 f"{record.verification.window_minutes:g} min, and {what}: "
-                f"{undo_note}. A person must look.",
+                f"{undo_note}{why}. A person must look.",
                 escalate=True,
             )
             return
@@ -654,14 +667,16 @@ class RemediationAgent:
             ActionState.UNDONE,
             now,
             RemediationEvent.UNDONE,
-            note=f"did not help within {record.verification.window_minutes:g} min; " + undo_note,
+            note=f"did not help within {record.verification.window_minutes:g} min; "
+            + undo_note
+            + why,
         )
         run.undone.append(record.key)
         self._tell(
             record,
             f"{record.playbook} did not help within "
             f"{record.verification.window_minutes:g} min, so it was undone "
-            f"({undo_note})",
+            f"({undo_note}){why}",
             escalate=True,
         )
 
