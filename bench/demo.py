@@ -9,9 +9,11 @@ How it measures:
   teardown), measured with `time.monotonic`; process start-up and imports (about 2 s)
   are not in it;
 - it also prints the clock-time figures the demo's summary gives (detection delay, time
-  to diagnosis, to fix, to verified) and whether the top hypothesis was right.
+  to diagnosis, to fix, to verified) and whether the top hypothesis was right;
+- `--burn N` runs N busy-looping processes beside each scenario, as a CI test worker
+  (or anything else) on the same cores would: the demo must still pass.
 
-Usage: `.venv/bin/python bench/demo.py [--scenario S ...] [--speed 30]`
+Usage: `.venv/bin/python bench/demo.py [--scenario S ...] [--speed 30] [--burn N]`
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,10 +42,12 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--scenario", action="append", choices=[s.value for s in Scenario])
     p.add_argument("--speed", type=float, default=30.0)
+    p.add_argument("--burn", type=int, default=0, help="busy processes beside each scenario")
     args = p.parse_args()
     scenarios = [Scenario(s) for s in args.scenario] if args.scenario else list(Scenario)
+    beside = f", {args.burn} busy process(es) beside it" if args.burn else ""
     print(
-        f"sentinel demo at {args.speed:g}x on {os.cpu_count()} cores; "
+        f"sentinel demo at {args.speed:g}x on {os.cpu_count()} cores{beside}; "
         "times in real seconds (wall) and clock seconds (the rest)"
     )
     print(
@@ -53,16 +58,25 @@ def main() -> int:
     for scenario in scenarios:
         with tempfile.TemporaryDirectory(prefix="sentinel-demo-bench-") as tmp:
             quiet = Display(Console(file=io.StringIO(), width=200))
+            burners = [
+                subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                for _ in range(args.burn)
+            ]
             start = time.monotonic()
-            r = run_demo(
-                DemoOptions(
-                    scenario=scenario,
-                    speed=args.speed,
-                    workspace=Path(tmp) / "ws",
-                    approve=Approve.YES,
-                ),
-                quiet,
-            )
+            try:
+                r = run_demo(
+                    DemoOptions(
+                        scenario=scenario,
+                        speed=args.speed,
+                        workspace=Path(tmp) / "ws",
+                        approve=Approve.YES,
+                    ),
+                    quiet,
+                )
+            finally:
+                for b in burners:
+                    b.kill()
+                    b.wait()
             wall = time.monotonic() - start
         worst = max(worst, wall)
         s = r.summary
