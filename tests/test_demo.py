@@ -84,10 +84,11 @@ def _remote_log(result: DemoResult) -> list[str]:
 @pytest.fixture
 def alone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """A full demo runs a fleet, a daemon and Prometheus at 30x, where a detection
-    interval is one real second. Side by side on two busy cores the demos have missed
-    their stages (sessions 16 and 18: the rate limit opened 32 clock minutes late, on the
-    wrong component); alone they pass. So they take a lock that every xdist worker of the
-    run shares (the run's base temporary folder), and run one after the other.
+    interval is one real second, and needs about 1.3 of the two cores. Side by side the
+    demos have missed their stages (sessions 16 and 18: the rate limit opened 32 clock
+    minutes late, on the wrong component; the fleet's quota not slowing with its pace,
+    ``demo.fleet.Pace``, was most of that). So they take a lock that every xdist worker
+    of the run shares (the run's base temporary folder), and run one after the other.
     (xdist's `--dist loadgroup` would do it, but does not group under pytest 9.2:
     pytest-xdist issue 1386.)"""
     lock = tmp_path_factory.getbasetemp().parent / "full-demo.lock"
