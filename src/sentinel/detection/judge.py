@@ -217,8 +217,9 @@ def _judge_fine(
     n = s.fast_persistence_points
     if len(recent) < n:
         return None
-    # The last n fine steps, all there and each resting on the fast path's observations.
-    if recent[-n][0] <= at.complete_until - n * at.step:
+    # The last n fine points, within the last n + fast_gap_points fine steps (a step with
+    # no call is no evidence either way), each resting on the fast path's observations.
+    if recent[-n][0] <= at.complete_until - (n + s.fast_gap_points) * at.step:
         return None
     fast_min = _fast_floor(s, min_count, kind)
     # A p50 of three calls is noise however short its point, so levels keep the step's

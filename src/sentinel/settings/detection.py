@@ -66,12 +66,19 @@ class DetectionSettings(Section):
     # this power) needs only fast_persistence_points: a hard failure pages within an
     # interval or two, not after the full persistence. Equal persistences: no fast path.
     fast_persistence_points: Annotated[int, Field(ge=1)] = 2
-    fast_evidence_factor: Annotated[float, Field(ge=1)] = 1.75
+    # 1.5 since session 20 (was 1.75): with the burst checks and floors of sessions 8-18
+    # it adds no false incident in 26.8 fault-free hours per topology, with or without
+    # metric samples, and a provider failure or a retrieval degradation pages a step
+    # sooner in 3 of 15 replayed phases (docs/performance.md, live delay).
+    fast_evidence_factor: Annotated[float, Field(ge=1)] = 1.5
     # ... and each of those points rests on at least this many observations (never fewer
     # than min_point_count): a p50 of four calls, two of them slow, is common noise
     # however far it lands. Its own setting since session 11, so that the evidence factor
     # can come down without the floor coming with it (it was min_point_count times the
-    # factor, and a floor of 4 or 5 gave 2-4 false incidents per multi_agent day).
+    # factor; then a floor of 4 or 5 gave 2-4 false incidents per multi_agent day). Session
+    # 20 tried 5 again: a tool twenty times slower, called 5 times in its first 15 s,
+    # paged 30 s sooner, but a support tool's two steps of a p50 near 2 s (9 and 5 calls,
+    # metric histograms) opened a false incident in one of 214 fault cases.
     fast_min_point_count: Annotated[int, Field(ge=1)] = 6
     # ... except evaluator scores: a mean of scores bounded in [0, 1] has no heavy tail,
     # and evaluators score a sample of runs, so a score's 15 s point holds 2-6 of them
@@ -85,6 +92,13 @@ class DetectionSettings(Section):
     # can open on its model's token count alone): the Root Cause Agent keeps the agents
     # asking for that usage, and changes to them, as candidates (``rca.rank``).
     fast_step_divisor: Annotated[int, Field(ge=1)] = 2
+    # The fast path's points on that shorter grid may lie this many points apart in all:
+    # an agent whose evaluators score a few runs a minute, or a model called in bursts,
+    # has 15 s with no scored run or no call now and then; that is no evidence of health,
+    # and made a strong failure wait a step for two points in a row. Since session 20
+    # (`bench/live_detect.py --replay`: a provider failure pages 30 s sooner in 1 of 5
+    # phases; no false incident added). 0: consecutive points only.
+    fast_gap_points: Annotated[int, Field(ge=0)] = 1
     # The coarse path: every series is also judged on points of step_seconds times this
     # (the full path's bars, no fast path), adding an anomaly only where the step path
     # found none. A subtle fault on a component called a few times a minute leaves too
