@@ -364,14 +364,17 @@ def test_a_half_step_without_a_call_does_not_hold_back_the_fast_path() -> None:
     # 0.3 in the last three half-steps, and the middle one happens to hold no scored run.
     rng = random.Random(7)
     scores = [0.88 + rng.uniform(-0.015, 0.015) for _ in range(2 * N - 3)] + [0.55] * 3
-    counts = [4] * (2 * N)
-    points = [(T0 + i * FINE, v) for i, v in enumerate(scores) if i != 2 * N - 2]
-    kept = [c for i, c in enumerate(counts) if i != 2 * N - 2]
-    f = SliSeries(
-        key=SliKey("tool:lookup", SliKind.EVAL_SCORE),
-        points=tuple(points),
-        counts=tuple(kept),
-    )
+
+    def without(values: list[float], empty: set[int]) -> SliSeries:
+        """``fine_series`` of 4 scored runs a half-step, the ``empty`` half-steps absent."""
+        kept = [(T0 + i * FINE, v) for i, v in enumerate(values) if i not in empty]
+        return SliSeries(
+            key=SliKey("tool:lookup", SliKind.EVAL_SCORE),
+            points=tuple(kept),
+            counts=tuple([4] * len(kept)),
+        )
+
+    f = without(scores, {2 * N - 2})
     steps = [0.88] * (N - 1) + [0.55]  # on steps: one low point, not the fast path's two
     s = series(SliKind.EVAL_SCORE, steps, [8] * N)
     consecutive = HALF.model_copy(update={"fast_gap_points": 0})
@@ -382,13 +385,7 @@ def test_a_half_step_without_a_call_does_not_hold_back_the_fast_path() -> None:
     # Two low points spread over more half-steps than the gap allows are not the fast
     # path's: the fall from half-step 2N-4, with 2N-3 and 2N-2 holding no scored run.
     low = [*scores[: 2 * N - 4], 0.55, 0.55, 0.55, 0.55]
-    sparse = SliSeries(
-        key=f.key,
-        points=tuple(
-            (T0 + i * FINE, v) for i, v in enumerate(low) if i not in (2 * N - 3, 2 * N - 2)
-        ),
-        counts=tuple([4] * (2 * N - 2)),
-    )
+    sparse = without(low, {2 * N - 3, 2 * N - 2})
     assert detect_series(s, at_end(), HALF, sparse) is None
     wider = HALF.model_copy(update={"fast_gap_points": 2})
     assert isinstance(detect_series(s, at_end(), wider, sparse), Anomaly)
