@@ -674,6 +674,52 @@ def test_missing_samples_give_no_spike_and_long_gaps_give_no_point() -> None:
     assert values(rate) == pytest.approx([2.0, 2.0])
 
 
+def test_a_summary_quantile_held_while_no_request_came_is_not_an_observation() -> None:
+    # A slow call, then 45 s without requests (the summary keeps reporting 3.9 s), then
+    # five fast calls. Samples every 15 s; the quiet ones repeat the count.
+    count = counter(
+        [(0, 100), (15, 101), (30, 101), (45, 101), (60, 101), (75, 106), (90, 106)],
+        metric="component_request_duration_seconds_count",
+    )
+    p50 = counter(
+        [(0, 0.1), (15, 3.9), (30, 3.9), (45, 3.9), (60, 3.9), (75, 0.07), (90, 0.07)],
+        metric="component_request_duration_seconds",
+        quantile="0.5",
+    )
+    half = timedelta(seconds=15)
+    slis = metric_slis(count + p50, NOW, NOW + 6 * half, half)
+    latency = get(slis, "service:api", SliKind.LATENCY_P50)
+    # Only the half-steps with calls have a latency, each its own calls'.
+    assert times(latency) == [NOW, NOW + 4 * half]
+    assert values(latency) == pytest.approx([3.9, 0.07])
+    assert latency.counts == (1, 5)
+    # On the 30 s grid the step [60 s, 90 s) is its five fast calls, not the held 3.9 s
+    # averaged in; [30 s, 60 s) had no call and has no latency.
+    slis = metric_slis(count + p50, NOW, NOW + 6 * half, 2 * half)
+    latency = get(slis, "service:api", SliKind.LATENCY_P50)
+    assert times(latency) == [NOW, NOW + 4 * half]
+    assert values(latency) == pytest.approx([3.9, 0.07])
+    assert latency.counts == (1, 5)
+
+
+def test_a_summary_quantile_is_kept_when_its_count_is_unknown_or_restarted() -> None:
+    # No _count series at all: every sample counts. A restart (the count falls) is new
+    # requests, not a quiet interval.
+    p50 = counter(
+        [(0, 0.2), (15, 0.2), (30, 0.2)],
+        metric="component_request_duration_seconds",
+        quantile="0.5",
+    )
+    half = timedelta(seconds=15)
+    slis = metric_slis(p50, NOW, NOW + 2 * half, half)
+    assert values(get(slis, "service:api", SliKind.LATENCY_P50)) == pytest.approx([0.2, 0.2])
+    count = counter([(0, 50), (15, 3), (30, 6)], metric="component_request_duration_seconds_count")
+    slis = metric_slis(count + p50, NOW, NOW + 2 * half, half)
+    latency = get(slis, "service:api", SliKind.LATENCY_P50)
+    assert values(latency) == pytest.approx([0.2, 0.2])
+    assert latency.counts == (3, 3)
+
+
 def test_error_rate_has_no_point_without_requests() -> None:
     reqs = counter([(0, 0), (60, 30), (120, 30), (180, 90)])
     errs = counter([(0, 0), (60, 3), (120, 3), (180, 3)], metric="component_errors_total")

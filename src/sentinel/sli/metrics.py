@@ -309,7 +309,9 @@ def metric_slis(
 
     # Latency: summary quantiles, then histogram quantiles where the summary has none.
     summary_counts = family(SUMMARY_COUNT_FAMILY)
-    quantiles = _gauge_steps(series, grid, SUMMARY_FAMILY, lambda ms: ms.label(_QUANTILE_LABEL))
+    quantiles = _gauge_steps(
+        _observed_quantiles(series), grid, SUMMARY_FAMILY, lambda ms: ms.label(_QUANTILE_LABEL)
+    )
     for (c, q_label), by_step in quantiles.items():
         kind = _summary_kind(q_label)
         if kind is None:
@@ -433,6 +435,38 @@ def _fresh(ms: _MetricSeries) -> _MetricSeries:
     """``ms`` without the samples that repeat the value before them (a held gauge)."""
     points = [p for j, p in enumerate(ms.points) if j == 0 or p[1] != ms.points[j - 1][1]]
     return _MetricSeries(ms.metric, ms.labels, ms.component, points)
+
+
+def _observed_quantiles(series: Sequence[_MetricSeries]) -> list[_MetricSeries]:
+    """The summary quantile series, each without the samples taken when its ``_count``
+    had not moved since the sample before. A summary keeps reporting its quantiles while
+    no request comes (the last interval's, or its sliding window's), so such a sample is
+    no observation of the step it falls in: averaged in, a quiet half-step's held slow
+    call made a fast step look slow, and a step without calls had a latency."""
+    counts: dict[tuple[str, _Labels], dict[int, float]] = {
+        (ms.component, tuple(sorted(ms.labels.items()))): dict(ms.points)
+        for ms in series
+        if ms.metric == SUMMARY_COUNT_FAMILY
+    }
+    out = []
+    for ms in series:
+        if ms.metric != SUMMARY_FAMILY:
+            continue
+        plain = tuple(sorted((k, v) for k, v in ms.labels.items() if k != _QUANTILE_LABEL))
+        count = counts.get((ms.component, plain))
+        if count is None:
+            out.append(ms)
+            continue
+        kept = [
+            (t, v)
+            for j, (t, v) in enumerate(ms.points)
+            if j == 0
+            or (before := count.get(ms.points[j - 1][0])) is None
+            or (now := count.get(t)) is None
+            or now != before
+        ]
+        out.append(_MetricSeries(ms.metric, ms.labels, ms.component, kept))
+    return out
 
 
 def _zero_like(s: _Sum) -> _Sum:
