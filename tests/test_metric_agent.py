@@ -168,9 +168,13 @@ def test_the_agent_refits_a_ramps_onset_as_the_replay_does(tmp_path: Path) -> No
         s.detection,
         fine=case_slis(case, timedelta(seconds=15), s.pricing),
         coarse=case_slis(case, timedelta(seconds=120), s.pricing),
+        changes=case.changes,
     )
     opened = next(e for e in replayed if isinstance(e, IncidentOpened))
     refit = next(e for e in replayed if isinstance(e, OnsetRefit))
+    # The config commit before the ramp weighs in the fit, live as in the replay (the
+    # agent reads the changes from the store).
+    assert "just after a change weighed up" in refit.how
     truth = fault_start(case)
     # Detection dated it late; the refit, once the ramp is over, near where it began.
     assert opened.onset - truth > timedelta(seconds=90)

@@ -23,6 +23,7 @@ from sentinel.incidents import (
 from sentinel.onset import refit_onset
 from sentinel.settings import DetectionSettings
 from sentinel.sli import SliKey, SliKind, SliSeries
+from sentinel.telemetry import ChangeEvent
 
 T = datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
 STEP = timedelta(seconds=30)
@@ -125,6 +126,93 @@ def test_a_sparse_ramp_is_dated_by_the_median_start_not_the_one_best_shape() -> 
     assert 0 <= sorted(offsets)[len(offsets) // 2] <= 60
 
 
+def test_a_change_just_before_a_sparse_ramp_dates_it() -> None:
+    # The sparse ramps above with a deploy 45 s before each: the start's prior puts 0.8
+    # of its mass on the points just after the change. The data alone date 38 of the 60
+    # within 90 s; with the change, 59 (measured).
+    change = [FAULT - timedelta(seconds=45)]
+    within = {0.0: 0, 0.8: 0}
+    for seed in range(60):
+        errors = sparse_ramp(seed)
+        first = next(t for t, v, _ in errors.rows if t >= FAULT and v > 0)
+        late = max(first, FAULT + timedelta(minutes=3))
+        opened = late + timedelta(minutes=2)
+        for prior in within:
+            fit = refit_onset(
+                [anomaly(errors, late, 0.003)],
+                late,
+                opened,
+                {errors.key: errors},
+                opened + timedelta(minutes=10),
+                STEP,
+                changes=change,
+                change_prior=prior,
+            )
+            within[prior] += abs(fit.onset - FAULT) <= timedelta(seconds=90)
+    assert within[0.0] <= 40
+    assert within[0.8] >= 55
+
+
+def test_a_change_the_data_contradict_does_not_date_the_onset() -> None:
+    # A clear step, and a change 1 to 8 minutes before it: the points between sit at the
+    # baseline, so the start stays at the step whatever the prior says.
+    tokens = level_series("step")
+    opened = FAULT + timedelta(minutes=1)
+    for minutes in (1, 3, 8):
+        fit = refit_onset(
+            [anomaly(tokens, FAULT, 450.0)],
+            FAULT,
+            opened,
+            {tokens.key: tokens},
+            opened + timedelta(minutes=10),
+            STEP,
+            changes=[FAULT - timedelta(minutes=minutes)],
+            change_prior=0.8,
+        )
+        assert fit.onset == FAULT
+        assert "5 start(s) just after a change weighed up" in fit.how
+
+
+def test_the_same_counts_under_three_slis_are_fitted_once() -> None:
+    # A tool's error rate, failure rate and the share of its one error type are the
+    # same points: fitted three times, they would outweigh the start's prior threefold.
+    for seed in range(10):
+        errors = sparse_ramp(seed)
+        late = FAULT + timedelta(minutes=3)
+        opened = late + timedelta(minutes=2)
+        slis = {
+            SliKey("tool:t", kind, q): SliSeries(
+                SliKey("tool:t", kind, q), errors.points, errors.counts
+            )
+            for kind, q in (
+                (SliKind.ERROR_RATE, ""),
+                (SliKind.TOOL_FAILURE_RATE, ""),
+                (SliKind.ERROR_RATE_BY_TYPE, "timeout"),
+            )
+        }
+        found = [
+            Anomaly(
+                component="tool:t",
+                sli=key.kind,
+                qualifier=key.qualifier,
+                onset=late,
+                baseline=0.003,
+                observed=0.1,
+                score=10.0,
+                detector=Detector.LEVEL_SHIFT,
+            )
+            for key in slis
+        ]
+        now = opened + timedelta(minutes=10)
+        change = [FAULT - timedelta(seconds=45)]
+        three = refit_onset(found, late, opened, slis, now, STEP, changes=change, change_prior=0.8)
+        one = refit_onset(
+            found[:1], late, opened, slis, now, STEP, changes=change, change_prior=0.8
+        )
+        assert three == one
+        assert " 1 series fitted" in three.how
+
+
 def test_the_fit_never_reads_past_now_nor_moves_the_onset_later() -> None:
     tokens = level_series("ramp")
     late = FAULT + timedelta(minutes=2, seconds=30)
@@ -183,6 +271,32 @@ def test_the_refit_is_due_once_after_the_wait_or_at_resolution() -> None:
     with pytest.raises(IllegalTransition, match="refit already"):
         transition(after, ev.model_copy(update={"time": ten + STEP}))
     assert refit_due(state, slis, ten, ten, s.model_copy(update={"onset_refit_minutes": 0})) is None
+
+
+def test_only_changes_to_the_incidents_components_before_its_onset_weigh() -> None:
+    late = FAULT + timedelta(minutes=2, seconds=30)
+    opened = late + timedelta(minutes=1)
+    state = opened_incident(late, opened)  # one anomaly, on agent:a
+    tokens = level_series("ramp")
+    ten = opened + timedelta(minutes=10)
+
+    def change(component: str, at: datetime, affects: tuple[str, ...] = ()) -> ChangeEvent:
+        return ChangeEvent(id="c1", time=at, component=component, affects=affects)
+
+    def how(*changes: ChangeEvent) -> str:
+        ev = refit_due(state, {tokens.key: tokens}, ten, ten, DetectionSettings(), changes=changes)
+        assert ev is not None
+        return ev.how
+
+    before = FAULT - timedelta(seconds=40)
+    assert "weighed up" not in how()
+    assert "weighed up" not in how(change("service:other", before))
+    assert "weighed up" not in how(change("prompt:a", late + STEP, affects=("agent:a",)))
+    assert "weighed up" in how(change("prompt:a", before, affects=("agent:a",)))
+    assert "weighed up" in how(change("agent:a", before))
+    off = DetectionSettings(onset_change_prior=0.0)
+    ev = refit_due(state, {tokens.key: tokens}, ten, ten, off, changes=[change("agent:a", before)])
+    assert ev is not None and "weighed up" not in ev.how
 
 
 def test_a_refit_never_moves_the_state_later() -> None:

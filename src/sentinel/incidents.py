@@ -470,23 +470,35 @@ def refit_due(
     settings: DetectionSettings,
     *,
     resolving: bool = False,
+    changes: Sequence[ChangeEvent] = (),
 ) -> OnsetRefit | None:
     """The incident's ``OnsetRefit`` when it is due: once, when the incident has been
     open ``onset_refit_minutes``, or when it is ``resolving`` before that. The fit reads
     the SLIs up to ``judged_at``; the event is stamped ``now``. SLO burn-rate anomalies
-    are left out of the fit (their series' shape is the objective's, not the fault's)."""
+    are left out of the fit (their series' shape is the objective's, not the fault's).
+    ``changes``: the change events known; those on the incident's components before its
+    onset weigh the fit's start towards them (``onset_change_prior``)."""
     wait = settings.onset_refit_minutes
     if wait <= 0 or incident.refit_at is not None:
         return None
     if not resolving and now - incident.incident.opened_at < timedelta(minutes=wait):
         return None
+    fitted = [a for a in incident.anomalies if a.detector is not Detector.BURN_RATE]
+    components = {a.component for a in fitted}
     fit = refit_onset(
-        [a for a in incident.anomalies if a.detector is not Detector.BURN_RATE],
+        fitted,
         incident.onset,
         incident.incident.opened_at,
         slis,
         judged_at,
         timedelta(seconds=settings.step_seconds),
+        # A change after the first symptom did not start the fault.
+        changes=[
+            c.time
+            for c in changes
+            if c.time < incident.onset and components & {c.component, *c.affects}
+        ],
+        change_prior=settings.onset_change_prior,
     )
     return OnsetRefit(incident_id=incident.id, time=now, onset=fit.onset, how=fit.how)
 
@@ -504,11 +516,13 @@ def replay(
     *,
     fine: Mapping[SliKey, SliSeries] | None = None,
     coarse: Mapping[SliKey, SliSeries] | None = None,
+    changes: Sequence[ChangeEvent] = (),
 ) -> tuple[tuple[TrackedIncident, ...], tuple[LifecycleEvent, ...]]:
     """Detection (and the ``slos``' burn-rate rules) and correlation at every step from
     ``start`` to ``end``, as the Metric Agent runs them live: the incidents (in opening
     order) and every event. ``fine``, ``coarse``: the SLIs on the fast path's shorter grid
-    and the coarse path's longer one (``detect``)."""
+    and the coarse path's longer one (``detect``). ``changes``: the change events, for the
+    onset refit; each is known from its time on, as live."""
     edges = frozenset(graph_edges)
     step = timedelta(seconds=settings.step_seconds)
     incidents: dict[str, TrackedIncident] = {}
@@ -532,7 +546,8 @@ def replay(
             apply(ev)
         for i in live():
             done = recovered(i, slis, now, settings, slos)
-            refit = refit_due(i, slis, now, now, settings, resolving=done)
+            known = [c for c in changes if c.time <= now]
+            refit = refit_due(i, slis, now, now, settings, resolving=done, changes=known)
             if refit is not None:
                 apply(refit)
             if done:
@@ -541,7 +556,8 @@ def replay(
     # The window ends: incidents still open and not refit yet are refit on what it has
     # (live, the daemon refits them later, on more data).
     for i in live():
-        refit = refit_due(i, slis, now - step, now - step, settings, resolving=True)
+        known = [c for c in changes if c.time <= now - step]
+        refit = refit_due(i, slis, now - step, now - step, settings, resolving=True, changes=known)
         if refit is not None:
             apply(refit)
     return tuple(incidents.values()), tuple(events)
@@ -585,6 +601,14 @@ def replay_case(
     edges = component_edges(case.spans, case.topology, case.changes)
     start = step_start(case.meta.start, step)
     incidents, _ = replay(
-        slis, edges, start, case.meta.end, detection, slos, fine=fine, coarse=coarse
+        slis,
+        edges,
+        start,
+        case.meta.end,
+        detection,
+        slos,
+        fine=fine,
+        coarse=coarse,
+        changes=case.changes,
     )
     return incidents

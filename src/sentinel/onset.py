@@ -15,6 +15,13 @@ a step at its middle fits about as well, and one shape always wins outright. The
 moves earlier when the fit starts before it, never later: the detected onset already saw
 that much.
 
+A change to one of the incident's components (a deploy, a prompt or config commit) is
+evidence of when the fault began: most faults follow a change within minutes. The start
+prior gives a share of its mass (``change_prior``) to the points within ``CHANGE_LAG``
+after such a change, and spreads the rest over every start as before. The data still
+decide: a change long before data that sat at the baseline does not move the onset, and
+a red-herring change only matters where the fit could not tell the start anyway.
+
 Pure: a function of the incident, its SLIs and the time; the caller (replay and the
 Metric Agent, alike) decides when to refit and records the result as an event.
 """
@@ -40,6 +47,10 @@ NOISE_STEPS = 20
 MAX_RAMP_STEPS = 16
 # The prior weight of a step among the shapes; the ramps share the rest equally.
 STEP_PRIOR = 0.5
+# How soon after a change its fault shows: the start prior's extra mass lies on the points
+# from the one holding the change to this long after it (a rollout, then the first
+# affected calls).
+CHANGE_LAG = timedelta(minutes=2)
 # The median of a chi-square with one degree of freedom: a level's noise from the median
 # of squared deviations (robust to the baseline's own spikes).
 _CHI2_MEDIAN = 0.455
@@ -199,6 +210,21 @@ def refit_reach(step: timedelta) -> timedelta:
     return (FIT_STEPS_BEFORE + NOISE_STEPS) * step
 
 
+def _start_priors(
+    starts: Sequence[float], changes: Sequence[float], share: float, step_s: float
+) -> list[float]:
+    """Each start's negative log prior, up to a constant (0 everywhere when no change is
+    near): ``share`` of the mass on the starts from the point holding a change to
+    ``CHANGE_LAG`` after it, the rest spread over all ``starts``."""
+    lag = CHANGE_LAG.total_seconds()
+    near = {t for t in starts for c in changes if c - step_s < t <= c + lag}
+    if not near or share <= 0.0:
+        return [0.0] * len(starts)
+    flat = (1.0 - share) / len(starts)
+    mass = [flat + (share / len(near) if t in near else 0.0) for t in starts]
+    return [-math.log(m * len(starts)) for m in mass]
+
+
 def refit_onset(
     anomalies: Sequence[Anomaly],
     onset: datetime,
@@ -206,10 +232,14 @@ def refit_onset(
     slis: Mapping[SliKey, SliSeries],
     now: datetime,
     step: timedelta,
+    changes: Sequence[datetime] = (),
+    change_prior: float = 0.0,
 ) -> OnsetFit:
     """The onset of an incident opened at ``opened_at`` with ``anomalies`` and ``onset``,
     fitted again on its SLIs up to ``now``: the fitted start when it is earlier (a ramp,
-    or a step the detection dated late), else ``onset`` unchanged."""
+    or a step the detection dated late), else ``onset`` unchanged. ``changes``: when the
+    incident's components were changed; ``change_prior`` of the start's prior mass lies
+    just after them."""
     origin = opened_at
     series = [
         s
@@ -217,6 +247,9 @@ def refit_onset(
         if (found := slis.get(a.key)) is not None
         and (s := _series(a, found, now, origin, step)) is not None
     ]
+    # One set of counts is one piece of evidence, however many SLIs show it: a tool's
+    # error rate, failure rate and the share of its one error type are the same points.
+    series = list({(s.rows, s.share): s for s in series}.values())
     if not series:
         return OnsetFit(onset=onset, how="kept: no series to fit")
     step_s = step.total_seconds()
@@ -227,16 +260,23 @@ def refit_onset(
     sums = [_Sums(s, step_s / 2.0) for s in series]
     # Negative log posterior of each (start, shape), up to a constant.
     ramp_prior = -math.log((1.0 - STEP_PRIOR) / MAX_RAMP_STEPS)
-    cells = [(_cost(sums, t0, t0) - math.log(STEP_PRIOR), t0) for t0 in starts]
+    at = [(c - origin).total_seconds() for c in changes]
+    start_prior = _start_priors(starts, at, change_prior, step_s)
+    cells = [
+        (_cost(sums, t0, t0) - math.log(STEP_PRIOR) + p, t0)
+        for t0, p in zip(starts, start_prior, strict=True)
+    ]
     cells += [
-        (_cost(sums, t0, t0 + k * step_s) + ramp_prior, t0)
-        for t0 in starts
+        (_cost(sums, t0, t0 + k * step_s) + ramp_prior + p, t0)
+        for t0, p in zip(starts, start_prior, strict=True)
         for k in range(1, MAX_RAMP_STEPS + 1)
     ]
     fitted = origin + timedelta(seconds=_median_start(cells))
+    near = sum(p < 0.0 for p in start_prior)
+    weighed = f", {near} start(s) just after a change weighed up" if near else ""
     where = (
         f"{len(series)} series fitted with a step or a ramp of up to "
-        f"{MAX_RAMP_STEPS * step_s:g} s, median start {fitted.isoformat()}"
+        f"{MAX_RAMP_STEPS * step_s:g} s{weighed}, median start {fitted.isoformat()}"
     )
     if fitted < onset:
         return OnsetFit(onset=fitted, how=f"moved earlier: {where}")

@@ -425,7 +425,9 @@ class MetricAgent:
                 for state in list(open_.values()):
                     off = await asyncio.to_thread(self.moved_off, state.id)
                     done = recovered(state, slis, judged_at, det, s.slo, off)
-                    refit = refit_due(state, slis, judged_at, now, det, resolving=done)
+                    refit = refit_due(
+                        state, slis, judged_at, now, det, resolving=done, changes=changes
+                    )
                     if refit is not None:
                         events.append(await asyncio.to_thread(self._persist, refit, open_))
                     if done:

@@ -149,6 +149,11 @@ class DetectionSettings(Section):
     # data since (``sentinel.onset``): a ramp is dated where it began, not where it paged.
     # 0: never.
     onset_refit_minutes: Annotated[float, Field(ge=0)] = 10.0
+    # The refit's prior belief that a fault began just after a change to one of its
+    # incident's components made before its first symptom (within two minutes of a
+    # deploy or a prompt/config commit), rather than at any other point: most faults
+    # follow a change. The data still decide. 0: changes do not date an onset.
+    onset_change_prior: Annotated[float, Field(ge=0, lt=1)] = 0.8
     # An incident resolves once its SLIs stay within baseline this long.
     resolve_minutes: Annotated[float, Field(gt=0)] = 10.0
     # How often the Metric Agent runs in the daemon.
