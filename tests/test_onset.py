@@ -20,7 +20,7 @@ from sentinel.incidents import (
     refit_due,
     transition,
 )
-from sentinel.onset import refit_onset
+from sentinel.onset import OnsetFit, refit_onset
 from sentinel.settings import DetectionSettings
 from sentinel.sli import SliKey, SliKind, SliSeries
 from sentinel.telemetry import ChangeEvent
@@ -67,6 +67,7 @@ def anomaly(series: SliSeries, onset: datetime, baseline: float) -> Anomaly:
     return Anomaly(
         component=series.key.component,
         sli=series.key.kind,
+        qualifier=series.key.qualifier,
         onset=onset,
         baseline=baseline,
         observed=baseline * 2,
@@ -103,25 +104,32 @@ def sparse_ramp(seed: int) -> SliSeries:
     return share_series(seed, base=0.003, top=0.153, ramp=400, calls=8)
 
 
+def sparse_ramp_fit(
+    seed: int, changes: tuple[datetime, ...] = (), change_prior: float = 0.0
+) -> OnsetFit:
+    """The refit of ``sparse_ramp(seed)``, dated where detection would date it (its first
+    failure, at least 3 minutes in), 2 minutes after opening plus the 10 of the wait."""
+    errors = sparse_ramp(seed)
+    first = next(t for t, v, _ in errors.rows if t >= FAULT and v > 0)
+    late = max(first, FAULT + timedelta(minutes=3))
+    opened = late + timedelta(minutes=2)
+    return refit_onset(
+        [anomaly(errors, late, 0.003)],
+        late,
+        opened,
+        {errors.key: errors},
+        opened + timedelta(minutes=10),
+        STEP,
+        changes=changes,
+        change_prior=change_prior,
+    )
+
+
 def test_a_sparse_ramp_is_dated_by_the_median_start_not_the_one_best_shape() -> None:
     # The first failures come minutes into the ramp, so a step where they begin fits
     # about as well as the ramp: the one best shape dated 28 of these 60 within 90 s
     # (median +120 s), the median start over all shapes dates 38 (median +60 s).
-    offsets = []
-    for seed in range(60):
-        errors = sparse_ramp(seed)
-        first = next(t for t, v, _ in errors.rows if t >= FAULT and v > 0)
-        late = max(first, FAULT + timedelta(minutes=3))  # where detection would date it
-        opened = late + timedelta(minutes=2)
-        fit = refit_onset(
-            [anomaly(errors, late, 0.003)],
-            late,
-            opened,
-            {errors.key: errors},
-            opened + timedelta(minutes=10),
-            STEP,
-        )
-        offsets.append((fit.onset - FAULT).total_seconds())
+    offsets = [(sparse_ramp_fit(seed).onset - FAULT).total_seconds() for seed in range(60)]
     assert sum(abs(o) <= 90 for o in offsets) >= 36
     assert 0 <= sorted(offsets)[len(offsets) // 2] <= 60
 
@@ -130,24 +138,11 @@ def test_a_change_just_before_a_sparse_ramp_dates_it() -> None:
     # The sparse ramps above with a deploy 45 s before each: the start's prior puts 0.8
     # of its mass on the points just after the change. The data alone date 38 of the 60
     # within 90 s; with the change, 59 (measured).
-    change = [FAULT - timedelta(seconds=45)]
+    change = (FAULT - timedelta(seconds=45),)
     within = {0.0: 0, 0.8: 0}
     for seed in range(60):
-        errors = sparse_ramp(seed)
-        first = next(t for t, v, _ in errors.rows if t >= FAULT and v > 0)
-        late = max(first, FAULT + timedelta(minutes=3))
-        opened = late + timedelta(minutes=2)
         for prior in within:
-            fit = refit_onset(
-                [anomaly(errors, late, 0.003)],
-                late,
-                opened,
-                {errors.key: errors},
-                opened + timedelta(minutes=10),
-                STEP,
-                changes=change,
-                change_prior=prior,
-            )
+            fit = sparse_ramp_fit(seed, change, prior)
             within[prior] += abs(fit.onset - FAULT) <= timedelta(seconds=90)
     assert within[0.0] <= 40
     assert within[0.8] >= 55
@@ -190,19 +185,7 @@ def test_the_same_counts_under_three_slis_are_fitted_once() -> None:
                 (SliKind.ERROR_RATE_BY_TYPE, "timeout"),
             )
         }
-        found = [
-            Anomaly(
-                component="tool:t",
-                sli=key.kind,
-                qualifier=key.qualifier,
-                onset=late,
-                baseline=0.003,
-                observed=0.1,
-                score=10.0,
-                detector=Detector.LEVEL_SHIFT,
-            )
-            for key in slis
-        ]
+        found = [anomaly(series, late, 0.003) for series in slis.values()]
         now = opened + timedelta(minutes=10)
         change = [FAULT - timedelta(seconds=45)]
         three = refit_onset(found, late, opened, slis, now, STEP, changes=change, change_prior=0.8)
