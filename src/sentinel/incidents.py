@@ -544,9 +544,9 @@ def replay(
         )
         for ev in correlate(found, edges, live(), now, settings):
             apply(ev)
+        known = [c for c in changes if c.time <= now]
         for i in live():
             done = recovered(i, slis, now, settings, slos)
-            known = [c for c in changes if c.time <= now]
             refit = refit_due(i, slis, now, now, settings, resolving=done, changes=known)
             if refit is not None:
                 apply(refit)
@@ -555,8 +555,8 @@ def replay(
         now += step
     # The window ends: incidents still open and not refit yet are refit on what it has
     # (live, the daemon refits them later, on more data).
+    known = [c for c in changes if c.time <= now - step]
     for i in live():
-        known = [c for c in changes if c.time <= now - step]
         refit = refit_due(i, slis, now - step, now - step, settings, resolving=True, changes=known)
         if refit is not None:
             apply(refit)
