@@ -522,7 +522,8 @@ def replay(
     ``start`` to ``end``, as the Metric Agent runs them live: the incidents (in opening
     order) and every event. ``fine``, ``coarse``: the SLIs on the fast path's shorter grid
     and the coarse path's longer one (``detect``). ``changes``: the change events, for the
-    onset refit; each is known from its time on, as live."""
+    onset refit (which reads only those before an incident's onset, so none it could not
+    know live)."""
     edges = frozenset(graph_edges)
     step = timedelta(seconds=settings.step_seconds)
     incidents: dict[str, TrackedIncident] = {}
@@ -544,10 +545,9 @@ def replay(
         )
         for ev in correlate(found, edges, live(), now, settings):
             apply(ev)
-        known = [c for c in changes if c.time <= now]
         for i in live():
             done = recovered(i, slis, now, settings, slos)
-            refit = refit_due(i, slis, now, now, settings, resolving=done, changes=known)
+            refit = refit_due(i, slis, now, now, settings, resolving=done, changes=changes)
             if refit is not None:
                 apply(refit)
             if done:
@@ -555,9 +555,10 @@ def replay(
         now += step
     # The window ends: incidents still open and not refit yet are refit on what it has
     # (live, the daemon refits them later, on more data).
-    known = [c for c in changes if c.time <= now - step]
     for i in live():
-        refit = refit_due(i, slis, now - step, now - step, settings, resolving=True, changes=known)
+        refit = refit_due(
+            i, slis, now - step, now - step, settings, resolving=True, changes=changes
+        )
         if refit is not None:
             apply(refit)
     return tuple(incidents.values()), tuple(events)
