@@ -198,6 +198,66 @@ def test_the_fast_paths_observation_floor_does_not_follow_the_evidence_factor() 
     assert found.onset == T0 + (N - fast) * STEP
 
 
+def slow_p50_with_its_p99(
+    counts: int, timeouts: int, *, fine: bool = False
+) -> tuple[dict[SliKey, SliSeries], dict[SliKey, SliSeries]]:
+    """A tool's p50 (0.2 s) ten times slower on its last two points (step points, or
+    half-steps with ``fine``) of ``counts`` calls each, and its p99 on steps (0.3 s), of
+    whose baseline points ``timeouts`` held a 6.5 s call: (step SLIs, half-step SLIs)."""
+    fast = S.fast_persistence_points
+    p99 = [0.3] * (N - 1) + [2.5]
+    for i in range(timeouts):  # in the baseline: the 30 minutes before the recent 10
+        p99[N - 25 - 5 * i] = 6.5
+    if fine:
+        steps = [0.2] * (N - 1) + [2.0]  # on steps: one slow point, not the fast path's two
+        calls = [40] * N
+    else:
+        steps = [0.2] * (N - fast) + [2.0] * fast
+        calls = [20] * (N - fast) + [counts] * fast
+    slis = {
+        x.key: x
+        for x in (
+            series(SliKind.LATENCY_P50, steps, calls),
+            series(SliKind.LATENCY_P99, p99, calls),
+        )
+    }
+    if not fine:
+        return slis, {}
+    half = fine_series(
+        SliKind.LATENCY_P50,
+        [0.2] * (2 * N - fast) + [2.0] * fast,
+        [20] * (2 * N - fast) + [counts] * fast,
+    )
+    return slis, {half.key: half}
+
+
+def p50_found(slis: dict[SliKey, SliSeries], fine: dict[SliKey, SliSeries]) -> bool:
+    result = detect(slis, at_end(), HALF, fine or None)
+    return any(a.sli is SliKind.LATENCY_P50 for a in result.anomalies)
+
+
+def test_a_p50_of_few_calls_beyond_every_call_of_its_baseline_takes_the_fast_path() -> None:
+    # Four calls a point, under the floor of 6: without its p99 the p50 waits (it could
+    # be a heavy tail); with a baseline whose every call was under 0.3 s it is none.
+    slis, _ = slow_p50_with_its_p99(4, timeouts=0)
+    p50 = slis[SliKey("tool:lookup", SliKind.LATENCY_P50)]
+    assert detect_series(p50, at_end(), HALF) is None
+    assert p50_found(slis, {})
+    # Two timeouts in 30 minutes are outliers; a third makes the tail a real one.
+    assert p50_found(*slow_p50_with_its_p99(4, timeouts=2))
+    assert not p50_found(*slow_p50_with_its_p99(4, timeouts=3))
+    # Fewer calls than min_point_count are no point at all.
+    assert not p50_found(*slow_p50_with_its_p99(S.min_point_count - 1, timeouts=0))
+
+
+def test_half_steps_of_few_calls_beyond_every_call_of_the_baseline_page_a_step_sooner() -> None:
+    slis, fine = slow_p50_with_its_p99(5, timeouts=0, fine=True)
+    found = detect(slis, at_end(), HALF, fine).anomalies
+    assert [(a.sli, a.onset) for a in found] == [(SliKind.LATENCY_P50, T0 + (N - 1) * STEP)]
+    assert p50_found(*slow_p50_with_its_p99(5, timeouts=2, fine=True))
+    assert not p50_found(*slow_p50_with_its_p99(5, timeouts=3, fine=True))
+
+
 def test_the_fast_path_takes_evaluator_scores_on_fewer_scored_runs_than_requests() -> None:
     # A prompt regression's scores drop 0.4 on points of 4 scored runs: below the
     # requests' floor of 6, above the scores' floor of 3. A p50 of 4 calls still waits.

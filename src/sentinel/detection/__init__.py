@@ -26,7 +26,8 @@ How one series is judged at ``now`` (only steps complete at ``now`` are used):
 - a shift that has not held ``persistence_points`` yet is still an anomaly when its
   evidence and effect are overwhelming (the fast path: ``fast_persistence_points``, each
   resting on ``fast_min_point_count`` observations (evaluator scores:
-  ``fast_min_score_count`` scored runs), with ``min_z`` and the minimum
+  ``fast_min_score_count`` scored runs; a p50 above the slowest call of the baseline,
+  its two slowest points aside, on ``min_point_count`` calls), with ``min_z`` and the minimum
   effects times ``fast_evidence_factor``, ratios and ``max_p_value`` to that power), so
   a hard failure pages on its first complete step; a drop of traffic always needs the
   full persistence;

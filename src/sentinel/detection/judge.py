@@ -109,14 +109,53 @@ def detect_series(
     now: datetime,
     settings: DetectionSettings,
     fine: SliSeries | None = None,
+    slowest: SliSeries | None = None,
 ) -> Anomaly | NotEnoughData | None:
     """Judge one series at ``now``: an anomaly, not enough data, or None (normal).
-    ``fine``: the same SLI at ``step_seconds / fast_step_divisor``, for the fast path."""
-    return _judge(series, _At.of(now, settings), fine)
+    ``fine``: the same SLI at ``step_seconds / fast_step_divisor``, for the fast path.
+    ``slowest``: for a p50, its component's p99 on the step grid (``_slowest_call``)."""
+    at = _At.of(now, settings)
+    return _judge(series, at, fine, _slowest_call(slowest, at))
+
+
+# The baseline's slowest points set aside as outliers: a tool that timed out twice in
+# 30 minutes (2 of its ~700 calls) is not slow, and a p50 of a few calls beyond all the
+# rest is still beyond the tail. With 0, the tool-latency case of `bench/live_detect.py`
+# waits a step on its baseline's two timeouts in 2 of its 5 replayed phases.
+_OUTLIERS = 2
+
+
+def _slowest_call(p99: SliSeries | None, at: _At) -> float | None:
+    """The slowest call the baseline saw, its ``_OUTLIERS`` slowest points aside: a p99
+    point of the baseline window (a point of a few calls has its slowest call as its
+    p99), whatever its count; None with fewer points than a baseline needs.
+
+    Why: the fast path's floor of observations per point keeps a p50 of a few calls from
+    paging on a heavy tail (a p50 of four calls, two of them timeouts). A p50 above every
+    call of the baseline is no tail: half of its calls are slower than any of the
+    hundreds the baseline saw, which its heavy tail, if it has one, would have shown."""
+    if p99 is None:
+        return None
+    base, _ = _split_points(p99, at)
+    values = sorted(v for _, v, c in base if c > 0)
+    if len(values) < at.full.min_baseline_points:
+        return None
+    return values[-1 - _OUTLIERS]
+
+
+def _trusted(point: Point, floor: int, min_count: int, slowest: float | None) -> bool:
+    """Whether the fast path may rest on ``point``: it holds ``floor`` observations, or,
+    for a p50 (``slowest`` given), at least ``min_count`` calls and a value above the
+    slowest call of the baseline (``_slowest_call``)."""
+    _, v, c = point
+    return c >= floor or (slowest is not None and c >= min_count and v > slowest)
 
 
 def _judge(
-    series: SliSeries, at: _At, fine: SliSeries | None = None
+    series: SliSeries,
+    at: _At,
+    fine: SliSeries | None = None,
+    slowest: float | None = None,
 ) -> Anomaly | NotEnoughData | None:
     s = at.full
     key = series.key
@@ -170,12 +209,13 @@ def _judge(
         # calls, two of them timeouts, is a spike of noise however far it lands.
         fast_min = _fast_floor(s, min_count, kind)
         fast = at.fast
-        if all(c >= fast_min for _, _, c in recent[-s.fast_persistence_points :]):
+        n_fast = s.fast_persistence_points
+        if all(_trusted(p, fast_min, min_count, slowest) for p in recent[-n_fast:]):
             found = detector(key, base, recent, fast)
             if found is not None and not _beats_bursts(kind, base.points, recent, fast):
                 found = None
     if found is None and fine is not None and at.fine is not None:
-        found = _judge_fine(fine, at.fine, min_count, series.rows[0][0], at.step)
+        found = _judge_fine(fine, at.fine, min_count, series.rows[0][0], at.step, slowest)
     return found
 
 
@@ -194,7 +234,12 @@ def _fast_floor(s: DetectionSettings, min_count: int, kind: SliKind) -> int:
 
 
 def _judge_fine(
-    series: SliSeries, at: _At, min_count: int, origin: datetime, step: timedelta
+    series: SliSeries,
+    at: _At,
+    min_count: int,
+    origin: datetime,
+    step: timedelta,
+    slowest: float | None = None,
 ) -> Anomaly | None:
     """The fast path on the shorter grid: the same detector, bars and burst check on
     the fine series' own baseline, over its last ``fast_persistence_points`` points.
@@ -228,7 +273,7 @@ def _judge_fine(
     # step's minimum (the same calls a second).
     if kind in SHARES:
         fast_min = max(min_count, math.ceil(fast_min * (at.step / step)))
-    if any(c < fast_min for _, _, c in recent[-n:]):
+    if not all(_trusted(p, fast_min, min_count, slowest) for p in recent[-n:]):
         return None
     detector = detect_share if kind in SHARES else detect_level
     found = detector(series.key, base, recent, at.fast)
@@ -391,7 +436,11 @@ def detect(
     # Key order, with the keys' fields compared in C (SliKey's own comparison runs in
     # Python, and a replay sorts at every step).
     for key in sorted(slis, key=_fields):
-        verdict = _judge(slis[key], at, None if fine is None else fine.get(key))
+        slowest = None
+        if key.kind is SliKind.LATENCY_P50:
+            p99 = slis.get(SliKey(key.component, SliKind.LATENCY_P99, key.qualifier))
+            slowest = _slowest_call(p99, at)
+        verdict = _judge(slis[key], at, None if fine is None else fine.get(key), slowest)
         if coarse is not None and at.coarse is not None and not isinstance(verdict, Anomaly):
             longer = coarse.get(key)
             found = None if longer is None else _judge_coarse(longer, at.coarse, memo)

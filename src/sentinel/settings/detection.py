@@ -78,7 +78,9 @@ class DetectionSettings(Section):
     # factor; then a floor of 4 or 5 gave 2-4 false incidents per multi_agent day). Session
     # 20 tried 5 again: a tool twenty times slower, called 5 times in its first 15 s,
     # paged 30 s sooner, but a support tool's two steps of a p50 near 2 s (9 and 5 calls,
-    # metric histograms) opened a false incident in one of 214 fault cases.
+    # metric histograms) opened a false incident in one of 214 fault cases. Since session
+    # 22 a p50 point above the slowest call of its baseline (its p99 points, the two
+    # slowest aside) needs only min_point_count calls: that is no heavy tail.
     fast_min_point_count: Annotated[int, Field(ge=1)] = 6
     # ... except evaluator scores: a mean of scores bounded in [0, 1] has no heavy tail,
     # and evaluators score a sample of runs, so a score's 15 s point holds 2-6 of them
