@@ -146,9 +146,12 @@ def assert_unrelated_work_untouched(repo_path: Path) -> None:
 def test_a_resolved_incident_archived_and_confirmed_is_diagnosed_by_rca_as_live(
     tmp_path: Path, recorded: Case
 ) -> None:
-    """The Metric Agent, run as the daemon runs it (every 2 minutes here, a valid
-    interval: each run reads what it has not seen), opens the incident, diagnoses it and
-    resolves it once the healthy tail (``with_recovery``) has lasted ``resolve_minutes``.
+    """The Metric Agent, run as the daemon runs it (every 30 s, the default interval and
+    the replay's step: live and ``sentinel rca`` judge the same instants, so they date
+    the incident alike; a run every 2 minutes sees the fault's first points later than
+    the replay, on another path, and may date it a step apart), opens the incident,
+    diagnoses it and resolves it once the healthy tail (``with_recovery``) has lasted
+    ``resolve_minutes``.
     The Learning Agent archives it on resolution, as the daemon calls it, without truth;
     a person confirms the top hypothesis and the case is archived again with that truth.
     ``sentinel rca`` on the archived case ranks the same component first."""
@@ -156,7 +159,7 @@ def test_a_resolved_incident_archived_and_confirmed_is_diagnosed_by_rca_as_live(
     archive = archive_repo(tmp_path / "archive")
     s = make_settings(
         tmp_path,
-        detection={"ingest_lag_seconds": 0.0, "interval_seconds": 120.0},
+        detection={"ingest_lag_seconds": 0.0, "interval_seconds": 30.0},
         learning={"archive_dir": str(archive)},
     )
     store = open_store(s.store_url, FakeClock(recorded.meta.start))
