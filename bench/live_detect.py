@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import random
 import statistics
 import sys
 import tempfile
@@ -62,7 +63,7 @@ from sentinel.daemon import daemon_thread
 from sentinel.incidents import replay_case
 from sentinel.observability import configure_logging
 from sentinel.settings import DetectionSettings, PricingSettings, Settings
-from sentinel.sim import FaultSpec, Magnitude, Topology
+from sentinel.sim import FaultSpec, Magnitude, Topology, plan_fault
 from sentinel.sim.live import LiveReport, LiveRun
 
 CASES = [
@@ -82,8 +83,35 @@ def say(line: str) -> None:
     sys.stdout.flush()
 
 
-def run_case(spec: FaultSpec, speed: float, give_up: timedelta) -> tuple[float | None, int]:
-    """(delay in clock seconds or None if missed, false incidents before the fault)."""
+def fault_offset(spec: FaultSpec) -> float:
+    """Seconds from the start of ``spec``'s window to its fault (the simulator's plan)."""
+    return plan_fault(spec, random.Random(spec.seed)).fault_start
+
+
+def fault_phase(spec: FaultSpec, step: float, shift: timedelta = timedelta(0)) -> float:
+    """Where in its step (seconds after the step's start, on the epoch's grid) the fault
+    of ``spec`` started ``shift`` after its default start falls."""
+    return (spec.start.timestamp() + shift.total_seconds() + fault_offset(spec)) % step
+
+
+def wait_for_phase(clock: ScaledClock, spec: FaultSpec, phase: float, step: float) -> None:
+    """Sleep until a case started at the clock's next whole second would put its fault
+    ``phase`` seconds into a step: a run then plays the fault where a replayed phase
+    does, instead of wherever the wall clock happens to stand."""
+    offset = fault_offset(spec)
+    now = clock.now().replace(microsecond=0) + timedelta(seconds=1)
+    wait = (phase - (now.timestamp() + offset)) % step
+    target = now + timedelta(seconds=wait)
+    while clock.now() < target:
+        time.sleep(0.01)
+
+
+def run_case(
+    spec: FaultSpec, speed: float, give_up: timedelta, phase: float | None = None
+) -> tuple[float | None, int, float]:
+    """(delay in clock seconds or None if missed, false incidents before the fault, the
+    fault's phase in its step). ``phase``: where in a step to put the fault (else
+    wherever the clock stands when the case starts)."""
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings.model_validate_json(
             json.dumps(
@@ -99,7 +127,10 @@ def run_case(spec: FaultSpec, speed: float, give_up: timedelta) -> tuple[float |
         origin = datetime.now(UTC).replace(microsecond=0)
         clock = ScaledClock(origin, speed)
         spec = replace(spec, sample_ratio=1.0)
+        step = settings.detection.step_seconds
         with daemon_thread(settings, clock) as d:
+            if phase is not None:
+                wait_for_phase(clock, spec, phase, step)
             live = LiveRun(spec, clock, d.url, export_interval=5.0 / speed)
             fault = live.truth.fault_start
             result: list[LiveReport] = []
@@ -119,7 +150,7 @@ def run_case(spec: FaultSpec, speed: float, give_up: timedelta) -> tuple[float |
             finally:
                 live.stop()
                 runner.join(60)
-        return delay, false
+        return delay, false, fault.timestamp() % step
 
 
 def replay_delay(
@@ -151,8 +182,9 @@ def main() -> None:
         "--rounds",
         type=int,
         default=1,
-        help="live: play every case this many times (each run starts at another second, "
-        "so the fault falls elsewhere in a step); the median is over every run",
+        help="live: play every case this many times, round r with its fault where the "
+        "replay's start r of --rounds puts it in a step (--rounds 5: the replay's 5 "
+        "phases); the median is over every run",
     )
     ap.add_argument(
         "--replay", action="store_true", help="replay the cases instead of running them live"
@@ -209,16 +241,19 @@ def main() -> None:
             say(f"  {name:<50} opened after the fault: {shown} s")
         else:
             false = 0
-            for _ in range(args.rounds):
-                delay, f = run_case(spec, args.speed, timedelta(minutes=args.give_up))
+            for r in range(args.rounds):
+                shift = timedelta(seconds=r * det.step_seconds / args.rounds)
+                want = fault_phase(spec, det.step_seconds, shift)
+                delay, f, got = run_case(spec, args.speed, timedelta(minutes=args.give_up), want)
                 false += f
+                at = f"fault {got:4.1f} s into its step"
                 if delay is None:
                     missed += 1
-                    say(f"  {name:<50} missed (no incident within {args.give_up:g} min)")
+                    say(f"  {name:<50} {at}: missed (no incident within {args.give_up:g} min)")
                 else:
                     delays.append(delay)
                     n = delay / interval
-                    say(f"  {name:<50} opened {delay:6.1f} s after the fault ({n:.2f} intervals)")
+                    say(f"  {name:<50} {at}: opened {delay:6.1f} s after ({n:.2f} intervals)")
         false_total += false
         if false:
             say(f"    {false} incident(s) opened before the fault")
