@@ -25,10 +25,13 @@ How it measures:
 full traces, its metric samples dropped (the live daemon here sees spans only), and
 replayed step by step (`sentinel.incidents.replay_case`), and the delay is
 the step that opened the first incident plus the ingest lag, which is when a live run
-aligned on the step grid (as the daemon's is) would judge it. A live run starts its case
-at whatever second the clock shows, so the fault falls anywhere in a step, and how soon it
-shows depends on where; the replay plays each case at `--phases` starts spread over one
-step (default 5) and takes the median over every (case, start). It is the live figure
+aligned on the step grid (as the daemon's is) would judge it. Where in a step the fault
+falls decides how soon it shows; the replay plays each case at `--phases` starts spread
+over one step (default 5) and takes the median over every (case, start). Live, round r
+of `--rounds` R waits for the clock second that puts the fault where the replay's start
+r of R does (until session 22 a run started at whatever second the clock showed, and
+two rounds put each case's fault at about the same second of its step: one phase
+measured twice); `--rounds 5` plays the replay's five phases, run for run. It is the live figure
 without the machine's timing noise (runs against steps, CPU), in minutes of wall time:
 the way to compare detector changes; the live run is the measurement. Until session 11
 the replay played each case at the simulator's default start only (one phase) and with
