@@ -243,6 +243,8 @@ def test_a_p50_of_few_calls_beyond_every_call_of_its_baseline_takes_the_fast_pat
     p50 = slis[SliKey("tool:lookup", SliKind.LATENCY_P50)]
     assert detect_series(p50, at_end(), HALF) is None
     assert p50_found(slis, {})
+    p99 = slis[SliKey("tool:lookup", SliKind.LATENCY_P99)]
+    assert isinstance(detect_series(p50, at_end(), HALF, p99=p99), Anomaly)
     # Two timeouts in 30 minutes are outliers; a third makes the tail a real one.
     assert p50_found(*slow_p50_with_its_p99(4, timeouts=2))
     assert not p50_found(*slow_p50_with_its_p99(4, timeouts=3))

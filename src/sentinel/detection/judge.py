@@ -109,13 +109,14 @@ def detect_series(
     now: datetime,
     settings: DetectionSettings,
     fine: SliSeries | None = None,
-    slowest: SliSeries | None = None,
+    p99: SliSeries | None = None,
 ) -> Anomaly | NotEnoughData | None:
     """Judge one series at ``now``: an anomaly, not enough data, or None (normal).
     ``fine``: the same SLI at ``step_seconds / fast_step_divisor``, for the fast path.
-    ``slowest``: for a p50, its component's p99 on the step grid (``_slowest_call``)."""
+    ``p99``: for a p50, the same component's p99 on the step grid (``_slowest_call``)."""
     at = _At.of(now, settings)
-    return _judge(series, at, fine, _slowest_call(slowest, at))
+    slowest = _slowest_call(p99, at) if series.key.kind is SliKind.LATENCY_P50 else None
+    return _judge(series, at, fine, slowest)
 
 
 # The baseline's slowest points set aside as outliers: a tool that timed out twice in
@@ -126,9 +127,10 @@ _OUTLIERS = 2
 
 
 def _slowest_call(p99: SliSeries | None, at: _At) -> float | None:
-    """The slowest call the baseline saw, its ``_OUTLIERS`` slowest points aside: a p99
-    point of the baseline window (a point of a few calls has its slowest call as its
-    p99), whatever its count; None with fewer points than a baseline needs.
+    """About the slowest call the baseline saw, its ``_OUTLIERS`` slowest points aside:
+    a p99 point of the baseline window (a point of a few calls has its slowest call as
+    its p99), whatever its count. None without a p99, or with fewer baseline points
+    than ``min_baseline_points``.
 
     Why: the fast path's floor of observations per point keeps a p50 of a few calls from
     paging on a heavy tail (a p50 of four calls, two of them timeouts). A p50 above every
