@@ -1,6 +1,7 @@
 """The hindsight onset (``sentinel.onset``) and its lifecycle event: a ramp is dated where
 it began once its plateau is in the data, a step stays where detection put it, the onset
-never moves later, and an incident is refit once."""
+moves later only back towards the one the incident opened with, and an incident is refit
+once."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from sentinel.cli_remediation import audit_summary
 from sentinel.detection import Anomaly, Detector
 from sentinel.errors import IllegalTransition
 from sentinel.incidents import (
+    AnomalyMerged,
     IncidentOpened,
     OnsetRefit,
     TrackedIncident,
@@ -282,9 +284,58 @@ def test_only_changes_to_the_incidents_components_before_its_onset_weigh() -> No
     assert ev is not None and "weighed up" not in ev.how
 
 
-def test_a_refit_never_moves_the_state_later() -> None:
+def input_tokens(seed: int) -> SliSeries:
+    """``level_series("step", seed)`` as the agent's input tokens: a sibling series."""
+    steps = level_series("step", seed)
+    key = SliKey("agent:a", SliKind.INPUT_TOKENS_PER_REQUEST)
+    return SliSeries(key, steps.points, steps.counts)
+
+
+def merged_early(state: TrackedIncident, sibling: SliSeries) -> TrackedIncident:
+    """``state`` with an anomaly of ``sibling`` merged, dated 3 minutes before FAULT."""
+    merged = transition(
+        state,
+        AnomalyMerged(
+            incident_id=state.id,
+            time=FAULT + timedelta(minutes=2),
+            anomaly=anomaly(sibling, FAULT - timedelta(minutes=3), 450.0),
+        ),
+    )
+    assert merged.onset == FAULT - timedelta(minutes=3)
+    return merged
+
+
+def test_a_refit_never_moves_the_state_later_than_the_opening_onset() -> None:
     state = opened_incident(FAULT, FAULT + timedelta(minutes=1))
     later = OnsetRefit(
         incident_id="inc-1", time=FAULT + timedelta(minutes=11), onset=FAULT + STEP, how="x"
     )
     assert transition(state, later).onset == FAULT
+    # A merged anomaly dated it 3 minutes earlier: a refit may move it back, up to FAULT.
+    merged = merged_early(state, input_tokens(seed=3))
+    back = later.model_copy(update={"onset": FAULT - STEP})
+    assert transition(merged, back).onset == FAULT - STEP
+    assert transition(merged, later).onset == FAULT
+    # An incident rebuilt from its record alone (no opening onset): never later at all.
+    bare = merged.model_copy(update={"opened_onset": None})
+    assert transition(bare, back).onset == FAULT - timedelta(minutes=3)
+
+
+def test_an_anomaly_merged_with_an_early_onset_is_dated_again_by_the_joint_fit() -> None:
+    # One step of output tokens at FAULT, opened on time; a sibling series merged later
+    # was dated 3 minutes early (one point before the fault beyond its baseline, say).
+    tokens, sibling = level_series("step"), input_tokens(seed=5)
+    opened = FAULT + timedelta(minutes=1)
+    first = IncidentOpened(
+        incident_id="inc-1", time=opened, onset=FAULT, anomalies=(anomaly(tokens, FAULT, 450.0),)
+    )
+    merged = merged_early(transition(None, first), sibling)
+    slis = {tokens.key: tokens, sibling.key: sibling}  # both step at FAULT
+    ten = opened + timedelta(minutes=10)
+    ev = refit_due(merged, slis, ten, ten, DetectionSettings())
+    assert ev is not None and ev.how.startswith("moved later: ")
+    assert FAULT - STEP <= ev.onset <= FAULT
+    assert transition(merged, ev).onset == ev.onset
+    # Not given the opening onset, the fit keeps the early one.
+    fit = refit_onset(merged.anomalies, merged.onset, opened, slis, ten, STEP)
+    assert fit.onset == merged.onset and fit.how.startswith("kept: ")

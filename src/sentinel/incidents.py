@@ -89,7 +89,9 @@ class AnomalyMerged(_Event):
 class OnsetRefit(_Event):
     """The incident's onset dated again in hindsight (``sentinel.onset``), once, when it
     has been open ``onset_refit_minutes`` (or at its resolution, if sooner). ``onset``
-    is never later than the one it replaces; ``how`` says what the fit found."""
+    is never later than the onset the incident opened with (later than the one it
+    replaces only when a merged anomaly had dated that earlier); ``how`` says what the
+    fit found."""
 
     onset: AwareDatetime
     how: str
@@ -160,6 +162,10 @@ class TrackedIncident(BaseModel):
     anomalies: tuple[Anomaly, ...]
     # When the onset was dated again in hindsight (``OnsetRefit``); None until then.
     refit_at: AwareDatetime | None = None
+    # The onset the incident opened with (None: not known, an incident rebuilt from its
+    # record alone): the refit may date the start later than anomalies merged since
+    # did, never later than this.
+    opened_onset: AwareDatetime | None = None
 
     @property
     def id(self) -> str:
@@ -202,6 +208,7 @@ def transition(state: TrackedIncident | None, event: LifecycleEvent) -> TrackedI
                 ),
                 onset=event.onset,
                 anomalies=event.anomalies,
+                opened_onset=event.onset,
             )
         case AnomalyMerged():
             live = _require_live(state, event)
@@ -226,7 +233,7 @@ def transition(state: TrackedIncident | None, event: LifecycleEvent) -> TrackedI
             return live.model_copy(
                 update={
                     "incident": live.incident.model_copy(update={"updated_at": event.time}),
-                    "onset": min(live.onset, event.onset),
+                    "onset": _refit(live, event.onset),
                     "refit_at": event.time,
                 }
             )
@@ -245,6 +252,13 @@ def transition(state: TrackedIncident | None, event: LifecycleEvent) -> TrackedI
             )
         case _:
             assert_never(event)
+
+
+def _refit(live: TrackedIncident, onset: datetime) -> datetime:
+    """The onset after a refit to ``onset``: never later than the onset the incident
+    opened with, nor than its current one when that is unknown (``refit_onset``)."""
+    latest = live.onset if live.opened_onset is None else max(live.onset, live.opened_onset)
+    return min(latest, onset)
 
 
 def _require_live(state: TrackedIncident | None, event: LifecycleEvent) -> TrackedIncident:
@@ -499,6 +513,7 @@ def refit_due(
             if c.time < incident.onset and components & {c.component, *c.affects}
         ],
         change_prior=settings.onset_change_prior,
+        latest=incident.opened_onset,
     )
     return OnsetRefit(incident_id=incident.id, time=now, onset=fit.onset, how=fit.how)
 
