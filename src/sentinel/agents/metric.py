@@ -293,7 +293,8 @@ class MetricAgent:
         self.store.put_incident(state.incident, [entry])
         moved = isinstance(event, OnsetRefit) and state.onset != open_[state.id].onset
         if isinstance(event, IncidentOpened | AnomalyMerged) or moved:
-            # An earlier onset widens the window of changes the diagnosis weighs.
+            # A moved onset moves the window of changes the diagnosis weighs (earlier:
+            # wider; later, back towards the opening onset: narrower).
             self._undiagnosed.add(state.id)
         if state.incident.status is IncidentStatus.RESOLVED:
             open_.pop(state.id, None)

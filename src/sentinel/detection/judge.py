@@ -121,8 +121,9 @@ def detect_series(
 
 # The baseline's slowest points set aside as outliers: a tool that timed out twice in
 # 30 minutes (2 of its ~700 calls) is not slow, and a p50 of a few calls beyond all the
-# rest is still beyond the tail. With 0, the tool-latency case of `bench/live_detect.py`
-# waits a step on its baseline's two timeouts in 2 of its 5 replayed phases.
+# rest is still beyond the tail. With 0 or 1, the tool-latency case of
+# `bench/live_detect.py` waits a step on its baseline's two timeouts in 2 of its 5
+# replayed phases (median of the 40 runs 65.0 s with 1, 62.5 s with 2); 3 gains nothing.
 _OUTLIERS = 2
 
 
