@@ -31,9 +31,10 @@ over one step (default 5) and takes the median over every (case, start). Live, r
 of `--rounds` R waits for the clock second that puts the fault where the replay's start
 r of R does (until session 22 a run started at whatever second the clock showed, and
 two rounds put each case's fault at about the same second of its step: one phase
-measured twice); `--rounds 5` plays the replay's five phases, run for run. It is the live figure
-without the machine's timing noise (runs against steps, CPU), in minutes of wall time:
-the way to compare detector changes; the live run is the measurement. Until session 11
+measured twice); `--rounds 5` plays the replay's five phases, run for run. The replay
+is the live figure without the machine's timing noise (runs against steps, CPU), in
+minutes of wall time: the way to compare detector changes; the live run is the
+measurement. Until session 11
 the replay played each case at the simulator's default start only (one phase) and with
 its metric samples: 53.5 s, where five phases give 69.0 s and five phases on spans alone
 92.5 s (the defaults of session 10). Spans alone and five phases match the live runs.
@@ -97,11 +98,11 @@ def fault_phase(spec: FaultSpec, step: float, shift: timedelta = timedelta(0)) -
     return (spec.start.timestamp() + shift.total_seconds() + fault_offset(spec)) % step
 
 
-def wait_for_phase(clock: ScaledClock, spec: FaultSpec, phase: float, step: float) -> None:
-    """Sleep until a case started at the clock's next whole second would put its fault
-    ``phase`` seconds into a step: a run then plays the fault where a replayed phase
-    does, instead of wherever the wall clock happens to stand."""
-    offset = fault_offset(spec)
+def wait_for_phase(clock: ScaledClock, offset: float, phase: float, step: float) -> None:
+    """Sleep until a case whose fault comes ``offset`` seconds after its start, started
+    at the clock's next whole second, would put its fault ``phase`` seconds into a step:
+    a run then plays the fault where a replayed phase does, instead of wherever the wall
+    clock happens to stand."""
     now = clock.now().replace(microsecond=0) + timedelta(seconds=1)
     wait = (phase - (now.timestamp() + offset)) % step
     target = now + timedelta(seconds=wait)
@@ -133,7 +134,7 @@ def run_case(
         step = settings.detection.step_seconds
         with daemon_thread(settings, clock) as d:
             if phase is not None:
-                wait_for_phase(clock, spec, phase, step)
+                wait_for_phase(clock, fault_offset(spec), phase, step)
             live = LiveRun(spec, clock, d.url, export_interval=5.0 / speed)
             fault = live.truth.fault_start
             result: list[LiveReport] = []
