@@ -453,6 +453,36 @@ def test_a_half_step_without_a_call_does_not_hold_back_the_fast_path() -> None:
     assert isinstance(detect_series(s, at_end(), wider, sparse), Anomaly)
 
 
+def test_a_half_step_of_one_scored_run_counts_towards_the_scores_floor_together() -> None:
+    # A prompt regression's first 30 s on half-steps of an agent whose evaluators score
+    # about 4 runs each: 3 scored runs 0.3 down, then 1. Each point alone is under the
+    # floor the fast path used to ask of each; together they hold it.
+    rng = random.Random(11)
+    base = [0.88 + rng.gauss(0, 0.012) for _ in range(2 * N - 2)]
+
+    def halves(last: list[tuple[float, int]]) -> SliSeries:
+        values = base + [v for v, _ in last]
+        return fine_series(SliKind.EVAL_SCORE, values, [4] * (2 * N - 2) + [c for _, c in last])
+
+    s = series(SliKind.EVAL_SCORE, [0.88] * (N - 1) + [0.57], [8] * (N - 1) + [4])
+    found = detect_series(s, at_end(), HALF, halves([(0.58, 3), (0.55, 1)]))
+    assert isinstance(found, Anomaly)
+    assert found.onset == T0 + (N - 1) * STEP
+    # Fewer runs together than the floor are not the fast path's, however low.
+    two = halves([(0.3, 1), (0.3, 1)])
+    assert detect_series(s, at_end(), HALF, two) is None
+    floor_of_one = HALF.model_copy(update={"min_point_count": 1, "fast_min_score_count": 1})
+    assert isinstance(detect_series(s, at_end(), floor_of_one, two), Anomaly)
+    # A drop under the fast path's minimum effect is none, whatever the runs.
+    assert detect_series(s, at_end(), HALF, halves([(0.86, 3), (0.85, 1)])) is None
+    # Requests keep the floor on each point: a p50 of one call is no point.
+    p50 = series(SliKind.LATENCY_P50, [0.2] * (N - 1) + [2.0], [20] * N)
+    slow = fine_series(
+        SliKind.LATENCY_P50, [0.2] * (2 * N - 2) + [2.0, 2.0], [20] * (2 * N - 2) + [8, 1]
+    )
+    assert detect_series(p50, at_end(), HALF, slow) is None
+
+
 def test_a_quiet_component_pages_on_half_steps_unless_its_baseline_burst_as_much() -> None:
     # A model called about 8 times a step: a lone error in its baseline (in a run of two
     # half-steps of two calls), then 12 errors in 16 calls over the last two half-steps

@@ -261,22 +261,32 @@ def _judge_fine(
     base = Baseline([p for p in raw_base if p[2] >= min_count])
     if len(base.points) < s.min_baseline_points:
         return None
-    recent = [p for p in raw_recent if p[2] >= min_count]
+    # An evaluator score's short point counts from one scored run (its floor is for the
+    # fast path's points together, below).
+    scores = kind is SliKind.EVAL_SCORE
+    recent = [p for p in raw_recent if p[2] >= (1 if scores else min_count)]
     n = s.fast_persistence_points
     if len(recent) < n:
         return None
     # The last n fine points, within the last n + fast_gap_points fine steps (a step with
-    # no call is no evidence either way), each resting on the fast path's observations.
+    # no call is no evidence either way), resting on the fast path's observations.
     if recent[-n][0] <= at.complete_until - (n + s.fast_gap_points) * at.step:
         return None
     fast_min = _fast_floor(s, min_count, kind)
     # A p50 of three calls is noise however short its point, so levels keep the step's
-    # floor (scores, means of bounded values, their own). A share's requests are pooled
-    # and weighed by the binomial test, so its short point needs only its share of a
-    # step's minimum (the same calls a second).
+    # floor on each point. A share's requests are pooled and weighed by the binomial
+    # test, so its short point needs only its share of a step's minimum (the same calls
+    # a second). An evaluator score's floor is for the points together: a mean of values
+    # bounded in [0, 1] has no heavy tail, ``detect_level`` already weighs a point of few
+    # scored runs down by its count, and evaluators score a sample of runs, so a 15 s
+    # point of one run is common (a prompt regression's first 30 s: 3 scored runs, then
+    # 1, all three evaluators 0.3 down; since session 23).
     if kind in SHARES:
         fast_min = max(min_count, math.ceil(fast_min * (at.step / step)))
-    if not all(_trusted(p, fast_min, min_count, slowest) for p in recent[-n:]):
+    if scores:
+        if sum(c for _, _, c in recent[-n:]) < fast_min:
+            return None
+    elif not all(_trusted(p, fast_min, min_count, slowest) for p in recent[-n:]):
         return None
     detector = detect_share if kind in SHARES else detect_level
     found = detector(series.key, base, recent, at.fast)
