@@ -35,8 +35,9 @@ How one series is judged at ``now`` (only steps complete at ``now`` are used):
   when the caller passes it (``fine``): the same detector and bars over its own
   baseline, so two points of a hard failure take half a step each. A share's short
   point needs only its share of the step's observations, and its baseline's runs count
-  at their lower confidence bound (one error in three calls is not a burst); the onset
-  found is put on the step grid;
+  at their lower confidence bound (one error in three calls is not a burst); an
+  evaluator score's short points count from one scored run, ``fast_min_score_count``
+  runs being asked of them together; the onset found is put on the step grid;
 - a series none of the step's paths finds a shift in (or not enough data in) is judged
   again on the same SLI at ``step_seconds * coarse_step_multiple`` when the caller passes
   it (``coarse``): the full path's bars and burst check over its own baseline, with

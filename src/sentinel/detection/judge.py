@@ -225,7 +225,8 @@ def _judge(
 def _fast_floor(s: DetectionSettings, min_count: int, kind: SliKind) -> int:
     """The observations each of the fast path's points rests on (step path and fine path
     alike): ``fast_min_point_count``, or ``fast_min_score_count`` for evaluator scores,
-    never below the series' own minimum.
+    never below the series' own minimum. (On the fine path a score's points hold it
+    together, ``_judge_fine``.)
 
     Why scores differ: the floor guards against the heavy tails of a few requests (a p50
     of four calls, two of them timeouts). A score is a mean of values bounded in [0, 1],

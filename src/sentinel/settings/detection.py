@@ -86,6 +86,9 @@ class DetectionSettings(Section):
     # and evaluators score a sample of runs, so a score's 15 s point holds 2-6 of them
     # (its agent serves about 1.5 times as many requests). Since session 12 (a prompt
     # regression replayed on spans alone pages a step sooner; no false incident added).
+    # On the fast_step_divisor grid, since session 23, a point counts from one scored run
+    # and the fast path's points hold this many together: 15 s of one scored run is
+    # common, and a thin point's deviation is already weighed down by its runs.
     fast_min_score_count: Annotated[int, Field(ge=1)] = 3
     # The fast path is also judged on the SLIs at step_seconds / fast_step_divisor (same
     # bars, its points that much shorter): with 30 s steps, two points of evidence take
