@@ -339,3 +339,105 @@ def test_an_anomaly_merged_with_an_early_onset_is_dated_again_by_the_joint_fit()
     # Not given the opening onset, the fit keeps the early one.
     fit = refit_onset(merged.anomalies, merged.onset, opened, slis, ten, STEP)
     assert fit.onset == merged.onset and fit.how.startswith("kept: ")
+
+
+def p50_series(seed: int, outlier_at: datetime | None = None) -> SliSeries:
+    """A tool's p50 of 10 calls a step: 0.10 s +- 0.01, then 0.6 s +- 0.06 from FAULT
+    (its noise grows with it); with ``outlier_at``, one point of a stalled call at 3 s."""
+    rng = random.Random(seed)
+    points = []
+    for i in range(120):
+        t = T + i * STEP
+        level = 0.6 if t >= FAULT else 0.1
+        value = 3.0 if t == outlier_at else level * (1.0 + rng.gauss(0, 0.1))
+        points.append((t, value))
+    return SliSeries(
+        SliKey("tool:t", SliKind.LATENCY_P50), tuple(points), tuple([10] * len(points))
+    )
+
+
+def test_one_outlier_point_before_a_step_does_not_date_it() -> None:
+    # A point hundreds of noise widths off the baseline cost the normal likelihood more
+    # than every other point together, so the fit started the fault at it (a refund
+    # tool's p50 of 3 s, 150 s before its rate limit: the onset went from 0 to -150 s).
+    # Each point's cost is now capped: an outlier under any profile.
+    stall = FAULT - 5 * STEP
+    for seed in range(5):
+        series = p50_series(seed, outlier_at=stall)
+        opened = FAULT + STEP
+        fit = refit_onset(
+            [anomaly(series, FAULT, 0.1)],
+            FAULT,
+            opened,
+            {series.key: series},
+            opened + timedelta(minutes=10),
+            STEP,
+        )
+        assert fit.onset == FAULT, (seed, fit)
+    # The cap is on the misfit, not on the data: without the stall the same step is
+    # dated where it is, and a fault that does start at the first slow point still
+    # moves the onset back to it.
+    series = p50_series(0)
+    late = FAULT + 4 * STEP
+    fit = refit_onset(
+        [anomaly(series, late, 0.1)],
+        late,
+        late + STEP,
+        {series.key: series},
+        late + timedelta(minutes=11),
+        STEP,
+    )
+    assert fit.onset == FAULT
+
+
+def test_a_share_never_seen_failing_is_not_dated_at_one_stray_error() -> None:
+    # A service with no error in its baseline, 5 calls a step, one stray error 3 minutes
+    # before it starts failing a third of its calls. At a baseline of exactly 0 that one
+    # error cost the fit more than the misfit of the whole 3 minutes, and the onset went
+    # back to it (-180 s). The baseline is now at least half an error over the calls seen.
+    rng = random.Random(4)
+    points, counts = [], []
+    for i in range(120):
+        t = T + i * STEP
+        p = 0.33 if t >= FAULT else 0.0
+        errors = sum(rng.random() < p for _ in range(5)) + (t == FAULT - 6 * STEP)
+        points.append((t, errors / 5))
+        counts.append(5)
+    series = SliSeries(SliKey("service:s", SliKind.ERROR_RATE), tuple(points), tuple(counts))
+    first = next(t for t, v, _ in series.rows if t >= FAULT and v > 0)
+    fit = refit_onset(
+        [anomaly(series, first, 0.0)],
+        first,
+        first + STEP,
+        {series.key: series},
+        first + timedelta(minutes=11),
+        STEP,
+    )
+    assert abs(fit.onset - FAULT) <= STEP, fit
+
+
+def test_a_latencys_noise_widens_with_it_on_the_plateau() -> None:
+    # A p99 of 1 s +- 25 % steps to 4 s +- 25 %: its plateau wanders by a second where
+    # its baseline wandered by a quarter. Read at the baseline's noise, the plateau's
+    # wanderings are evidence for starts before the step (52 of these 60 stay exact); at
+    # a noise that grows with the level, 56 do.
+    exact = 0
+    for seed in range(60):
+        rng = random.Random(seed)
+        points = []
+        for i in range(120):
+            t = T + i * STEP
+            points.append((t, (4.0 if t >= FAULT else 1.0) * (1.0 + rng.gauss(0, 0.25))))
+        series = SliSeries(
+            SliKey("model:m", SliKind.LATENCY_P99), tuple(points), tuple([10] * len(points))
+        )
+        fit = refit_onset(
+            [anomaly(series, FAULT, 1.0)],
+            FAULT,
+            FAULT + STEP,
+            {series.key: series},
+            FAULT + timedelta(minutes=11),
+            STEP,
+        )
+        exact += fit.onset == FAULT
+    assert exact >= 55
