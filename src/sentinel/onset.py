@@ -115,9 +115,10 @@ class _Series:
 
 class _Sums:
     """A series' points as running sums, so that a profile's cost reads the points before
-    its start and on its plateau as two differences and loops over its ramp only (the
-    refit weighs hundreds of profiles: a loop over every point made it most of a replay).
-    ``mids``: each point's middle, in time order."""
+    its start as one difference (the refit weighs hundreds of profiles: a loop over every
+    point made it most of a replay). A share's plateau is one difference too; a level's
+    plateau is summed point by point, each point's cost capped (``OUTLIER_COST``): a
+    median refit of 64 ms instead of 36. ``mids``: each point's middle, in time order."""
 
     __slots__ = ("base", "c", "capped", "cum", "e", "mids", "noise", "r", "scaled", "share")
 
@@ -135,7 +136,7 @@ class _Sums:
             self.cum.append((a[0] + e, a[1] + c - e, a[2] + c, a[3] + c * r, a[4] + c * r * r))
         # Running sum of each level point's cost at the baseline, capped (``OUTLIER_COST``).
         self.capped = [0.0]
-        for c, r in zip(self.c, self.r, strict=True):
+        for c, r in zip(self.c, self.r, strict=True) if not s.share else ():
             self.capped.append(self.capped[-1] + min(c * r * r / (2.0 * s.noise), OUTLIER_COST))
 
     def between(self, i: int, j: int) -> tuple[float, ...]:
