@@ -341,6 +341,20 @@ def test_an_anomaly_merged_with_an_early_onset_is_dated_again_by_the_joint_fit()
     assert fit.onset == merged.onset and fit.how.startswith("kept: ")
 
 
+def refit_alone(series: SliSeries, onset: datetime, baseline: float) -> OnsetFit:
+    """The refit of one anomaly on ``series`` dated ``onset``, opened a step later and
+    refit 10 minutes after that."""
+    opened = onset + STEP
+    return refit_onset(
+        [anomaly(series, onset, baseline)],
+        onset,
+        opened,
+        {series.key: series},
+        opened + timedelta(minutes=10),
+        STEP,
+    )
+
+
 def p50_series(seed: int, outlier_at: datetime | None = None) -> SliSeries:
     """A tool's p50 of 10 calls a step: 0.10 s +- 0.01, then 0.6 s +- 0.06 from FAULT
     (its noise grows with it); with ``outlier_at``, one point of a stalled call at 3 s."""
@@ -363,31 +377,12 @@ def test_one_outlier_point_before_a_step_does_not_date_it() -> None:
     # Each point's cost is now capped: an outlier under any profile.
     stall = FAULT - 5 * STEP
     for seed in range(5):
-        series = p50_series(seed, outlier_at=stall)
-        opened = FAULT + STEP
-        fit = refit_onset(
-            [anomaly(series, FAULT, 0.1)],
-            FAULT,
-            opened,
-            {series.key: series},
-            opened + timedelta(minutes=10),
-            STEP,
-        )
+        fit = refit_alone(p50_series(seed, outlier_at=stall), FAULT, 0.1)
         assert fit.onset == FAULT, (seed, fit)
     # The cap is on the misfit, not on the data: without the stall the same step is
     # dated where it is, and a fault that does start at the first slow point still
     # moves the onset back to it.
-    series = p50_series(0)
-    late = FAULT + 4 * STEP
-    fit = refit_onset(
-        [anomaly(series, late, 0.1)],
-        late,
-        late + STEP,
-        {series.key: series},
-        late + timedelta(minutes=11),
-        STEP,
-    )
-    assert fit.onset == FAULT
+    assert refit_alone(p50_series(0), FAULT + 4 * STEP, 0.1).onset == FAULT
 
 
 def test_a_share_never_seen_failing_is_not_dated_at_one_stray_error() -> None:
@@ -405,14 +400,7 @@ def test_a_share_never_seen_failing_is_not_dated_at_one_stray_error() -> None:
         counts.append(5)
     series = SliSeries(SliKey("service:s", SliKind.ERROR_RATE), tuple(points), tuple(counts))
     first = next(t for t, v, _ in series.rows if t >= FAULT and v > 0)
-    fit = refit_onset(
-        [anomaly(series, first, 0.0)],
-        first,
-        first + STEP,
-        {series.key: series},
-        first + timedelta(minutes=11),
-        STEP,
-    )
+    fit = refit_alone(series, first, 0.0)
     assert abs(fit.onset - FAULT) <= STEP, fit
 
 
@@ -431,13 +419,5 @@ def test_a_latencys_noise_widens_with_it_on_the_plateau() -> None:
         series = SliSeries(
             SliKey("model:m", SliKind.LATENCY_P99), tuple(points), tuple([10] * len(points))
         )
-        fit = refit_onset(
-            [anomaly(series, FAULT, 1.0)],
-            FAULT,
-            FAULT + STEP,
-            {series.key: series},
-            FAULT + timedelta(minutes=11),
-            STEP,
-        )
-        exact += fit.onset == FAULT
+        exact += refit_alone(series, FAULT, 1.0).onset == FAULT
     assert exact >= 55
