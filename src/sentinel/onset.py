@@ -129,15 +129,17 @@ class _Sums:
         self.e = [v * c for _, v, c in s.rows]  # errors (shares)
         self.c = [float(c) for _, _, c in s.rows]
         self.r = [v - s.base for _, v, _ in s.rows]  # deviation from the baseline (levels)
-        # Running sums from the first point: errors, non-errors, counts, c*r, c*r^2.
-        self.cum = [(0.0, 0.0, 0.0, 0.0, 0.0)]
+        # Running sums from the first point: errors, non-errors, counts, c*r.
+        self.cum = [(0.0, 0.0, 0.0, 0.0)]
         for e, c, r in zip(self.e, self.c, self.r, strict=True):
             a = self.cum[-1]
-            self.cum.append((a[0] + e, a[1] + c - e, a[2] + c, a[3] + c * r, a[4] + c * r * r))
-        # Running sum of each level point's cost at the baseline, capped (``OUTLIER_COST``).
+            self.cum.append((a[0] + e, a[1] + c - e, a[2] + c, a[3] + c * r))
+        # A level's running sum of each point's cost at the baseline, capped.
         self.capped = [0.0]
-        for c, r in zip(self.c, self.r, strict=True) if not s.share else ():
-            self.capped.append(self.capped[-1] + min(c * r * r / (2.0 * s.noise), OUTLIER_COST))
+        if not s.share:
+            for c, r in zip(self.c, self.r, strict=True):
+                cost = min(c * r * r / (2.0 * s.noise), OUTLIER_COST)
+                self.capped.append(self.capped[-1] + cost)
 
     def between(self, i: int, j: int) -> tuple[float, ...]:
         """The running sums over points i..j-1."""
