@@ -33,8 +33,8 @@ guards against what real series do to it (since session 24; five suites, 186 -> 
 onsets within 90 s): one level point costs at most what a point 10 noise widths off
 costs (``OUTLIER_COST``: a stalled call held in a p50 must not date the fault); the noise
 of durations, tokens, cost and steps grows with their level on the plateau (``_SCALED``);
-and a share seen at 0 in its baseline is taken as half an error over the calls the fit
-saw before the onset, not as impossible.
+and a share's baseline is at least half an error over the calls the fit saw before the
+onset, so that one seen at 0 does not make a stray error impossible.
 
 Pure: a function of the incident, its SLIs and the time; the caller (replay and the
 Metric Agent, alike) decides when to refit and records the result as an event.
@@ -255,8 +255,9 @@ def _series(
     if share:
         # A share its baseline saw at 0 is not impossible. At 0 the likelihood puts one
         # stray error before the fault at 1e-6 (14 nats, minutes of misfit), and the
-        # start is dragged back to it. At least half an error over the calls the fit sees
-        # before the onset (Jeffreys' estimate of a rate never seen).
+        # start is dragged back to it. So the baseline is at least half an error over
+        # the calls the fit sees before the onset (Jeffreys' estimate of a rate never
+        # seen); it also lifts a rate under that, from a longer baseline, a little.
         seen = sum(c for t, _, c in complete[start:] if t < anomaly.onset)
         base = max(base, 0.5 / max(seen, 1))
     return _Series(rows=rows, base=base, share=share, noise=noise, scaled=anomaly.sli in _SCALED)
