@@ -32,7 +32,7 @@ The likelihood is the normal one for levels and the binomial one for shares, wit
 guards against what real series do to it (since session 24; five suites, 186 -> 193
 onsets within 90 s): one level point costs at most what a point 10 noise widths off
 costs (``OUTLIER_COST``: a stalled call held in a p50 must not date the fault); the noise
-of durations, tokens, cost and steps grows with their level on the plateau (``_SCALED``);
+of durations, tokens, cost and steps grows with their level on the plateau;
 and a share's baseline is at least half an error over the calls the fit saw before the
 onset, so that one seen at 0 does not make a stray error impossible.
 
@@ -49,8 +49,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sentinel.detection import Anomaly, is_share
-from sentinel.sli import SliKey, SliKind, SliSeries
+from sentinel.detection import Anomaly, is_multiplicative, is_share
+from sentinel.sli import SliKey, SliSeries
 
 # How far before an anomaly's detected onset the fit looks, and how many points before
 # that estimate a level series' noise (in steps). 40 (20 minutes) since session 16: a
@@ -77,21 +77,6 @@ _CHI2_MEDIAN = 0.455
 # within 90 s at a cap of 3 widths: 190, 5: 191, 6: 192, 7 to 12: 193, 16: 191, 32: 189;
 # uncapped (with the two guards below): 181.
 OUTLIER_COST = 50.0
-# Levels whose noise grows with the level (durations, tokens, cost, steps: positive and
-# multiplicative, a p95 of 3 s wanders by seconds where its 0.3 s baseline wandered by
-# tenths). On the plateau their noise is the baseline's times plateau / baseline, so a
-# slow provider's wider p99 is not read as evidence against its start.
-_SCALED: frozenset[SliKind] = frozenset(
-    {
-        SliKind.LATENCY_P50,
-        SliKind.LATENCY_P95,
-        SliKind.LATENCY_P99,
-        SliKind.INPUT_TOKENS_PER_REQUEST,
-        SliKind.OUTPUT_TOKENS_PER_REQUEST,
-        SliKind.COST_PER_REQUEST,
-        SliKind.STEPS_PER_RUN,
-    }
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +95,11 @@ class _Series:
     base: float
     share: bool
     noise: float  # a level's variance of one observation; unused for shares
-    scaled: bool = False  # a level whose noise grows with it (``_SCALED``)
+    # A level whose noise grows with it (``is_multiplicative``: durations, tokens, cost,
+    # steps; a p95 of 3 s wanders by seconds where its 0.3 s baseline wandered by
+    # tenths). On the plateau its noise is the baseline's times plateau / baseline, so a
+    # slow provider's wider p99 is not read as evidence against its start.
+    scaled: bool = False
 
 
 class _Sums:
@@ -260,7 +249,9 @@ def _series(
         # seen); it also lifts a rate under that, from a longer baseline, a little.
         seen = sum(c for t, _, c in complete[start:] if t < anomaly.onset)
         base = max(base, 0.5 / max(seen, 1))
-    return _Series(rows=rows, base=base, share=share, noise=noise, scaled=anomaly.sli in _SCALED)
+    return _Series(
+        rows=rows, base=base, share=share, noise=noise, scaled=is_multiplicative(anomaly.sli)
+    )
 
 
 def _median_start(cells: Sequence[tuple[float, float]]) -> float:

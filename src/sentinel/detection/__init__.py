@@ -76,6 +76,7 @@ from sentinel.detection.model import (
     NotEnoughData,
     NotEnoughDataReason,
     direction_of,
+    is_multiplicative,
     is_share,
     within_baseline,
 )
@@ -91,6 +92,7 @@ __all__ = [
     "detect",
     "detect_series",
     "direction_of",
+    "is_multiplicative",
     "is_share",
     "within_baseline",
 ]

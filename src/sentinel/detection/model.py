@@ -82,6 +82,9 @@ _USAGE = frozenset(
         SliKind.COST_PER_REQUEST,
     }
 )
+# Positive quantities that scale: their minimum effect is a ratio to the baseline, and
+# their noise grows with their level (the hindsight onset widens it on the plateau).
+_MULTIPLICATIVE = _LATENCIES | _USAGE | {SliKind.STEPS_PER_RUN}
 # Resource gauges: each sample measures the whole process, not one request.
 GAUGES = frozenset({SliKind.MEMORY_UTILISATION, SliKind.MEMORY_WORKING_SET, SliKind.CPU_USAGE})
 QUANTILE_MIN_COUNT = {SliKind.LATENCY_P95: 20, SliKind.LATENCY_P99: 100}
@@ -97,6 +100,12 @@ def direction_of(kind: SliKind) -> Direction:
 def is_share(kind: SliKind) -> bool:
     """Shares of requests in [0, 1], judged by pooling their observations."""
     return kind in SHARES
+
+
+def is_multiplicative(kind: SliKind) -> bool:
+    """Durations, tokens, cost and steps: judged by their ratio to the baseline, their
+    noise growing with their level."""
+    return kind in _MULTIPLICATIVE
 
 
 def big_enough(kind: SliKind, baseline: float, observed: float, s: DetectionSettings) -> bool:
