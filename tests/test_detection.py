@@ -162,6 +162,23 @@ def test_a_level_shift_in_the_bad_direction_is_found_with_its_onset(
     assert not isinstance(detect_series(reverse, at_end(), S), Anomaly)
 
 
+def test_a_fast_service_twice_as_slow_pages_but_a_sub_millisecond_rise_does_not() -> None:
+    # The microservices suite's subtle service latency: a 4 ms currency service at
+    # 8.6 ms, 100 calls a point. Under 0.02 s of absolute rise (the floor before session
+    # 25) it paged nothing, however certain.
+    at = N - 8
+    found = detect_series(
+        series(SliKind.LATENCY_P50, step_change(0.004, 0.0086, at, 0.05)), at_end(), S
+    )
+    assert isinstance(found, Anomaly)
+    assert found.onset == T0 + at * STEP
+    # The same doubling of a 0.8 ms call is under the floor: not a fault.
+    tiny = series(SliKind.LATENCY_P50, step_change(0.0008, 0.0017, at, 0.05))
+    assert not isinstance(detect_series(tiny, at_end(), S), Anomaly)
+    relaxed = S.model_copy(update={"latency_min_increase_seconds": 0.0})
+    assert isinstance(detect_series(tiny, at_end(), relaxed), Anomaly)
+
+
 def test_a_ramp_is_dated_from_its_first_point_not_its_middle() -> None:
     at, ramp = N - 12, 8  # 0.2 s rising to 0.8 s over 8 points, then held
     rng = random.Random(3)
