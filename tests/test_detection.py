@@ -8,6 +8,7 @@ What must not live here: the ``sentinel detect`` command (test_detect_cli.py).
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from datetime import UTC, datetime, timedelta
 
@@ -15,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sentinel.cases import FaultKind
+from sentinel.cases import Case, FaultKind
 from sentinel.detection import (
     Anomaly,
     Detector,
@@ -39,6 +40,7 @@ from sentinel.incidents import (
 )
 from sentinel.settings import DetectionSettings, PricingSettings
 from sentinel.sim import FaultSpec, Topology, plan_fault, simulate_case
+from sentinel.sim.faults import Magnitude
 from sentinel.sli import SliKey, SliKind, SliSeries
 
 T0 = datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
@@ -88,6 +90,7 @@ QUIET = {
     SliKind.STEPS_PER_RUN: (5.0, 5.9),
     SliKind.EVAL_SCORE: (0.81, 0.835),
     SliKind.GUARDRAIL_TRIGGERS: (0.0, 0.04),
+    SliKind.REFUSED_CALL_RATE: (0.0, 0.04),
     SliKind.MEMORY_UTILISATION: (0.40, 0.48),
     SliKind.MEMORY_WORKING_SET: (1.0e9, 1.15e9),
     SliKind.CPU_USAGE: (0.40, 0.55),
@@ -104,7 +107,7 @@ QUIET = {
 def test_no_detector_fires_on_a_constant_series(
     kind: SliKind, value: float, count: int, length: int
 ) -> None:
-    if kind in (SliKind.ERROR_RATE, SliKind.ERROR_RATE_BY_TYPE, SliKind.TOOL_FAILURE_RATE):
+    if kind.share:
         value = min(value, 1.0)
     s = series(kind, [value] * length, [count] * length)
     f = fine_series(kind, [value] * (2 * length), [count] * (2 * length))
@@ -630,6 +633,32 @@ def test_a_simulated_fault_opens_one_incident_at_its_component_near_its_start(
     assert len(incidents) == 1
     assert target in {a.component for a in incidents[0].anomalies}
     assert abs((incidents[0].onset - case.truth.fault_start).total_seconds()) <= 90
+
+
+def rate_limit_behind_retries() -> Case:
+    """Full traces and no metrics (a daemon without Prometheus): a gateway in front of
+    the instrumented search service answers 429 to a quarter of the tool's calls, and the
+    tool's retries mostly go through, so its own errors hardly move."""
+    spec = FaultSpec(
+        Topology.MULTI_AGENT,
+        FaultKind.TOOL_RATE_LIMIT,
+        seed=2100080514,
+        magnitude=Magnitude.SUBTLE,
+        sample_ratio=1.0,
+    )
+    return dataclasses.replace(simulate_case(spec), samples=())
+
+
+def test_a_rate_limit_behind_retries_pages_on_the_tools_refused_calls() -> None:
+    # Before the refused calls were an SLI (session 26) this case opened no incident.
+    case = rate_limit_behind_retries()
+    assert case.truth is not None
+    [incident] = replay_case(case, S, PricingSettings())
+    tool = case.truth.root_cause
+    assert abs((incident.onset - case.truth.fault_start).total_seconds()) <= 90
+    found = {(a.component, a.sli, a.qualifier, a.detector) for a in incident.anomalies}
+    assert (tool, SliKind.REFUSED_CALL_RATE, "429", Detector.EMERGENCE) in found
+    assert (tool, SliKind.ERROR_RATE, "", Detector.LEVEL_SHIFT) not in found
 
 
 # --- correlation and lifecycle ---------------------------------------------------------------

@@ -523,15 +523,30 @@ def test_the_sli_window_replaces_refreshed_steps_and_keeps_a_silent_component_at
     assert min(t for t, _ in window.series()[rate].points) >= t0 + 4 * step
 
 
-def test_a_new_error_type_gets_a_zero_baseline_and_emerges_live(case: Case) -> None:
+@pytest.mark.parametrize(
+    ("errors", "limited"),
+    [
+        (
+            SliKey("tool:order_status", SliKind.ERROR_RATE),
+            SliKey("tool:order_status", SliKind.ERROR_RATE_BY_TYPE, "RateLimitError"),
+        ),
+        # Calls refused before reaching the callee: zeros from all the refused calls.
+        (
+            SliKey("tool:order_status", SliKind.REFUSED_CALL_RATE),
+            SliKey("tool:order_status", SliKind.REFUSED_CALL_RATE, "429"),
+        ),
+    ],
+    ids=["requests", "refused-calls"],
+)
+def test_a_new_error_type_gets_a_zero_baseline_and_emerges_live(
+    case: Case, errors: SliKey, limited: SliKey
+) -> None:
     """Live, a refresh reads only recent steps: an error type first seen now must still
     have its zeros before (from the component's error rate), as a replay computing the
     whole window has, or its emergence could never be detected."""
     step = timedelta(seconds=30)
     t0 = case.meta.start
     window = SliWindow(step, keep=timedelta(minutes=60))
-    errors = SliKey("tool:order_status", SliKind.ERROR_RATE)
-    limited = SliKey("tool:order_status", SliKind.ERROR_RATE_BY_TYPE, "RateLimitError")
 
     def series(key: SliKey, values: list[float], start_at: int) -> SliSeries:
         return SliSeries(

@@ -27,6 +27,7 @@ from sentinel.rca.rank import Hypothesis, rank
 from sentinel.settings import DetectionSettings, PricingSettings
 from sentinel.sim import FaultSpec, Topology, simulate_case
 from sentinel.telemetry import ChangeEvent, ChangeKind, SliKind, TopologyEdge
+from tests.test_detection import rate_limit_behind_retries
 
 T0 = datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
 GATEWAY, AGENT, TOOL, SERVICE = "service:gateway", "agent:helper", "tool:lookup", "service:crm"
@@ -213,6 +214,29 @@ def test_priors_move_a_hypothesis_and_nothing_anomalous_gives_nothing() -> None:
     assert ranked([]) == ()
 
 
+@pytest.mark.parametrize("error_type", ["429", "RateLimitError", "rate_limited"])
+def test_calls_refused_with_a_rate_limit_make_their_tool_rate_limited(error_type: str) -> None:
+    # A gateway in front of the service answers 429: the service saw nothing, the tool's
+    # calls were refused (its retries mostly went through, so its own errors did not
+    # rise). The tool is the cause, and what is wrong with it is a rate limit.
+    found = ranked(
+        [
+            anomaly(TOOL, SliKind.REFUSED_CALL_RATE, score=6),
+            anomaly(TOOL, SliKind.REFUSED_CALL_RATE, qualifier=error_type, score=6),
+            anomaly(TOOL, SliKind.LATENCY_P95, at=60, score=8),
+        ]
+    )
+    assert found[0].component == TOOL
+    assert found[0].fault == FaultKind.TOOL_RATE_LIMIT.value
+    assert any(f"refused_call_rate[{error_type}]" in e for e in found[0].evidence)
+
+
+def test_calls_refused_for_another_reason_are_tool_errors_not_a_rate_limit() -> None:
+    found = ranked([anomaly(TOOL, SliKind.REFUSED_CALL_RATE, qualifier="ConnectError")])
+    assert found[0].component == TOOL
+    assert found[0].fault == FaultKind.TOOL_ERRORS.value
+
+
 @pytest.fixture(scope="module")
 def tool_case() -> Case:
     spec = FaultSpec(topology=Topology.SUPPORT, fault=FaultKind.TOOL_LATENCY, seed=255985076)
@@ -238,6 +262,14 @@ def test_the_engine_finds_a_simulated_tool_fault_first_with_its_onset(tool_case:
     calm = replace(tool_case, meta=tool_case.meta.model_copy(update={"end": early}))
     nothing = diagnose(calm, DetectionSettings(), PricingSettings())
     assert nothing.onset is None and nothing.hypotheses == ()
+
+
+def test_the_engine_names_a_rate_limit_seen_only_in_refused_calls() -> None:
+    case = rate_limit_behind_retries()
+    assert case.truth is not None
+    found = diagnose(case, DetectionSettings(), PricingSettings())
+    assert found.hypotheses[0].component == case.truth.root_cause
+    assert found.hypotheses[0].fault == FaultKind.TOOL_RATE_LIMIT.value
 
 
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")

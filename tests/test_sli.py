@@ -446,6 +446,85 @@ def test_an_uninstrumented_callee_is_seen_through_its_callers(
     assert values(get(fleet_slis, "service:orders-api", SliKind.LATENCY_P50)) == [0.1]
 
 
+def test_calls_refused_before_reaching_an_instrumented_callee_count_against_their_caller() -> None:
+    """A gateway in front of the scraper answers 429 twice: no span of the scraper saw
+    those calls, so they are the fetch_page tool's refused calls, not the scraper's
+    errors. A 500 the scraper itself answered is its own error, not a refusal."""
+
+    def get_page(span: int, at_ms: int, parent: int, trace: int, **kw: Any) -> Any:
+        http = kw.pop("http", None)
+        attributes = [kv("peer.service", sv("scraper"))]
+        if http is not None:
+            attributes.append(kv("http.response.status_code", iv(http)))
+        return otlp_span(
+            span=span,
+            name="GET",
+            at_ms=at_ms,
+            dur_ms=20,
+            kind=3,
+            trace=trace,
+            parent=parent,
+            attributes=attributes,
+            **kw,
+        )
+
+    agent_side = [
+        tool(0x50, 1_000, "fetch_page", trace=7, dur_ms=3_000),
+        get_page(0x51, 1_010, 0x50, 7, http=429, status=ERROR),
+        get_page(0x52, 1_500, 0x50, 7, http=429, status=ERROR),
+        get_page(0x53, 2_500, 0x50, 7),
+        tool(0x60, 5_000, "fetch_page", trace=8, dur_ms=300),
+        get_page(0x61, 5_010, 0x60, 8, http=500, status=ERROR),
+        # A call whose parent is not among the spans (it started before the read):
+        # whose call it was is unknown, so it is not counted at all.
+        get_page(0x58, 10_000, 0x99, 7, http=429, status=ERROR),
+        # A minute later: one call, answered.
+        tool(0x70, 65_000, "fetch_page", trace=9, dur_ms=300),
+        get_page(0x71, 65_010, 0x70, 9),
+    ]
+    scraper = [
+        otlp_span(span=0x54, name="GET /page", at_ms=2_505, kind=2, trace=7, parent=0x53),
+        otlp_span(
+            span=0x62, name="GET /page", at_ms=5_015, kind=2, trace=8, parent=0x61, status=ERROR
+        ),
+        otlp_span(span=0x72, name="GET /page", at_ms=65_015, kind=2, trace=9, parent=0x71),
+    ]
+    slis = span_slis(
+        decode(otlp_request("agent-svc", *agent_side), otlp_request("scraper", *scraper)),
+        NOW,
+        END,
+        MINUTE,
+        PRICES,
+    )
+    fetch = "tool:fetch_page"
+    assert values(get(slis, fetch, SliKind.REFUSED_CALL_RATE)) == [0.5, 0.0]
+    assert get(slis, fetch, SliKind.REFUSED_CALL_RATE).counts == (4, 1)
+    assert values(get(slis, fetch, SliKind.REFUSED_CALL_RATE, "429")) == [0.5, 0.0]
+    assert {(k.component, k.qualifier) for k in slis if k.kind is SliKind.REFUSED_CALL_RATE} == {
+        (fetch, ""),
+        (fetch, "429"),
+    }
+    # The scraper's own view: two requests that minute, one failed (the 500 it answered).
+    assert values(get(slis, "service:scraper", SliKind.ERROR_RATE)) == [0.5, 0.0]
+    assert not any(
+        k.component == "service:scraper" and k.kind is SliKind.REFUSED_CALL_RATE for k in slis
+    )
+    # The tools' own requests did not fail: a retry went through.
+    assert values(get(slis, fetch, SliKind.ERROR_RATE)) == [0.0, 0.0]
+
+
+def test_a_call_to_an_instrumented_callee_is_its_callers_refused_call_rate_of_zero(
+    fleet_slis: dict[SliKey, SliSeries],
+) -> None:
+    refused = get(fleet_slis, "service:gateway", SliKind.REFUSED_CALL_RATE)
+    assert values(refused) == [0.0]
+    assert refused.counts == (1,)
+    # The database has no spans: its callers' calls are its requests, never refusals.
+    assert not any(
+        k.kind is SliKind.REFUSED_CALL_RATE and k.qualifier == "timeout" for k in fleet_slis
+    )
+
+
 # Kinds only metric samples (container gauges) can give: tested on samples below.
 METRIC_ONLY = {SliKind.MEMORY_UTILISATION, SliKind.MEMORY_WORKING_SET, SliKind.CPU_USAGE}
 

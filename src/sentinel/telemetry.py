@@ -542,6 +542,10 @@ class SliKind(StrEnum):
     STEPS_PER_RUN = "steps_per_run"  # model + tool calls per agent run
     EVAL_SCORE = "eval_score"  # mean evaluator score; qualifier = evaluator
     GUARDRAIL_TRIGGERS = "guardrail_triggers"  # share of requests that tripped a guardrail
+    # Share of a component's calls to an instrumented service that failed before reaching
+    # it (no span of the callee answered: a gateway's 429, a refused connection); the
+    # qualifier is empty for all of them, else the error type.
+    REFUSED_CALL_RATE = "refused_call_rate"
     MEMORY_UTILISATION = "memory_utilisation"  # working set / memory limit, [0, 1+]
     MEMORY_WORKING_SET = "memory_working_set"  # bytes, where no container has a limit
     CPU_USAGE = "cpu_usage"  # CPU cores used (CPU seconds per second), all containers
@@ -558,5 +562,6 @@ _SHARE_KINDS = frozenset(
         SliKind.ERROR_RATE_BY_TYPE,
         SliKind.TOOL_FAILURE_RATE,
         SliKind.GUARDRAIL_TRIGGERS,
+        SliKind.REFUSED_CALL_RATE,
     }
 )

@@ -40,7 +40,7 @@ import structlog
 from sentinel.agents.promql import fetch_promql_slis
 from sentinel.agents.root_cause import DiagnoseFn, DiagnosisOutcome, diagnose_stored
 from sentinel.clock import Clock
-from sentinel.detection import Anomaly, detect
+from sentinel.detection import Anomaly, detect, is_error_type
 from sentinel.errors import IllegalTransition, SentinelError
 from sentinel.incidents import (
     AnomalyMerged,
@@ -140,11 +140,16 @@ class SliWindow:
         A refresh reads only recent steps, so a type first seen now would have no points
         before (no baseline: its emergence could never be detected live, while a replay,
         computing the whole window at once, has the zeros): they are filled in from the
-        component's error rate, which counts the same requests."""
+        component's error rate, which counts the same requests (a type of refused calls:
+        from all its refused calls, which count the same calls)."""
         for key, by_time in self._points.items():
-            if key.kind is not SliKind.ERROR_RATE_BY_TYPE or key in self.declared:
+            if not is_error_type(key) or key in self.declared:
                 continue
-            total = self._points.get(SliKey(key.component, SliKind.ERROR_RATE))
+            total = self._points.get(
+                SliKey(key.component, SliKind.ERROR_RATE)
+                if key.kind is SliKind.ERROR_RATE_BY_TYPE
+                else SliKey(key.component, key.kind)
+            )
             if total is None:
                 continue
             for t, (_, count) in total.items():

@@ -54,7 +54,8 @@ How one series is judged at ``now`` (only steps complete at ``now`` are used):
   of the persistence window must still be consistent with the minimum effect, and the
   onset found must leave the persistence behind it (a spike after quiet points is not
   a shift that held);
-- an error type with no error in the whole baseline that shows ``emergence_min_errors``
+- an error type (of requests, or of calls refused before reaching their callee) with
+  no error in the whole baseline that shows ``emergence_min_errors``
   recent errors is an emergence, whatever its baseline share;
 - too few baseline or recent points, a gap at the end, zero traffic or too few
   observations give a typed ``NotEnoughData``, never a guess.
@@ -76,6 +77,7 @@ from sentinel.detection.model import (
     NotEnoughData,
     NotEnoughDataReason,
     direction_of,
+    is_error_type,
     is_multiplicative,
     is_share,
     within_baseline,
@@ -92,6 +94,7 @@ __all__ = [
     "detect",
     "detect_series",
     "direction_of",
+    "is_error_type",
     "is_multiplicative",
     "is_share",
     "within_baseline",

@@ -12,7 +12,14 @@ from __future__ import annotations
 import math
 
 from sentinel.detection.changepoint import ONSET_LOG10_P, ONSET_Z, located
-from sentinel.detection.model import Anomaly, Detector, Direction, big_enough, direction_of
+from sentinel.detection.model import (
+    Anomaly,
+    Detector,
+    Direction,
+    big_enough,
+    direction_of,
+    is_error_type,
+)
 from sentinel.detection.stats import (
     MEDIAN_EFFICIENCY,
     Baseline,
@@ -24,7 +31,7 @@ from sentinel.detection.stats import (
     upper_rate,
 )
 from sentinel.settings import DetectionSettings
-from sentinel.sli import SliKey, SliKind
+from sentinel.sli import SliKey
 
 # A point whose errors are this unlikely under the minimum effect contradicts the shift.
 _CONSISTENT = 0.01
@@ -129,7 +136,7 @@ def detect_share(
     # baseline that saw no error by chance (a quiet component) does not make a few
     # errors look impossible.
     p_null = upper_rate(b_err, b_n)
-    emerging = kind is SliKind.ERROR_RATE_BY_TYPE and b_err == 0
+    emerging = b_err == 0 and is_error_type(key)
     if not emerging:
         if not big_enough(kind, p0, l_err / l_n, s):
             return None

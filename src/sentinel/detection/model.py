@@ -102,6 +102,14 @@ def is_share(kind: SliKind) -> bool:
     return kind in SHARES
 
 
+def is_error_type(key: SliKey) -> bool:
+    """A share of one error type (of requests, or of calls refused before reaching their
+    callee): one never seen in the baseline is judged by its emergence."""
+    return key.kind is SliKind.ERROR_RATE_BY_TYPE or (
+        key.kind is SliKind.REFUSED_CALL_RATE and bool(key.qualifier)
+    )
+
+
 def is_multiplicative(kind: SliKind) -> bool:
     """Durations, tokens, cost and steps: judged by their ratio to the baseline, their
     noise growing with their level."""

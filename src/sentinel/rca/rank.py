@@ -423,8 +423,13 @@ def _can_cause(cause: Sequence[Anomaly], a: Anomaly) -> bool:
 def _describe(a: Anomaly) -> str:
     what = a.sli.value + (f"[{a.qualifier}]" if a.qualifier else "")
     if a.detector is Detector.EMERGENCE:
+        of = (
+            "of its calls, refused before reaching the callee"
+            if a.sli is SliKind.REFUSED_CALL_RATE
+            else "of requests"
+        )
         return (
-            f"{a.component}: new error type {a.qualifier!r} at {a.observed:.1%} of requests "
+            f"{a.component}: new error type {a.qualifier!r} at {a.observed:.1%} {of} "
             f"from {a.onset:%H:%M:%S}"
         )
     if a.sli.share:
@@ -434,13 +439,29 @@ def _describe(a: Anomaly) -> str:
     return f"{a.component}: {what} {change} from {a.onset:%H:%M:%S} (score {a.score:.1f})"
 
 
+def _rate_limited(error_type: str) -> bool:
+    """An error type that says "rate limited": a RateLimitError, rate_limited, HTTP 429."""
+    t = error_type.lower()
+    return ("rate" in t and "limit" in t) or t == "429" or "toomanyrequests" in t.replace("_", "")
+
+
 def _fault(cand: _Candidate) -> str:
     """The fault kind the candidate's component, change and symptoms suggest."""
     c = cand.component
     slis = {a.sli for a in cand.anomalies}
-    types = {a.qualifier for a in cand.anomalies if a.sli is SliKind.ERROR_RATE_BY_TYPE}
+    types = {
+        a.qualifier
+        for a in cand.anomalies
+        if a.sli in (SliKind.ERROR_RATE_BY_TYPE, SliKind.REFUSED_CALL_RATE) and a.qualifier
+    }
     errors = bool(
-        slis & {SliKind.ERROR_RATE, SliKind.ERROR_RATE_BY_TYPE, SliKind.TOOL_FAILURE_RATE}
+        slis
+        & {
+            SliKind.ERROR_RATE,
+            SliKind.ERROR_RATE_BY_TYPE,
+            SliKind.TOOL_FAILURE_RATE,
+            SliKind.REFUSED_CALL_RATE,
+        }
     )
     latency = bool(slis & {SliKind.LATENCY_P50, SliKind.LATENCY_P95, SliKind.LATENCY_P99})
     kind = c.split(":", 1)[0]
@@ -464,7 +485,7 @@ def _fault(cand: _Candidate) -> str:
                 else FaultKind.MODEL_PROVIDER_LATENCY
             ).value
         case "tool":
-            if any("rate" in t.lower() and "limit" in t.lower() for t in types):
+            if any(_rate_limited(t) for t in types):
                 return FaultKind.TOOL_RATE_LIMIT.value
             if cand.change is not None or any(
                 "invalid" in t.lower() or "schema" in t.lower() for t in types

@@ -118,6 +118,17 @@ class _Trees:
                     stack.append(c)
         return out
 
+    def caller(self, s: Span) -> str | None:
+        """Whose call a span is: its parent's component (the tool or agent that made it,
+        or the service whose request it serves); a root span's own; None when its parent
+        is not among the spans (it started before the read: the Metric Agent re-reads
+        only its last minutes), rather than a guess that would split the caller's
+        series in two."""
+        if s.parent_span_id is None:
+            return s.component
+        p = self.by_id.get((s.trace_id, s.parent_span_id))
+        return None if p is None else p.component
+
     def enclosing_agents(self, s: Span) -> set[str]:
         """Components of the agent runs (invoke_agent spans) the span is inside."""
         out: set[str] = set()
@@ -178,6 +189,36 @@ def _run(tree: _Trees, root: Span, prices: Mapping[str, ModelPrice]) -> _Run:
     )
 
 
+def _refusal(tree: _Trees, s: Span) -> str | None:
+    """The error type of a failed call that no span of its callee answered (refused by a
+    gateway, a rate limiter or the network before it got there), else None. A failure
+    the callee answered is the callee's own, counted in its error rate."""
+    if s.error_type is None or tree.children.get((s.trace_id, s.span_id)):
+        return None
+    return s.error_type
+
+
+def _refused_slis(
+    component: str, by_step: Mapping[int, Sequence[str | None]], grid: _Grid
+) -> dict[SliKey, SliSeries]:
+    """``refused_call_rate`` of a caller: of all its refused calls (qualifier "") and of
+    each error type, the share of its calls to instrumented services, at each step it
+    made any."""
+    out: dict[SliKey, SliSeries] = {}
+    busy = {i: calls for i, calls in by_step.items() if calls}
+    types = sorted({t for calls in busy.values() for t in calls if t})
+    for qualifier in ("", *types):
+        values = {
+            i: (_mean([t == qualifier if qualifier else t is not None for t in calls]), len(calls))
+            for i, calls in busy.items()
+        }
+        key = SliKey(component, SliKind.REFUSED_CALL_RATE, qualifier)
+        series = _build(key, grid, values)
+        if series is not None:
+            out[key] = series
+    return out
+
+
 def _unique(spans: Iterable[Span]) -> list[Span]:
     """Spans in a canonical order, one per (trace, span id): the result must not depend on
     the order the spans arrived in."""
@@ -210,7 +251,9 @@ def span_slis(
     calls of its subtree), tokens, cost, guardrail triggers; evaluator scores, for the
     span's component and for the agents whose run the span is in. A CLIENT span's peer
     with no spans of its own (an uninstrumented callee) gets request rate, error rates and
-    latency as its callers saw them.
+    latency as its callers saw them; a caller of instrumented services, the share of its
+    calls that failed before reaching them (``refused_call_rate``: no span of the callee
+    answered, as with a gateway's 429s in front of it).
     """
     return span_slis_by_step(spans, start, end, (step,), pricing)[0]
 
@@ -224,6 +267,9 @@ class _Buckets:
         self.seen_by_callers: dict[str, dict[int, list[_Request]]] = defaultdict(
             lambda: defaultdict(list)
         )
+        # A component's calls to instrumented services: None, or the error type of a
+        # call refused before it reached the callee.
+        self.calls: dict[str, dict[int, list[str | None]]] = defaultdict(lambda: defaultdict(list))
         # Keyed by plain (component, kind, qualifier) tuples, SliKeys only at the end: a
         # dataclass key hashes and compares in Python, for each of a span's values.
         self.means: dict[_MeanKey, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -235,6 +281,8 @@ class _Buckets:
             out.update(_request_slis(component, by_step, grid, with_guardrails=True))
         for component, by_step in self.seen_by_callers.items():
             out.update(_request_slis(component, by_step, grid, with_guardrails=False))
+        for component, calls in self.calls.items():
+            out.update(_refused_slis(component, calls, grid))
         for (component, kind, qualifier), values in self.means.items():
             key = SliKey(component, kind, qualifier)
             series = _build(key, grid, {i: (_mean(xs), len(xs)) for i, xs in values.items()})
@@ -275,10 +323,14 @@ def span_slis_by_step(
         if _is_request(s):
             guardrail = run.guardrail if run is not None else _tripped_guardrail(s)
             request = _Request(seconds, s.error_type, guardrail)
-        # Seen by its caller: an uninstrumented peer's request, as (peer, request).
-        seen = None
-        if s.kind == SpanKind.CLIENT and s.peer is not None and s.peer not in instrumented:
-            seen = (s.peer, _Request(seconds, s.error_type, guardrail=False))
+        # Seen by its caller: an uninstrumented peer's request, as (peer, request); or a
+        # call to an instrumented one, as (caller, error type if it never reached it).
+        seen = call = None
+        if s.kind == SpanKind.CLIENT and s.peer is not None and s.operation is None:
+            if s.peer not in instrumented:
+                seen = (s.peer, _Request(seconds, s.error_type, guardrail=False))
+            elif s.peer != s.component and (caller := tree.caller(s)) is not None:
+                call = (caller, _refusal(tree, s))
 
         values: list[tuple[_MeanKey, float]] = []
         if run is not None:
@@ -310,6 +362,8 @@ def span_slis_by_step(
                 b.requests[s.component][i].append(request)
             if seen is not None:
                 b.seen_by_callers[seen[0]][i].append(seen[1])
+            if call is not None:
+                b.calls[call[0]][i].append(call[1])
             for k, v in values:
                 b.means[k][i].append(v)
 

@@ -340,6 +340,7 @@ _SLI_NAMES: dict[SliKind, str] = {
     SliKind.STEPS_PER_RUN: "steps per run",
     SliKind.EVAL_SCORE: "eval score",
     SliKind.GUARDRAIL_TRIGGERS: "guardrail trigger rate",
+    SliKind.REFUSED_CALL_RATE: "calls refused before reaching the callee",
     SliKind.MEMORY_UTILISATION: "memory use",
     SliKind.MEMORY_WORKING_SET: "memory working set",
     SliKind.CPU_USAGE: "CPU usage",
@@ -400,6 +401,7 @@ def format_value(kind: SliKind, v: float) -> str:
             | SliKind.ERROR_RATE_BY_TYPE
             | SliKind.TOOL_FAILURE_RATE
             | SliKind.GUARDRAIL_TRIGGERS
+            | SliKind.REFUSED_CALL_RATE
         ):
             return _percent_value(v)
         case SliKind.REQUEST_RATE:
