@@ -77,7 +77,7 @@ from sentinel.sli import (
     step_start,
 )
 from sentinel.slo import evaluate_slos
-from sentinel.telemetry import TopologyEdge
+from sentinel.telemetry import Span, SpanKind, TopologyEdge
 
 log = structlog.get_logger(__name__)
 
@@ -93,6 +93,29 @@ LATE_DATA = timedelta(minutes=3)
 
 class AgentStore(TelemetryStore, IncidentStore, Protocol):
     """What the Metric Agent needs of the store."""
+
+
+def _with_callers(store: TelemetryStore, spans: list[Span]) -> list[Span]:
+    """The spans read, with the stored parents of their calls to instrumented services
+    that started before the read. Whose call a CLIENT span is (``refused_call_rate``) is
+    its parent's component: a re-read of the last minutes would otherwise not count the
+    calls of its first step's parents from before it, while a replay, reading the whole
+    window, counts them. Only those parents are fetched, one by one (a call's parent is a
+    tool or request span a few seconds long, so they are few)."""
+    held = {(s.trace_id, s.span_id) for s in spans}
+    components = {s.component for s in spans}
+    missing = sorted(
+        {
+            (s.trace_id, s.parent_span_id)
+            for s in spans
+            if s.kind is SpanKind.CLIENT
+            and s.peer in components
+            and s.parent_span_id is not None
+            and (s.trace_id, s.parent_span_id) not in held
+        }
+    )
+    parents = [p for t, sid in missing if (p := store.span(t, sid)) is not None]
+    return [*spans, *parents] if parents else spans
 
 
 class SliWindow:
@@ -338,6 +361,7 @@ class MetricAgent:
         # also reads the spans that started up to LATE_DATA after it, or the runs that
         # straddle its end would lose their later steps, tokens and cost.
         spans = await asyncio.to_thread(self.store.spans, since, min(now, end + LATE_DATA))
+        spans = await asyncio.to_thread(_with_callers, self.store, spans)
         # Counters need the sample before a step to give its rate: read a little earlier.
         samples = await asyncio.to_thread(self.store.samples, since - 2 * longest, end)
         calls = component_edges(spans)
