@@ -121,9 +121,9 @@ class _Trees:
     def caller(self, s: Span) -> str | None:
         """Whose call a span is: its parent's component (the tool or agent that made it,
         or the service whose request it serves); a root span's own; None when its parent
-        is not among the spans (it started before the read: the Metric Agent re-reads
-        only its last minutes), rather than a guess that would split the caller's
-        series in two."""
+        is not among the spans (never stored, or not read), rather than a guess that
+        would split the caller's series in two. The Metric Agent, re-reading its last
+        minutes, adds the stored parents from before its read."""
         if s.parent_span_id is None:
             return s.component
         p = self.by_id.get((s.trace_id, s.parent_span_id))
