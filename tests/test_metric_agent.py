@@ -19,7 +19,7 @@ from structlog.testing import capture_logs
 
 from sentinel.adapters.db import METADATA, SqlStore, open_store
 from sentinel.adapters.prometheus import FakeMetricSource
-from sentinel.agents.metric import MetricAgent, SliWindow
+from sentinel.agents.metric import MetricAgent, SliWindow, _with_callers
 from sentinel.cases import Case, FaultKind, ingest_case
 from sentinel.clock import FakeClock, ScaledClock
 from sentinel.detection import Anomaly, Detector, detect
@@ -43,9 +43,11 @@ from sentinel.rca import Hypothesis
 from sentinel.settings import DetectionSettings, Settings
 from sentinel.sim import FaultSpec, Magnitude, Onset, Topology, plan_fault, simulate_case
 from sentinel.sim.live import LiveRun
-from sentinel.sli import SliKey, SliKind, SliSeries, step_start
+from sentinel.sli import SliKey, SliKind, SliSeries, span_slis, step_start
 from sentinel.telemetry import ChangeEvent, Sample, Series, Span, TopologyEdge
 from tests.harness import make_settings, running_daemon
+from tests.test_sli import NOW, PRICES, decode, kv, otlp_request, otlp_span, sv
+from tests.test_sli import tool as sli_tool
 
 # Every trace kept: the agent then works from spans alone (no metric samples).
 SPEC = FaultSpec(
@@ -718,3 +720,63 @@ def test_a_declared_request_rate_missing_from_a_refresh_is_a_gap_not_zero_traffi
     window.refresh({declared: first}, t0, t0 + 4 * step)
     window.refresh({}, t0 + 4 * step, t0 + 6 * step)  # Prometheus did not answer
     assert [v for _, v in window.series()[declared].points] == [5.0] * 4
+
+
+class CountingLookups:
+    """The real store, counting the spans fetched one by one."""
+
+    def __init__(self, inner: SqlStore) -> None:
+        self.inner = inner
+        self.looked_up: list[tuple[str, str]] = []
+
+    def span(self, trace_id: str, span_id: str) -> Span | None:
+        self.looked_up.append((trace_id, span_id))
+        return self.inner.span(trace_id, span_id)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+def test_a_reread_fetches_the_stored_parents_of_its_first_calls_only(tmp_path: Path) -> None:
+    # A tool started 5 s before the read calls the scraper 1 s into it: the tool is
+    # fetched, so the call counts against it as in a replay. A call 90 s in whose parent
+    # was never stored costs no lookup (it is not counted: its caller is unknown).
+    def call(span: int, at_ms: int, parent: int, trace: int) -> dict[str, object]:
+        return otlp_span(
+            span=span,
+            name="GET",
+            at_ms=at_ms,
+            kind=3,
+            trace=trace,
+            parent=parent,
+            attributes=[kv("peer.service", sv("scraper"))],
+        )
+
+    def served(span: int, at_ms: int, parent: int, trace: int) -> dict[str, object]:
+        return otlp_span(
+            span=span, name="GET /page", at_ms=at_ms, kind=2, trace=trace, parent=parent
+        )
+
+    spans = decode(
+        otlp_request(
+            "agent-svc",
+            sli_tool(0x50, -5_000, "fetch_page", trace=7, dur_ms=8_000),
+            call(0x51, 1_000, 0x50, 7),
+            call(0x61, 90_000, 0x60, 8),
+        ),
+        otlp_request("scraper", served(0x52, 1_005, 0x51, 7), served(0x62, 90_005, 0x61, 8)),
+    )
+    sql = open_store("sqlite:///" + str(tmp_path / "s.db"), FakeClock(NOW))
+    try:
+        sql.add_spans(spans)
+        store = CountingLookups(sql)
+        read = sql.spans(NOW, NOW + timedelta(minutes=3))
+        assert {s.span_id[-2:] for s in read} == {"51", "52", "61", "62"}
+        got = _with_callers(store, read, NOW)
+        assert store.looked_up == [(f"{7:032x}", f"{0x50:016x}")]
+        assert {s.span_id[-2:] for s in got} == {"50", "51", "52", "61", "62"}
+        slis = span_slis(got, NOW, NOW + timedelta(minutes=3), timedelta(minutes=1), PRICES)
+        refused = slis[SliKey("tool:fetch_page", SliKind.REFUSED_CALL_RATE)]
+        assert refused.counts == (1,)
+    finally:
+        sql.close()

@@ -89,26 +89,32 @@ _FILL_CHUNK = timedelta(minutes=30)
 # request is counted if it ended within about this long of its start. Longer ones are
 # not (they would cost every run a re-read of more telemetry).
 LATE_DATA = timedelta(minutes=3)
+# A re-read fetches the parents of calls made this soon after its start (``_with_callers``).
+_CALLER_REACH = timedelta(minutes=1)
 
 
 class AgentStore(TelemetryStore, IncidentStore, Protocol):
     """What the Metric Agent needs of the store."""
 
 
-def _with_callers(store: TelemetryStore, spans: list[Span]) -> list[Span]:
-    """The spans read, with the stored parents of their calls to instrumented services
-    that started before the read. Whose call a CLIENT span is (``refused_call_rate``) is
-    its parent's component: a re-read of the last minutes would otherwise not count the
-    calls of its first step's parents from before it, while a replay, reading the whole
-    window, counts them. Only those parents are fetched, one by one (a call's parent is a
-    tool or request span a few seconds long, so they are few)."""
+def _with_callers(store: TelemetryStore, spans: list[Span], since: datetime) -> list[Span]:
+    """The spans read (from ``since``), with the stored parents of their calls to
+    instrumented services that started before the read. Whose call a CLIENT span is
+    (``refused_call_rate``) is its parent's component: a re-read of the last minutes
+    would otherwise not count the calls of its first step's parents from before it,
+    while a replay, reading the whole window, counts them. Parents are fetched one by
+    one, and only for calls made within ``_CALLER_REACH`` of ``since``: a call's parent
+    is a tool or request span of seconds, and a parent never stored (a service whose
+    inner spans are dropped) must not cost a lookup per call and run."""
     held = {(s.trace_id, s.span_id) for s in spans}
     components = {s.component for s in spans}
+    reach_ns = int((since + _CALLER_REACH).timestamp() * 1e9)
     missing = sorted(
         {
             (s.trace_id, s.parent_span_id)
             for s in spans
             if s.kind is SpanKind.CLIENT
+            and s.start_ns < reach_ns
             and s.peer in components
             and s.parent_span_id is not None
             and (s.trace_id, s.parent_span_id) not in held
@@ -361,7 +367,7 @@ class MetricAgent:
         # also reads the spans that started up to LATE_DATA after it, or the runs that
         # straddle its end would lose their later steps, tokens and cost.
         spans = await asyncio.to_thread(self.store.spans, since, min(now, end + LATE_DATA))
-        spans = await asyncio.to_thread(_with_callers, self.store, spans)
+        spans = await asyncio.to_thread(_with_callers, self.store, spans, since)
         # Counters need the sample before a step to give its rate: read a little earlier.
         samples = await asyncio.to_thread(self.store.samples, since - 2 * longest, end)
         calls = component_edges(spans)
