@@ -473,13 +473,5 @@ def test_a_train_of_timeouts_in_a_p95_does_not_pin_the_start_at_its_first_spike(
 
 def test_an_intermittent_series_is_still_fitted_when_it_is_all_there_is() -> None:
     _, latency, first = timeouts(1)
-    opened = first + 2 * STEP
-    fit = refit_onset(
-        [anomaly(latency, first, 0.08)],
-        first,
-        opened,
-        {latency.key: latency},
-        opened + timedelta(minutes=10),
-        STEP,
-    )
+    fit = refit_alone(latency, first, 0.08)
     assert fit.how.startswith("kept: 1 series fitted with a step"), fit.how
