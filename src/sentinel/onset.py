@@ -357,8 +357,7 @@ def refit_onset(
         return OnsetFit(onset=onset, how="kept: no series to fit")
     steady = [s for s in series if s.steady]
     aside = len(series) - len(steady) if steady else 0
-    if steady:
-        series = steady
+    series = steady or series
     step_s = step.total_seconds()
     lowest = -FIT_STEPS_BEFORE * step_s
     starts = sorted({t for s in series for t, _, _ in s.rows if lowest <= t <= 0.0})
