@@ -108,16 +108,16 @@ def _with_callers(store: TelemetryStore, spans: list[Span], since: datetime) -> 
     inner spans are dropped) must not cost a lookup per call and run."""
     held = {(s.trace_id, s.span_id) for s in spans}
     components = {s.component for s in spans}
-    reach_ns = int((since + _CALLER_REACH).timestamp() * 1e9)
+    reach = since + _CALLER_REACH
     missing = sorted(
         {
             (s.trace_id, s.parent_span_id)
             for s in spans
             if s.kind is SpanKind.CLIENT
-            and s.start_ns < reach_ns
             and s.peer in components
             and s.parent_span_id is not None
             and (s.trace_id, s.parent_span_id) not in held
+            and s.start < reach
         }
     )
     parents = [p for t, sid in missing if (p := store.span(t, sid)) is not None]
