@@ -1,7 +1,7 @@
 """The hindsight onset (``sentinel.onset``) and its lifecycle event: a ramp is dated where
 it began once its plateau is in the data, a step stays where detection put it, the onset
-moves later only back towards the one the incident opened with, and an incident is refit
-once."""
+moves later only back towards the one the incident opened with or to just after a change
+detection dated it before, and an incident is refit once."""
 
 from __future__ import annotations
 
@@ -258,7 +258,7 @@ def test_the_refit_is_due_once_after_the_wait_or_at_resolution() -> None:
     assert refit_due(state, slis, ten, ten, s.model_copy(update={"onset_refit_minutes": 0})) is None
 
 
-def test_only_changes_to_the_incidents_components_before_its_onset_weigh() -> None:
+def test_only_changes_to_the_incidents_components_before_it_opened_weigh() -> None:
     late = FAULT + timedelta(minutes=2, seconds=30)
     opened = late + timedelta(minutes=1)
     state = opened_incident(late, opened)  # one anomaly, on agent:a
@@ -276,7 +276,9 @@ def test_only_changes_to_the_incidents_components_before_its_onset_weigh() -> No
     before = FAULT - timedelta(seconds=40)
     assert "weighed up" not in how()
     assert "weighed up" not in how(change("service:other", before))
-    assert "weighed up" not in how(change("prompt:a", late + STEP, affects=("agent:a",)))
+    assert "weighed up" not in how(change("prompt:a", opened + STEP, affects=("agent:a",)))
+    # Between the detected onset and the opening: the onset may have been dated early.
+    assert "weighed up" in how(change("prompt:a", late + STEP, affects=("agent:a",)))
     assert "weighed up" in how(change("prompt:a", before, affects=("agent:a",)))
     assert "weighed up" in how(change("agent:a", before))
     off = DetectionSettings(onset_change_prior=0.0)
@@ -305,20 +307,74 @@ def merged_early(state: TrackedIncident, sibling: SliSeries) -> TrackedIncident:
     return merged
 
 
-def test_a_refit_never_moves_the_state_later_than_the_opening_onset() -> None:
+def test_the_state_takes_the_onset_the_refit_gave() -> None:
+    # The refit bounds its own moves (the tests above and below); its event is the record
+    # of where they ended, and a state rebuilt from the events must land there too.
     state = opened_incident(FAULT, FAULT + timedelta(minutes=1))
-    later = OnsetRefit(
-        incident_id="inc-1", time=FAULT + timedelta(minutes=11), onset=FAULT + STEP, how="x"
-    )
-    assert transition(state, later).onset == FAULT
-    # A merged anomaly dated it 3 minutes earlier: a refit may move it back, up to FAULT.
     merged = merged_early(state, input_tokens(seed=3))
-    back = later.model_copy(update={"onset": FAULT - STEP})
-    assert transition(merged, back).onset == FAULT - STEP
-    assert transition(merged, later).onset == FAULT
-    # An incident rebuilt from its record alone (no opening onset): never later at all.
     bare = merged.model_copy(update={"opened_onset": None})
-    assert transition(bare, back).onset == FAULT - timedelta(minutes=3)
+    for onset in (FAULT - 5 * STEP, FAULT - STEP, FAULT + STEP):
+        ev = OnsetRefit(
+            incident_id="inc-1", time=FAULT + timedelta(minutes=11), onset=onset, how="x"
+        )
+        for before in (state, merged, bare):
+            after = transition(before, ev)
+            assert (after.onset, after.refit_at) == (onset, ev.time)
+
+
+def early_step_refit(*changes: datetime, onset: datetime | None = None) -> OnsetFit:
+    """The refit of a clear step at FAULT (``level_series("step")``) that detection dated
+    3 minutes early (or at ``onset``), opened a minute after FAULT, with ``changes`` to
+    its component weighed as the Metric Agent weighs them."""
+    tokens = level_series("step")
+    early = FAULT - timedelta(minutes=3) if onset is None else onset
+    opened = FAULT + timedelta(minutes=1)
+    return refit_onset(
+        [anomaly(tokens, early, 450.0)],
+        early,
+        opened,
+        {tokens.key: tokens},
+        opened + timedelta(minutes=10),
+        STEP,
+        changes=changes,
+        change_prior=DetectionSettings().onset_change_prior,
+    )
+
+
+def test_a_fault_dated_before_the_change_that_caused_it_is_dated_after_it() -> None:
+    # An evaluator score that wandered below its baseline minutes before a prompt commit
+    # dated the incident before the commit (held out: a multi-agent prompt regression at
+    # -270 s, its commit at -34 s). The fit, weighing the commit, starts the fault just
+    # after it: the change and the data agree, and the onset moves later to the fit.
+    commit = FAULT - timedelta(seconds=20)
+    fit = early_step_refit(commit)
+    assert fit.how.startswith(f"moved later, after the change at {commit.isoformat()}: ")
+    assert commit - STEP < fit.onset <= FAULT
+    # Without the change the early onset is kept: a fit alone that starts later does not
+    # move it (resource exhaustions and rate limits are fitted late with certainty).
+    alone = early_step_refit()
+    assert (alone.onset, alone.how.split(":")[0]) == (FAULT - timedelta(minutes=3), "kept")
+    # A change before the detected onset was weighed already, and gives no reason to move
+    # later: the fault may well have begun before the fit can tell.
+    before = early_step_refit(FAULT - timedelta(seconds=40), onset=FAULT - STEP)
+    assert (before.onset, before.how.split(":")[0]) == (FAULT - STEP, "kept")
+    # A change the fit does not start just after does not move it either.
+    far = early_step_refit(FAULT - timedelta(minutes=2, seconds=30))
+    assert far.onset == FAULT - timedelta(minutes=3) and far.how.startswith("kept: ")
+
+
+def test_the_agent_dates_a_fault_after_a_change_made_between_its_onset_and_its_opening() -> None:
+    tokens = level_series("step")
+    early = FAULT - timedelta(minutes=3)
+    state = opened_incident(early, FAULT + timedelta(minutes=1))
+    ten = state.incident.opened_at + timedelta(minutes=10)
+    commit = ChangeEvent(
+        id="c1", time=FAULT - timedelta(seconds=20), component="prompt:a", affects=("agent:a",)
+    )
+    ev = refit_due(state, {tokens.key: tokens}, ten, ten, DetectionSettings(), changes=[commit])
+    assert ev is not None and ev.how.startswith("moved later, after the change at ")
+    assert transition(state, ev).onset == ev.onset
+    assert commit.time - STEP < ev.onset <= FAULT
 
 
 def test_an_anomaly_merged_with_an_early_onset_is_dated_again_by_the_joint_fit() -> None:

@@ -164,7 +164,7 @@ class TrackedIncident(BaseModel):
     refit_at: AwareDatetime | None = None
     # The onset the incident opened with (None: not known, an incident rebuilt from its
     # record alone): the refit may date the start later than anomalies merged since
-    # did, never later than this.
+    # did, up to this (later only just after a change, ``refit_onset``).
     opened_onset: AwareDatetime | None = None
 
     @property
@@ -233,7 +233,9 @@ def transition(state: TrackedIncident | None, event: LifecycleEvent) -> TrackedI
             return live.model_copy(
                 update={
                     "incident": live.incident.model_copy(update={"updated_at": event.time}),
-                    "onset": _refit(live, event.onset),
+                    # The refit bounds its own moves (``refit_onset``); the event says
+                    # where they ended.
+                    "onset": event.onset,
                     "refit_at": event.time,
                 }
             )
@@ -252,13 +254,6 @@ def transition(state: TrackedIncident | None, event: LifecycleEvent) -> TrackedI
             )
         case _:
             assert_never(event)
-
-
-def _refit(live: TrackedIncident, onset: datetime) -> datetime:
-    """The onset after a refit to ``onset``: never later than the onset the incident
-    opened with, nor than its current one when that is unknown (``refit_onset``)."""
-    latest = live.onset if live.opened_onset is None else max(live.onset, live.opened_onset)
-    return min(latest, onset)
 
 
 def _require_live(state: TrackedIncident | None, event: LifecycleEvent) -> TrackedIncident:
@@ -490,8 +485,9 @@ def refit_due(
     open ``onset_refit_minutes``, or when it is ``resolving`` before that. The fit reads
     the SLIs up to ``judged_at``; the event is stamped ``now``. SLO burn-rate anomalies
     are left out of the fit (their series' shape is the objective's, not the fault's).
-    ``changes``: the change events known; those on the incident's components before its
-    onset weigh the fit's start towards them (``onset_change_prior``)."""
+    ``changes``: the change events known; those on the incident's components before it
+    opened weigh the fit's start towards them (``onset_change_prior``), and one made
+    after the onset detection gave may date the fault later (``refit_onset``)."""
     wait = settings.onset_refit_minutes
     if wait <= 0 or incident.refit_at is not None:
         return None
@@ -506,11 +502,12 @@ def refit_due(
         slis,
         judged_at,
         timedelta(seconds=settings.step_seconds),
-        # A change after the first symptom did not start the fault.
+        # A change after the incident opened did not start its fault; one between the
+        # detected onset and the opening may have (the onset was dated early on noise).
         changes=[
             c.time
             for c in changes
-            if c.time < incident.onset and components & {c.component, *c.affects}
+            if c.time < incident.incident.opened_at and components & {c.component, *c.affects}
         ],
         change_prior=settings.onset_change_prior,
         latest=incident.opened_onset,
