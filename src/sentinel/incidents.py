@@ -89,9 +89,9 @@ class AnomalyMerged(_Event):
 class OnsetRefit(_Event):
     """The incident's onset dated again in hindsight (``sentinel.onset``), once, when it
     has been open ``onset_refit_minutes`` (or at its resolution, if sooner). ``onset``
-    is never later than the onset the incident opened with (later than the one it
-    replaces only when a merged anomaly had dated that earlier); ``how`` says what the
-    fit found."""
+    is later than the one it replaces only back towards the onset the incident opened
+    with, when a merged anomaly had dated it earlier, or to just after a change made after
+    it (``refit_onset``); ``how`` says what the fit found."""
 
     onset: AwareDatetime
     how: str

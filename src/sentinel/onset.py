@@ -12,8 +12,8 @@ likelihood, each series at its best plateau) times its prior (half on a step, ha
 over the ramps), and the onset is the median of the start over all of them. Picking the
 one best shape instead dates a ramp late: its first minutes barely leave the baseline, so
 a step at its middle fits about as well, and one shape always wins outright. The onset
-moves earlier when the fit starts before it. It moves later only back towards the onset
-the incident opened with, when an anomaly merged since dated it earlier: each anomaly is
+moves earlier when the fit starts before it. It moves later back towards the onset the
+incident opened with, when an anomaly merged since dated it earlier: each anomaly is
 dated on its own series, back over the points before it already beyond the baseline,
 and on a noisy p95 one such point before the fault drags the incident minutes early,
 where the joint fit of all its series does not (since session 22: five suites, 6 more
@@ -106,8 +106,8 @@ BEYOND_WIDTHS = 3.0
 @dataclass(frozen=True, slots=True)
 class OnsetFit:
     """The refit's answer: the onset it gives (never later than the one it was given,
-    or than ``latest`` when that is later), and how it was found, in words for the
-    audit trail."""
+    or than ``latest`` when that is later, but for a start just after a change), and
+    how it was found, in words for the audit trail."""
 
     onset: datetime
     how: str

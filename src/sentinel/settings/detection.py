@@ -158,9 +158,10 @@ class DetectionSettings(Section):
     # 0: never.
     onset_refit_minutes: Annotated[float, Field(ge=0)] = 10.0
     # The refit's prior belief that a fault began just after a change to one of its
-    # incident's components made before its first symptom (within two minutes of a
-    # deploy or a prompt/config commit), rather than at any other point: most faults
-    # follow a change. The data still decide. 0: changes do not date an onset.
+    # incident's components made before it opened (within two minutes of a deploy or a
+    # prompt/config commit), rather than at any other point: most faults follow a
+    # change. The data still decide; a fit that starts just after a change made after the
+    # detected onset dates the fault there. 0: changes do not date an onset.
     onset_change_prior: Annotated[float, Field(ge=0, lt=1)] = 0.8
     # An incident resolves once its SLIs stay within baseline this long.
     resolve_minutes: Annotated[float, Field(gt=0)] = 10.0
