@@ -322,6 +322,26 @@ def test_the_state_takes_the_onset_the_refit_gave() -> None:
             assert (after.onset, after.refit_at) == (onset, ev.time)
 
 
+def test_an_anomaly_merged_after_the_refit_does_not_move_the_onset() -> None:
+    # A p95 that only the coarse path finds, 11 minutes into an incident, dated on its
+    # 2-minute grid two minutes before the fault: it joins the incident, the joint fit's
+    # onset stays (held out: three cases went from 0 s to -120 s this way).
+    state = opened_incident(FAULT, FAULT + timedelta(minutes=1))
+    refit = OnsetRefit(
+        incident_id="inc-1", time=FAULT + timedelta(minutes=11), onset=FAULT, how="kept: x"
+    )
+    p95 = SliSeries(SliKey("agent:a", SliKind.LATENCY_P95), (), ())
+    early = FAULT - timedelta(minutes=2)
+    merge = AnomalyMerged(
+        incident_id="inc-1", time=refit.time + STEP, anomaly=anomaly(p95, early, 1.0)
+    )
+    after = transition(transition(state, refit), merge)
+    assert after.onset == FAULT and merge.anomaly in after.anomalies
+    # Before the refit, the same anomaly dates the incident earlier (the refit then
+    # weighs it with the others).
+    assert transition(state, merge).onset == early
+
+
 def early_step_refit(*changes: datetime, onset: datetime | None = None) -> OnsetFit:
     """The refit of a clear step at FAULT (``level_series("step")``) that detection dated
     3 minutes early (or at ``onset``), opened a minute after FAULT, with ``changes`` to

@@ -223,7 +223,14 @@ def transition(state: TrackedIncident | None, event: LifecycleEvent) -> TrackedI
                         update={"updated_at": event.time, "components": _components(anomalies)}
                     ),
                     "anomalies": anomalies,
-                    "onset": min(live.onset, event.anomaly.onset),
+                    # Once refit, the onset is the joint fit's: a symptom found more
+                    # than ten minutes into an incident is dated on its own series
+                    # (often on the coarse path's 2-minute grid) and less surely.
+                    "onset": (
+                        live.onset
+                        if live.refit_at is not None
+                        else min(live.onset, event.anomaly.onset)
+                    ),
                 }
             )
         case OnsetRefit():
