@@ -280,7 +280,8 @@ def main() -> None:
         f"recent {det.recent_minutes:g} min, persistence {det.persistence_points} points, "
         + (
             f"coarse path on {det.step_seconds * det.coarse_step_multiple:g} s points "
-            f"(persistence {det.coarse_persistence_points})"
+            f"(persistence {det.coarse_persistence_points}, recent "
+            f"{det.coarse_recent_minutes:g} min)"
             if det.coarse_step_multiple > 1
             else "no coarse path"
         )

@@ -867,3 +867,23 @@ def test_sparse_errors_that_skip_the_last_steps_are_a_shift_on_coarse_points() -
     weak_values = [0.0] * (n - 20) + [0.25, 0.0] * 8 + [0.0, 0.0, 0.0, 0.25]
     weak = series(SliKind.ERROR_RATE, weak_values, [4] * n)
     assert detect({weak.key: weak}, now, ON, coarse={weak.key: coarse_of(weak)}).anomalies == ()
+
+
+def test_the_coarse_path_searches_a_longer_window_where_a_subtle_faults_evidence_grows() -> None:
+    # A tool of 4 calls a step, never failing, then failing one call in every other step
+    # (12.5 %) for the last 16 minutes. Over the step path's 10 minutes that is the weak
+    # case above (10 failures in 80 calls: short of the bar); over the coarse path's 16
+    # it is 16 in 128, and it pages, dated where it began.
+    n = 100
+    values = [0.0] * (n - 32) + [0.25, 0.0] * 16
+    steps = series(SliKind.ERROR_RATE, values, [4] * n)
+    now = at_end(n)
+    assert ON.coarse_recent_minutes == 16.0  # the default
+    coarse = {steps.key: coarse_of(steps)}
+    found = detect({steps.key: steps}, now, ON, coarse=coarse).anomalies
+    assert [(a.key, a.onset) for a in found] == [(steps.key, T0 + (n - 32) * STEP)]
+    ten = ON.model_copy(update={"coarse_recent_minutes": ON.recent_minutes})
+    assert detect({steps.key: steps}, now, ten, coarse=coarse).anomalies == ()
+    # The longer window is the coarse path's alone: the step path still searches 10
+    # minutes, and its bars do not let these steps through.
+    assert detect({steps.key: steps}, now, ON).anomalies == ()

@@ -233,11 +233,16 @@ def test_a_retention_shorter_than_what_the_daemon_reads_is_refused(tmp_path: Pat
         load_settings(cfg, env={})
     assert "retention.samples_hours = 0.25" in str(e.value)
     assert str(cfg) in str(e.value)
-    # The floor with the defaults: the 45-minute learning lookback.
-    assert math.isclose(retention_floor_hours(Settings()), 0.75)
-    cfg.write_text("[retention]\nsamples_hours = 0.75\nspans_hours = 0\n")
+    # The floor with the defaults: what detection reads back (a 30-minute baseline before
+    # the coarse path's 16-minute recent window) and two steps, past the 45-minute
+    # learning lookback.
+    assert math.isclose(retention_floor_hours(Settings()), 47 / 60)
+    cfg.write_text("[retention]\nsamples_hours = 0.75\n")
+    with pytest.raises(ConfigError, match="coarse_recent_minutes"):
+        load_settings(cfg, env={})
+    cfg.write_text("[retention]\nsamples_hours = 0.8\nspans_hours = 0\n")
     s = load_settings(cfg, env={})
-    assert (s.retention.samples_hours, s.retention.spans_hours) == (0.75, 0.0)
+    assert (s.retention.samples_hours, s.retention.spans_hours) == (0.8, 0.0)
 
 
 def test_cutoffs_move_back_for_the_oldest_open_incident() -> None:
@@ -245,8 +250,9 @@ def test_cutoffs_move_back_for_the_oldest_open_incident() -> None:
     assert cutoffs(s, NOW, []).spans == NOW - timedelta(hours=168)
     opened = NOW - timedelta(days=9)
     inc = Incident(id="i", title="t", opened_at=opened, updated_at=NOW)
-    # baseline 30 + recent 10 + learning lookback 45 minutes before its opening
-    assert cutoffs(s, NOW, [inc]).samples == opened - timedelta(minutes=85)
+    # baseline 30 + the coarse path's recent 16 + learning lookback 45 minutes before
+    # its opening
+    assert cutoffs(s, NOW, [inc]).samples == opened - timedelta(minutes=91)
     off = Settings.model_validate({"retention": {"spans_hours": 0.0, "samples_hours": 0.0}})
     assert cutoffs(off, NOW, [inc]) == Cutoffs(spans=None, samples=None)
     assert not off.retention.enabled

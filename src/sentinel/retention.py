@@ -65,9 +65,7 @@ def cutoffs(settings: Settings, now: datetime, open_incidents: Sequence[Incident
     r, det = settings.retention, settings.detection
     keep_from: datetime | None = None
     if open_incidents:
-        margin = timedelta(
-            minutes=det.baseline_minutes + det.recent_minutes + settings.learning.lookback_minutes
-        )
+        margin = timedelta(minutes=det.reach_minutes + settings.learning.lookback_minutes)
         keep_from = min(i.opened_at for i in open_incidents) - margin
 
     def cut(hours: float) -> datetime | None:

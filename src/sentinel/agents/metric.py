@@ -253,19 +253,18 @@ class MetricAgent:
             (w.long_minutes for slo in settings.slo for w in slo.windows), default=0.0
         )
         # The hindsight refit, due onset_refit_minutes after opening, reads its series from
-        # refit_reach before an anomaly's onset, which is at most recent_minutes before
-        # the opening: the window must still hold those points then.
+        # refit_reach before an anomaly's onset, which is at most the longest recent
+        # window before the opening: the window must still hold those points then.
         refit = (
-            timedelta(minutes=det.onset_refit_minutes + det.recent_minutes) + refit_reach(self.step)
+            timedelta(minutes=det.onset_refit_minutes + det.longest_recent_minutes)
+            + refit_reach(self.step)
             if det.onset_refit_minutes > 0
             else timedelta(0)
         )
         self.keep = (
             max(
                 timedelta(
-                    minutes=max(
-                        det.baseline_minutes + det.recent_minutes, longest_slo, det.resolve_minutes
-                    )
+                    minutes=max(det.reach_minutes, longest_slo, det.resolve_minutes)
                 ),
                 refit,
             )

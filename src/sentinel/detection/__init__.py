@@ -41,7 +41,8 @@ How one series is judged at ``now`` (only steps complete at ``now`` are used):
 - a series none of the step's paths finds a shift in (or not enough data in) is judged
   again on the same SLI at ``step_seconds * coarse_step_multiple`` when the caller passes
   it (``coarse``): the full path's bars and burst check over its own baseline, with
-  ``coarse_persistence_points`` and ``coarse_min_baseline_points``. A subtle fault of a
+  ``coarse_persistence_points``, ``coarse_min_baseline_points`` and a longer recent
+  window, ``coarse_recent_minutes`` (its tail holds more evidence). A subtle fault of a
   component called a few times a minute has too few errors or slow calls in any one step
   to pass the bars; pooled over longer points it does (its onset is on the coarse grid,
   which the hindsight refit dates again on the step's);

@@ -381,11 +381,12 @@ def _beats_bursts(
 
 def _coarse(s: DetectionSettings) -> DetectionSettings:
     """The coarse path's settings: the full path's bars on points ``coarse_step_multiple``
-    steps long, its own persistence and baseline minimum, and no fast path or coarser
-    grid of its own."""
+    steps long, its own persistence, baseline minimum and recent window, and no fast
+    path or coarser grid of its own."""
     return s.model_copy(
         update={
             "step_seconds": s.step_seconds * s.coarse_step_multiple,
+            "recent_minutes": s.coarse_recent_minutes,
             "persistence_points": s.coarse_persistence_points,
             "fast_persistence_points": s.coarse_persistence_points,
             "fast_step_divisor": 1,

@@ -118,6 +118,13 @@ class DetectionSettings(Section):
     coarse_persistence_points: Annotated[int, Field(ge=1)] = 4
     # ... and the coarse baseline points it needs (of 15 in a 30-minute baseline).
     coarse_min_baseline_points: Annotated[int, Field(ge=3)] = 12
+    # ... and the recent window it searches, longer than the step path's: a subtle fault
+    # on a component called a few times a minute is still short of the bars after 10
+    # minutes of its tail, and pooled over 16 it clears them (session 28: 6 more of 378
+    # held-out cases open an incident, none on the fault-free bench). The step paths
+    # keep ``recent_minutes``, which opens and dates everything else sooner (15 there
+    # lost 8 onsets on the five development suites).
+    coarse_recent_minutes: Annotated[float, Field(gt=0)] = 16.0
     # Points resting on fewer observations (requests, runs, scores) are ignored.
     min_point_count: Annotated[int, Field(ge=1)] = 3
     # Robust z (shift of the recent median over the baseline's MAD) required.
@@ -170,6 +177,18 @@ class DetectionSettings(Section):
     # A step is judged only once it ended this long ago: spans reach the store after they
     # end, batched by their exporters (the OTel SDK exports every 5 s by default).
     ingest_lag_seconds: Annotated[float, Field(ge=0)] = 5.0
+
+    @property
+    def longest_recent_minutes(self) -> float:
+        """The longest recent window a judgement searches: the coarse path's, when it
+        has one and it is the longer."""
+        coarse = self.coarse_recent_minutes if self.coarse_step_multiple > 1 else 0.0
+        return max(self.recent_minutes, coarse)
+
+    @property
+    def reach_minutes(self) -> float:
+        """How far back a judgement reads: a baseline before the longest recent window."""
+        return self.baseline_minutes + self.longest_recent_minutes
 
 
 class BurnWindow(Section):

@@ -179,7 +179,7 @@ def retention_floor_hours(s: Settings) -> float:
     det = s.detection
     longest_slo = max((w.long_minutes for slo in s.slo for w in slo.windows), default=0.0)
     metric_minutes = (
-        max(det.baseline_minutes + det.recent_minutes, longest_slo, det.resolve_minutes)
+        max(det.reach_minutes, longest_slo, det.resolve_minutes)
         + 2 * det.step_seconds / 60
     )
     return max(metric_minutes, s.learning.lookback_minutes) / 60
@@ -192,8 +192,9 @@ def _check_retention(s: Settings, path: Path) -> None:
         if 0 < hours < floor:
             raise ConfigError(
                 f"{path}: retention.{key} = {hours!r} is shorter than the {floor:.2f} h of "
-                "telemetry the daemon still reads (detection.baseline_minutes + "
-                "recent_minutes, the longest [[slo]] window, detection.resolve_minutes, "
+                "telemetry the daemon still reads (detection.baseline_minutes + the longer "
+                "of recent_minutes and coarse_recent_minutes, the longest [[slo]] window, "
+                "detection.resolve_minutes, "
                 "learning.lookback_minutes); raise it, or 0 to keep everything"
             )
 
