@@ -263,9 +263,7 @@ class MetricAgent:
         )
         self.keep = (
             max(
-                timedelta(
-                    minutes=max(det.reach_minutes, longest_slo, det.resolve_minutes)
-                ),
+                timedelta(minutes=max(det.reach_minutes, longest_slo, det.resolve_minutes)),
                 refit,
             )
             + 2 * self.step

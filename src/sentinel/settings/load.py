@@ -179,8 +179,7 @@ def retention_floor_hours(s: Settings) -> float:
     det = s.detection
     longest_slo = max((w.long_minutes for slo in s.slo for w in slo.windows), default=0.0)
     metric_minutes = (
-        max(det.reach_minutes, longest_slo, det.resolve_minutes)
-        + 2 * det.step_seconds / 60
+        max(det.reach_minutes, longest_slo, det.resolve_minutes) + 2 * det.step_seconds / 60
     )
     return max(metric_minutes, s.learning.lookback_minutes) / 60
 
